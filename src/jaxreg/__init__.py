@@ -1,0 +1,44 @@
+"""jaxreg: neural-network regression on JAX + Optax.
+
+The public API is what ``__all__`` lists. Names are imported on first use (PEP 562), so
+``import jaxreg`` (and ``jaxreg --help``) does not start JAX until something needs it.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Dataset": "jaxreg.data",
+    "Standardizer": "jaxreg.data",
+    "lecture_data": "jaxreg.data",
+    "Layer": "jaxreg.model",
+    "MLPSpec": "jaxreg.model",
+    "apply": "jaxreg.model",
+    "init": "jaxreg.model",
+    "n_params": "jaxreg.model",
+    "Hparams": "jaxreg.optim",
+    "TrainConfig": "jaxreg.train",
+    "TrainResult": "jaxreg.train",
+    "TrainingDivergedError": "jaxreg.train",
+    "fit": "jaxreg.train",
+    "fit_many": "jaxreg.train",
+    "make_train": "jaxreg.train",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'jaxreg' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

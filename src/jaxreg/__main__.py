@@ -1,0 +1,3 @@
+from jaxreg.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,49 @@
+"""The ``jaxreg`` command line: parses arguments and delegates to ``jaxreg.apps``.
+
+``main(argv) -> int`` so tests can call it. Importing this module must stay cheap (no JAX,
+matplotlib or pandas) so that ``jaxreg --help`` answers at once; each command module adds
+its parser with ``add_parser(subparsers)`` and runs with ``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command module names under jaxreg.apps, in the order --help lists them
+COMMANDS = ("lecture",)
+
+
+class UsageError(Exception):
+    """Bad input found by a command: printed as one line on stderr, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from jaxreg import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="jaxreg",
+        description="Neural-network regression on JAX + Optax: fast, honest, practical.",
+    )
+    parser.add_argument("--version", action="version", version=f"jaxreg {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"jaxreg.apps.{name}").add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.run(args) or 0)
+    except UsageError as exc:
+        print(f"jaxreg {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,189 @@
+"""Data: validated arrays in, synthetic data sets of the seeds, and a standardizer.
+
+Convention: arrays entering the library are ``x`` of shape ``(n, d)`` and ``y`` of
+shape ``(n, k)`` (column vectors for one feature or one target), as in the lecture.
+Rank 0: imports nothing from jaxreg.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "Dataset",
+    "Standardizer",
+    "lecture_data",
+    "lecture_data_earlier",
+    "lecture_function",
+    "linear_blog_data",
+    "polynomial_data",
+    "as_2d_float",
+    "check_xy",
+]
+
+
+class Dataset(NamedTuple):
+    """Training (and optionally validation) arrays; a pytree the engine consumes.
+
+    ``x``: ``(n, d)``; ``y``: ``(n, k)``; ``w``: ``(n,)`` sample weights or None;
+    ``x_val``/``y_val``: held-out rows or None.
+    """
+
+    x: jax.Array
+    y: jax.Array
+    x_val: jax.Array | None = None
+    y_val: jax.Array | None = None
+    w: jax.Array | None = None
+
+
+# ---------------------------------------------------------------- validation
+
+
+def as_2d_float(name: str, a, *, dtype=np.float32, allow_1d: bool = True) -> np.ndarray:
+    """Convert ``a`` to a finite 2-D float array or raise a ValueError naming ``name``.
+
+    A 1-D input becomes a column when ``allow_1d``; anything else must already be 2-D.
+    """
+    try:
+        arr = np.asarray(a)
+    except Exception as exc:  # ragged lists and the like
+        raise ValueError(f"{name} must be a numeric array; could not convert it: {exc}") from None
+    if arr.dtype == object or arr.dtype.kind in "USV":
+        bad = _first_non_numeric(arr)
+        raise ValueError(f"{name} must be numeric. Got a non-numeric value {bad!r}.")
+    if arr.dtype.kind == "c":
+        raise ValueError(f"{name} must be real-valued. Got complex dtype {arr.dtype}.")
+    if arr.ndim == 1 and allow_1d:
+        arr = arr.reshape(-1, 1)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array of shape (n_samples, n_columns). "
+                         f"Got an array with shape {arr.shape}.")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} must have at least one row. Got shape {arr.shape}.")
+    if arr.shape[1] == 0:
+        raise ValueError(f"{name} must have at least one column. Got shape {arr.shape}.")
+    arr = arr.astype(dtype, copy=False)
+    if not np.all(np.isfinite(arr)):
+        n_bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+        row = int(np.argwhere(~np.isfinite(arr))[0][0])
+        raise ValueError(f"{name} must be finite. Got {n_bad} NaN or infinite value(s), "
+                         f"the first in row {row}.")
+    return arr
+
+
+def _first_non_numeric(arr: np.ndarray):
+    for v in arr.ravel():
+        try:
+            float(v)
+        except (TypeError, ValueError):
+            return v
+    return arr.ravel()[0] if arr.size else None
+
+
+def check_xy(x, y, *, dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a pair ``(x, y)``: 2-D (a 1-D array is a column), finite, equal lengths."""
+    x = as_2d_float("x", x, dtype=dtype)
+    y = as_2d_float("y", y, dtype=dtype)
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"x and y must have the same number of rows. "
+                         f"Got x with {x.shape[0]} rows and y with {y.shape[0]}.")
+    return x, y
+
+
+# ---------------------------------------------------------------- standardizer
+
+
+class Standardizer(NamedTuple):
+    """Per-column affine map ``z = (a - mean) / scale`` with population std (ddof=0).
+
+    Columns with zero spread get scale 1, so constant columns map to 0 instead of NaN.
+    """
+
+    mean: np.ndarray
+    scale: np.ndarray
+
+    @classmethod
+    def fit(cls, a, *, enabled: bool = True) -> Standardizer:
+        a = np.asarray(a)
+        if not enabled:
+            return cls(np.zeros(a.shape[1], a.dtype), np.ones(a.shape[1], a.dtype))
+        mean = a.mean(axis=0)
+        scale = a.std(axis=0)
+        scale = np.where(scale > 0, scale, 1).astype(a.dtype)
+        return cls(mean.astype(a.dtype), scale)
+
+    def transform(self, a):
+        return (a - self.mean) / self.scale
+
+    def inverse(self, z):
+        return z * self.scale + self.mean
+
+    def inverse_scale(self, s):
+        """Map a spread (e.g. a standard deviation) back to the original units."""
+        return s * self.scale
+
+
+# ---------------------------------------------------------------- seed data sets
+
+
+def lecture_function(x):
+    """The lecture's regression function ``sqrt(x) + sin(x)``, without noise."""
+    return x**0.5 + jnp.sin(x)
+
+
+def _lecture_generate(key, n: int, x_min: float, x_max: float):
+    x = jnp.linspace(x_min, x_max, num=n)
+    eps = 0.2 * jax.random.normal(key, shape=(n,))
+    y = x**0.5 + jnp.sin(x) + eps
+    return x.reshape(n, 1), y.reshape(n, 1)
+
+
+def lecture_data(seed: int = 14, n: int = 400, x_min: float = 0.0, x_max: float = 5.0):
+    """The current lecture's train and validation data.
+
+    ``PRNGKey(seed)`` is split once into a training and a validation key, and each
+    set is ``x = linspace(x_min, x_max, n)``, ``y = sqrt(x) + sin(x) + 0.2 * normal``.
+
+    Returns:
+      ``(x_train, y_train, x_val, y_val)``, each ``(n, 1)`` float32.
+    """
+    key_train, key_val = jax.random.split(jax.random.PRNGKey(seed))
+    return (*_lecture_generate(key_train, n, x_min, x_max),
+            *_lecture_generate(key_val, n, x_min, x_max))
+
+
+def lecture_data_earlier(seed: int = 1234, n: int = 400):
+    """The earlier lecture version's data: ``PRNGKey(1234)`` split into three keys,
+    the second for training data and the third for validation data."""
+    _, k1, k2 = jax.random.split(jax.random.PRNGKey(seed), 3)
+    return (*_lecture_generate(k1, n, 0.0, 5.0), *_lecture_generate(k2, n, 0.0, 5.0))
+
+
+def polynomial_data(key, coefficients=(1.0, -2.0, 1.0, -2.0), n: int = 1000,
+                    x_min: float = -10.0, x_max: float = 10.0):
+    """The polynomial blog's data: ``polyval(coefficients, linspace) + normal``.
+
+    The key is split; the subkey draws the noise and the other half is returned so the
+    caller can initialize weights from it, as in the blog.
+
+    Returns:
+      ``(x, y, key)`` with ``x``, ``y`` of shape ``(n, 1)``.
+    """
+    key, subkey = jax.random.split(key, 2)
+    x = jnp.linspace(x_min, x_max, n)
+    y = jnp.polyval(jnp.asarray(coefficients), x) + jax.random.normal(subkey, shape=(n,))
+    return x.reshape(-1, 1), y.reshape(-1, 1), key
+
+
+def linear_blog_data(seed: int = 0, n: int = 1000, coef=(3.0, 4.0), intercept: float = 5.0):
+    """The linear-SGD blog's data: ``X = 10 U(0,1)`` of shape ``(n, 2)``,
+    ``y = X @ coef + U(0,1) + intercept`` (so the fitted intercept is near
+    ``intercept + 0.5``). Drawn from ``numpy.random.default_rng(seed)``."""
+    rng = np.random.default_rng(seed)
+    x = 10 * rng.random((n, len(coef)))
+    y = x @ np.asarray(coef) + rng.random(n) + intercept
+    return x, y

@@ -1,0 +1,212 @@
+"""Model: a frozen MLP spec, params as a tuple of ``Layer(W, b)``, init and apply.
+
+Convention (the lecture's): ``x`` is ``(n, d)``, ``W`` is ``(fan_in, fan_out)``, ``b`` is
+``(1, fan_out)`` and a layer computes ``x @ W + b``. Hidden layers apply the activation,
+the last layer is affine. ``apply(params, x)`` takes params first.
+
+The training engine works in a *lane layout* instead: samples on the last axis
+(``x_t`` is ``(d, n)``) and transposed weights (``W_t`` is ``(fan_out, fan_in)``,
+``b_t`` is ``(fan_out, 1)``), so the sample axis fills the CPU's vector lanes and every
+product is a plain matrix product. ``to_lanes``/``from_lanes`` convert exactly.
+Rank 1: imports only rank 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+__all__ = [
+    "ACTIVATIONS",
+    "INITIALIZERS",
+    "Layer",
+    "MLPSpec",
+    "apply",
+    "apply_lanes",
+    "from_lanes",
+    "init",
+    "n_params",
+    "to_lanes",
+]
+
+
+class Layer(NamedTuple):
+    """One affine layer: ``W`` of shape ``(fan_in, fan_out)``, ``b`` of shape ``(1, fan_out)``."""
+
+    W: jax.Array
+    b: jax.Array
+
+
+def _identity(x):
+    return x
+
+
+ACTIVATIONS: dict[str, Callable] = {
+    "tanh": jnp.tanh,
+    "relu": jax.nn.relu,
+    "gelu": jax.nn.gelu,
+    "sigmoid": jax.nn.sigmoid,
+    "elu": jax.nn.elu,
+    "silu": jax.nn.silu,
+    "softplus": jax.nn.softplus,
+    "identity": _identity,
+}
+
+# PyTorch's recommended gains (torch.nn.init.calculate_gain); 1 where none is defined.
+_DEFAULT_GAIN = {"tanh": 5.0 / 3.0, "relu": math.sqrt(2.0), "selu": 0.75}
+
+INITIALIZERS = ("he_normal", "kaiming_normal", "glorot_uniform", "lecun_normal", "normal")
+_BIAS_INITS = ("ones", "zeros", "normal")
+_KEY_SCHEMES = ("chain", "split")
+
+
+@dataclass(frozen=True)
+class MLPSpec:
+    """A multilayer perceptron, static under jit.
+
+    Attributes:
+      layer_sizes: widths from input to output, e.g. ``(1, 10, 10, 10, 1)``.
+      activation: one of ``ACTIVATIONS`` for hidden layers.
+      init: weight initializer. ``he_normal`` is the lecture's ``normal * sqrt(2/fan_in)``;
+        ``kaiming_normal`` is ``normal * gain / sqrt(fan_in)`` (gain from ``gain`` or the
+        activation); ``glorot_uniform``; ``lecun_normal`` is ``normal * sqrt(1/fan_in)``.
+        ``normal`` is a standard normal (the linear blog's ``randn``).
+      gain: Kaiming gain; None picks the activation's recommended gain.
+      bias_init: ``ones`` (the lecture), ``zeros`` or ``normal`` (standard normal).
+      key_scheme: how ``init`` derives layer keys: ``chain`` (the lecture: split the key
+        once per layer and carry the first half) or ``split`` (the blog: one split into
+        as many keys as layers).
+    """
+
+    layer_sizes: tuple[int, ...] = (1, 10, 10, 10, 1)
+    activation: str = "tanh"
+    init: str = "he_normal"
+    gain: float | None = None
+    bias_init: str = "ones"
+    key_scheme: str = "chain"
+
+    def __post_init__(self):
+        sizes = tuple(self.layer_sizes)
+        object.__setattr__(self, "layer_sizes", sizes)
+        if len(sizes) < 2:
+            raise ValueError("MLPSpec.layer_sizes must list at least an input and an output "
+                             f"width. Got {sizes!r}.")
+        for s in sizes:
+            if isinstance(s, bool) or not isinstance(s, int) or s < 1:
+                raise ValueError("MLPSpec.layer_sizes must be positive integers. "
+                                 f"Got {sizes!r}.")
+        _check_choice("MLPSpec.activation", self.activation, ACTIVATIONS)
+        _check_choice("MLPSpec.init", self.init, INITIALIZERS)
+        _check_choice("MLPSpec.bias_init", self.bias_init, _BIAS_INITS)
+        _check_choice("MLPSpec.key_scheme", self.key_scheme, _KEY_SCHEMES)
+        if self.gain is not None and not (math.isfinite(self.gain) and self.gain > 0):
+            raise ValueError(f"MLPSpec.gain must be a positive finite number or None. "
+                             f"Got {self.gain!r}.")
+
+    @property
+    def n_params(self) -> int:
+        s = self.layer_sizes
+        return sum(a * b + b for a, b in zip(s[:-1], s[1:], strict=True))
+
+    @property
+    def n_inputs(self) -> int:
+        return self.layer_sizes[0]
+
+    @property
+    def n_outputs(self) -> int:
+        return self.layer_sizes[-1]
+
+
+def _check_choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {sorted(choices)}. Got {value!r}.")
+
+
+def n_params(spec_or_params) -> int:
+    """Number of trainable scalars of a spec or a params tuple."""
+    if isinstance(spec_or_params, MLPSpec):
+        return spec_or_params.n_params
+    return sum(int(leaf.size) for leaf in jax.tree.leaves(spec_or_params))
+
+
+def _init_weight(key, spec: MLPSpec, fan_in: int, fan_out: int, dtype):
+    shape = (fan_in, fan_out)
+    if spec.init == "he_normal":
+        # Written exactly as the lecture writes it, so its keys give its weights.
+        return jax.random.normal(key, shape=shape, dtype=dtype) * jnp.sqrt(2 / fan_in)
+    if spec.init == "kaiming_normal":
+        gain = spec.gain if spec.gain is not None else _DEFAULT_GAIN.get(spec.activation, 1.0)
+        # The blog's order of operations: normal * gain / sqrt(fan_in).
+        return jax.random.normal(key, shape, dtype=dtype) * gain / jnp.sqrt(float(fan_in))
+    if spec.init == "glorot_uniform":
+        limit = math.sqrt(6.0 / (fan_in + fan_out))
+        return jax.random.uniform(key, shape, dtype=dtype, minval=-limit, maxval=limit)
+    if spec.init == "normal":
+        return jax.random.normal(key, shape, dtype=dtype)
+    # lecun_normal
+    return jax.random.normal(key, shape, dtype=dtype) * jnp.sqrt(1 / fan_in)
+
+
+def init(key, spec: MLPSpec, dtype=jnp.float32) -> tuple[Layer, ...]:
+    """Initial parameters for ``spec`` from ``key``.
+
+    With the lecture's spec (``he_normal``, ``ones``, ``chain``), ``PRNGKey(1234)`` gives
+    the lecture's weights exactly.
+
+    Example:
+      >>> params = init(jax.random.PRNGKey(1234), MLPSpec((1, 10, 10, 10, 1)))
+      >>> [p.W.shape for p in params]
+      [(1, 10), (10, 10), (10, 10), (10, 1)]
+    """
+    sizes = spec.layer_sizes
+    n_layers = len(sizes) - 1
+    if spec.key_scheme == "chain":
+        keys = []
+        for _ in range(n_layers):
+            key, subkey = jax.random.split(key)
+            keys.append(subkey)
+    else:
+        keys = list(jax.random.split(key, n_layers))
+    layers = []
+    for k, fan_in, fan_out in zip(keys, sizes[:-1], sizes[1:], strict=True):
+        w = _init_weight(k, spec, fan_in, fan_out, dtype)
+        if spec.bias_init == "normal":
+            b = jax.random.normal(jax.random.fold_in(k, 1), (1, fan_out), dtype=dtype)
+        else:
+            fill = jnp.ones if spec.bias_init == "ones" else jnp.zeros
+            b = fill((1, fan_out), dtype=dtype)
+        layers.append(Layer(w, b))
+    return tuple(layers)
+
+
+def apply(params, x, activation: str | Callable = "tanh"):
+    """Forward pass: ``x`` of shape ``(n, d)`` to predictions of shape ``(n, k)``."""
+    sigma = ACTIVATIONS[activation] if isinstance(activation, str) else activation
+    *hidden, last = params
+    for layer in hidden:
+        x = sigma(x @ layer.W + layer.b)
+    return x @ last.W + last.b
+
+
+def to_lanes(params) -> tuple[Layer, ...]:
+    """Params in the lane layout: ``W_t = W.T`` ``(fan_out, fan_in)``, ``b_t = b.T`` ``(fan_out, 1)``."""
+    return tuple(Layer(p.W.T, p.b.T) for p in params)
+
+
+def from_lanes(params_t) -> tuple[Layer, ...]:
+    """Inverse of ``to_lanes`` (exact: a transpose moves values, it does not round them)."""
+    return tuple(Layer(p.W.T, p.b.T) for p in params_t)
+
+
+def apply_lanes(params_t, x_t, activation: str | Callable = "tanh"):
+    """Forward pass in the lane layout: ``x_t`` ``(d, n)`` to ``(k, n)``."""
+    sigma = ACTIVATIONS[activation] if isinstance(activation, str) else activation
+    *hidden, last = params_t
+    for layer in hidden:
+        x_t = sigma(layer.W @ x_t + layer.b)
+    return last.W @ x_t + last.b
