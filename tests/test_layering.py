@@ -12,6 +12,8 @@ RANKS = {
     "data": 0,
     "plots": 0,
     "runtime": 0,
+    "errors": 0,
+    "tabular": 0,
     "model": 1,
     "loss": 2,
     "optim": 2,

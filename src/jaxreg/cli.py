@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # command module names under jaxreg.apps, in the order --help lists them
 COMMANDS = ("lecture",)
-
-
-class UsageError(Exception):
-    """Bad input found by a command: printed as one line on stderr, exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,10 +36,17 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "run", None):
         parser.print_help()
         return 0
+    from jaxreg.errors import UsageError
+
     try:
         return int(args.run(args) or 0)
-    except UsageError as exc:
-        print(f"jaxreg {args.command}: error: {exc}", file=sys.stderr)
+    except (UsageError, ValueError, FileNotFoundError, IsADirectoryError, FloatingPointError,
+            UnicodeDecodeError) as exc:
+        # Bad input is one line on stderr and exit code 2; JAXREG_DEBUG=1 shows the traceback.
+        if os.environ.get("JAXREG_DEBUG"):
+            raise
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"jaxreg {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -194,7 +194,8 @@ def apply(params, x, activation: str | Callable = "tanh"):
 
 
 def to_lanes(params) -> tuple[Layer, ...]:
-    """Params in the lane layout: ``W_t = W.T`` ``(fan_out, fan_in)``, ``b_t = b.T`` ``(fan_out, 1)``."""
+    """Params in the lane layout: ``W_t = W.T`` of shape ``(fan_out, fan_in)`` and
+    ``b_t = b.T`` of shape ``(fan_out, 1)``."""
     return tuple(Layer(p.W.T, p.b.T) for p in params)
 
 

@@ -1,0 +1,61 @@
+"""Process-wide JAX settings that only the CLI applies, for its own process (rank 0).
+
+The library never calls this behind a user's back. A user who wants the same settings in
+their own process calls ``configure_process`` first thing, before JAX runs anything
+(XLA flags and the CPU device count are read when JAX's backend starts).
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+ENV_CACHE = "JAXREG_CACHE_DIR"
+
+
+def default_cache_dir() -> pathlib.Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return pathlib.Path(base) / "jaxreg" / "xla"
+
+
+def configure_process(*, compilation_cache: bool | str | os.PathLike = True,
+                      fast_cpu: bool = True, n_cpu_devices: int | None = None) -> dict:
+    """Apply the CLI's process settings; returns what was set.
+
+    Args:
+      compilation_cache: True for JAX's persistent compilation cache in
+        ``$JAXREG_CACHE_DIR`` or ``~/.cache/jaxreg/xla``; a path for another folder;
+        False to disable it.
+      fast_cpu: set XLA CPU options that suit small training loops (see
+        benchmarks/README.md for what they measured).
+      n_cpu_devices: expose this many CPU devices (for sharding a model axis).
+    """
+    import jax
+
+    done: dict = {}
+    if compilation_cache:
+        path = (pathlib.Path(compilation_cache) if not isinstance(compilation_cache, bool)
+                else pathlib.Path(os.environ.get(ENV_CACHE) or default_cache_dir()))
+        path.mkdir(parents=True, exist_ok=True)
+        jax.config.update("jax_compilation_cache_dir", str(path))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+        done["compilation_cache"] = str(path)
+    if n_cpu_devices:
+        jax.config.update("jax_num_cpu_devices", int(n_cpu_devices))
+        done["n_cpu_devices"] = int(n_cpu_devices)
+    done["fast_cpu"] = bool(fast_cpu) and _set_fast_cpu_flags()
+    return done
+
+
+# XLA CPU flags for small loops; filled in from measurements in benchmarks/README.md.
+FAST_CPU_XLA_FLAGS: tuple[str, ...] = ()
+
+
+def _set_fast_cpu_flags() -> bool:
+    if not FAST_CPU_XLA_FLAGS:
+        return False
+    flags = os.environ.get("XLA_FLAGS", "")
+    extra = [f for f in FAST_CPU_XLA_FLAGS if f.split("=")[0] not in flags]
+    os.environ["XLA_FLAGS"] = " ".join([flags, *extra]).strip()
+    return True
