@@ -24,6 +24,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Neural-network regression on JAX + Optax: fast, honest, practical.",
     )
     parser.add_argument("--version", action="version", version=f"jaxreg {__version__}")
+    parser.add_argument("--cache-dir", metavar="DIR", default=None,
+                        help="persistent XLA compilation cache folder (default: "
+                             "$JAXREG_CACHE_DIR or ~/.cache/jaxreg/xla)")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="do not use the persistent compilation cache")
+    parser.add_argument("--default-xla", action="store_true",
+                        help="keep XLA's default CPU options (no jaxreg tuning)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"jaxreg.apps.{name}").add_parser(sub)
@@ -37,7 +44,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     from jaxreg.errors import UsageError
+    from jaxreg.runtime import configure_process
 
+    configure_process(
+        compilation_cache=False if args.no_cache else (args.cache_dir or True),
+        fast_cpu=not args.default_xla,
+        n_cpu_devices=getattr(args, "n_cpu_devices", None),
+    )
     try:
         return int(args.run(args) or 0)
     except (UsageError, ValueError, FileNotFoundError, IsADirectoryError, FloatingPointError,
