@@ -33,8 +33,10 @@ def add_parser(sub) -> None:
         description="Reproduce the QuantEcon lecture 'Neural Network Regression with JAX' on "
                     "its embedded data: summary table, noise floor, plots, and the exercise.",
     )
-    p.add_argument("--out", default="jaxreg-out/lecture", help="output folder (default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=4000, help="training epochs (default: %(default)s)")
+    p.add_argument("--out", default="jaxreg-out/lecture",
+                   help="output folder (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=4000,
+                   help="training epochs (default: %(default)s)")
     p.add_argument("--seed", type=int, default=14,
                    help="data seed: PRNGKey(seed) split into train/validation keys (default: 14)")
     p.add_argument("--param-seed", type=int, default=1234,
@@ -147,6 +149,15 @@ def run_lecture(out, epochs: int = 4000, seed: int = 14, param_seed: int = 1234,
 
 def _keras_rows(data, epochs: int, param_seed: int) -> list[dict]:
     """The lecture's Keras model and a matched one, or a row saying how to install Keras."""
+    import jax
+
+    # Keras broadcasts (n, k) + (k,) itself: allow rank promotion inside it whatever the
+    # caller's setting.
+    with jax.numpy_rank_promotion("allow"):
+        return _keras_rows_inner(data, epochs, param_seed)
+
+
+def _keras_rows_inner(data, epochs: int, param_seed: int) -> list[dict]:
     os.environ.setdefault("KERAS_BACKEND", "jax")
     try:
         import keras

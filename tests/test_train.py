@@ -1,0 +1,191 @@
+import jax
+import numpy as np
+import pytest
+
+from jaxreg.data import Dataset, lecture_data
+from jaxreg.model import MLPSpec, apply, init
+from jaxreg.optim import Hparams
+from jaxreg.train import (
+    TrainConfig,
+    TrainingDivergedError,
+    compile_count,
+    fit,
+    fit_many,
+    make_train,
+)
+
+KEY = jax.random.PRNGKey(1234)
+
+
+@pytest.fixture(scope="module")
+def lecture():
+    return Dataset(*lecture_data())
+
+
+@pytest.fixture(scope="module")
+def small():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-2, 2, (60, 2)).astype(np.float32)
+    y = (np.sin(x[:, :1]) + 0.5 * x[:, 1:] ** 2).astype(np.float32)
+    return Dataset(x[:45], y[:45], x[45:], y[45:])
+
+
+@pytest.mark.parametrize("optimizer, train_mse, val_mse", [
+    ("gd", 0.039963, 0.042119), ("sgd", 0.039963, 0.042119), ("adam", 0.035879, 0.040869)])
+def test_the_lectures_figures_are_reproduced(lecture, optimizer, train_mse, val_mse):
+    res = fit(MLPSpec(), TrainConfig(4000, optimizer, record_every=0), lecture, Hparams(1e-3),
+              key=KEY)
+    assert f"{float(res.train_mse[0]):.6f}" == f"{train_mse:.6f}"
+    assert f"{float(res.val_mse[0]):.6f}" == f"{val_mse:.6f}"
+
+
+def test_gd_and_optax_sgd_agree_exactly(small):
+    a = fit(MLPSpec((2, 8, 1)), TrainConfig(50, "gd", record_every=0), small, Hparams(1e-2))
+    b = fit(MLPSpec((2, 8, 1)), TrainConfig(50, "sgd", record_every=0), small, Hparams(1e-2))
+    for p, q in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True):
+        np.testing.assert_array_equal(p, q)
+
+
+def test_one_epoch_of_gd_is_one_manual_update(small):
+    spec = MLPSpec((2, 5, 1))
+    res = fit(spec, TrainConfig(1, "gd", record_every=1), small, Hparams(0.05), key=KEY)
+    p0 = init(KEY, spec)
+
+    def loss(p):
+        return ((apply(p, small.x) - small.y) ** 2).mean()
+
+    g = jax.grad(loss)(p0)
+    manual = jax.tree.map(lambda p, g: p - 0.05 * g, p0, g)
+    for a, b in zip(jax.tree.leaves(res.params), jax.tree.leaves(manual), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    # the recorded loss is the loss before the epoch's update
+    np.testing.assert_allclose(res.history.train_mse[0, 0], loss(p0), rtol=1e-5)
+    np.testing.assert_allclose(res.history.val_mse[0, 0],
+                               ((apply(p0, small.x_val) - small.y_val) ** 2).mean(), rtol=1e-5)
+
+
+def test_shuffle_with_one_full_batch_equals_full_batch(small):
+    spec = MLPSpec((2, 6, 1))
+    full = fit(spec, TrainConfig(30, "adam", record_every=0), small, Hparams(1e-2))
+    shuf = fit(spec, TrainConfig(30, "adam", batch_size=45, sampling="shuffle",
+                                 record_every=0), small, Hparams(1e-2))
+    for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(shuf.params), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_integer_sample_weights_equal_repeated_rows(small):
+    spec = MLPSpec((2, 6, 1))
+    w = np.arange(45) % 3 + 1.0
+    weighted = fit(spec, TrainConfig(20, "gd", record_every=0),
+                   small._replace(w=w.astype(np.float32)), Hparams(0.05))
+    rep = np.repeat(np.arange(45), w.astype(int))
+    repeated = fit(spec, TrainConfig(20, "gd", record_every=0),
+                   small._replace(x=small.x[rep], y=small.y[rep]), Hparams(0.05))
+    for a, b in zip(jax.tree.leaves(weighted.params), jax.tree.leaves(repeated.params),
+                    strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_bootstrap_is_seeded_and_partial_batches_work(small):
+    cfg = TrainConfig(5, "adam", batch_size=10, sampling="bootstrap", record_every=1)
+    a = fit(MLPSpec((2, 4, 1)), cfg, small, Hparams(1e-2), key=1)
+    b = fit(MLPSpec((2, 4, 1)), cfg, small, Hparams(1e-2), key=1)
+    c = fit(MLPSpec((2, 4, 1)), cfg, small, Hparams(1e-2), key=2)
+    np.testing.assert_array_equal(a.history.objective, b.history.objective)
+    assert not np.array_equal(a.history.objective, c.history.objective)
+    shuf = fit(MLPSpec((2, 4, 1)), TrainConfig(5, "adam", batch_size=16, sampling="shuffle"),
+               small, Hparams(1e-2))
+    assert np.all(np.isfinite(shuf.history.objective))
+
+
+def test_early_stopping_restores_the_best_epoch(small):
+    # Validation targets that are pure noise: fitting the training rows soon makes the
+    # validation MSE worse, so patience runs out and the best epoch must be restored.
+    noise = np.random.default_rng(1).normal(size=small.y_val.shape).astype(np.float32)
+    data = small._replace(y_val=noise)
+    cfg = TrainConfig(400, "adam", record_every=5, patience=25)
+    res = fit(MLPSpec((2, 32, 1)), cfg, data, Hparams(0.05), key=3)
+    assert int(res.epochs_run) < 400  # it did stop
+    val = np.asarray(res.history.val_mse)[:, 0]
+    recorded = np.asarray(res.history.epoch)
+    best = int(np.nanargmin(val))
+    assert int(res.best_epoch) == int(recorded[best])
+    assert int(res.epochs_run) >= int(res.best_epoch) + 25
+    np.testing.assert_allclose(res.val_mse[0], val[best], rtol=1e-5)
+    np.testing.assert_allclose(
+        res.val_mse[0], ((apply(res.best_params, data.x_val) - data.y_val) ** 2).mean(),
+        rtol=1e-5)
+    assert not np.array_equal(res.best_params[0].W, res.params[0].W)
+
+
+def test_chunked_run_and_resume_equal_one_run(small):
+    cfg = TrainConfig(60, "adam", batch_size=16, sampling="shuffle", record_every=5)
+    one = fit(MLPSpec((2, 8, 1)), cfg, small, Hparams(1e-2), key=4)
+    seen = []
+    chunked = fit(MLPSpec((2, 8, 1)), cfg, small, Hparams(1e-2), key=4, chunk_epochs=20,
+                  callback=seen.append)
+    assert [p.epoch for p in seen] == [20, 40, 60]
+    resumed = fit(MLPSpec((2, 8, 1)), cfg, small, Hparams(1e-2), key=4, chunk_epochs=20,
+                  resume=(seen[0].state, seen[0].history))
+    for a, b, c in zip(jax.tree.leaves(one.params), jax.tree.leaves(chunked.params),
+                       jax.tree.leaves(resumed.params), strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(b, c)
+    np.testing.assert_array_equal(chunked.history.epoch, np.arange(0, 60, 5))
+    np.testing.assert_array_equal(resumed.history.val_mse, chunked.history.val_mse)
+
+
+def test_changing_learning_rate_or_l2_does_not_recompile(small):
+    cfg = TrainConfig(7, "adam", record_every=0)
+    fit(MLPSpec((2, 3, 1)), cfg, small, Hparams(1e-2))
+    before = compile_count()
+    fit(MLPSpec((2, 3, 1)), cfg, small, Hparams(3e-2, l2=1e-3))
+    assert compile_count() == before
+    fit(MLPSpec((2, 3, 1)), TrainConfig(8, "adam", record_every=0), small, Hparams(1e-2))
+    assert compile_count() == before + 1
+
+
+def test_fit_many_equals_models_trained_alone(small):
+    cfg = TrainConfig(20, "adam", record_every=0)
+    many = fit_many(MLPSpec((2, 4, 1)), cfg, small,
+                    Hparams(learning_rate=np.array([1e-2, 3e-2, 1e-2])), keys=[0, 0, 5])
+    for i, (lr, seed) in enumerate([(1e-2, 0), (3e-2, 0), (1e-2, 5)]):
+        alone = fit(MLPSpec((2, 4, 1)), cfg, small, Hparams(lr), key=seed)
+        for a, b in zip(jax.tree.leaves(alone.params), jax.tree.leaves(many.params),
+                        strict=True):
+            np.testing.assert_allclose(a, b[i], rtol=1e-5, atol=1e-6)
+
+
+def test_make_train_is_pure_and_jittable(small):
+    train = jax.jit(make_train(MLPSpec((2, 3, 1)), TrainConfig(5, "sgd")))
+    a = train(KEY, small, Hparams(1e-2))
+    b = train(KEY, small, Hparams(1e-2))
+    np.testing.assert_array_equal(a.val_mse, b.val_mse)
+
+
+def test_divergence_raises_with_a_hint(small):
+    with pytest.raises(TrainingDivergedError, match=r"diverged.*at epoch \d+.*Lower the "
+                       "learning rate"):
+        fit(MLPSpec((2, 8, 1)), TrainConfig(200, "sgd", record_every=1), small._replace(
+            x=small.x * 1e3), Hparams(10.0))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(epochs=0), "TrainConfig.epochs must be an integer >= 1. Got 0"),
+    (dict(optimizer="adamax"), "TrainConfig.optimizer must be one of"),
+    (dict(schedule="step"), "TrainConfig.schedule must be one of"),
+    (dict(sampling="random"), "TrainConfig.sampling must be one of"),
+    (dict(batch_size=10), "batch_size must be None when sampling='full'"),
+    (dict(sampling="shuffle"), "TrainConfig.batch_size must be an integer >= 1. Got None"),
+    (dict(epochs=10, record_every=3), "record_every must divide epochs"),
+    (dict(patience=5, record_every=0), "patience needs record_every >= 1"),
+])
+def test_config_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kwargs)
+
+
+def test_bootstrap_batch_larger_than_data(small):
+    with pytest.raises(ValueError, match="batch_size must not exceed .* Got batch_size=100 "
+                       "with 45 rows"):
+        fit(MLPSpec((2, 3, 1)), TrainConfig(2, batch_size=100, sampling="bootstrap"), small)
