@@ -20,6 +20,7 @@ _EXPORTS = {
     "init": "jaxreg.model",
     "n_params": "jaxreg.model",
     "Hparams": "jaxreg.optim",
+    "LinearSGDRegressor": "jaxreg.linear",
     "TrainConfig": "jaxreg.train",
     "TrainResult": "jaxreg.train",
     "TrainingDivergedError": "jaxreg.train",

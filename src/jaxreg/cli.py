@@ -13,7 +13,7 @@ import os
 import sys
 
 # command module names under jaxreg.apps, in the order --help lists them
-COMMANDS = ("lecture",)
+COMMANDS = ("lecture", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -221,7 +221,10 @@ def make_engine(spec: MLPSpec, cfg: TrainConfig) -> Engine:
         per_out = mse_per_output(predict_t(params_t, x_t), y_t, w, axis=1)
         loss = jnp.mean(per_out)
         if cfg.objective == "rmse":
-            loss = jnp.sqrt(loss)
+            # sqrt has an infinite derivative at 0: a minibatch fitted exactly gets 0 loss
+            # and a zero gradient instead of NaN.
+            safe = jnp.where(loss > 0, loss, 1.0)
+            loss = jnp.where(loss > 0, jnp.sqrt(safe), 0.0)
         return loss + l2 * l2_penalty(params_t)
 
     value_and_grad = jax.value_and_grad(objective)
@@ -407,7 +410,9 @@ def _signature(args) -> tuple:
 def _compiled(cache_key, build: Callable, args):
     """Compile ``build()`` for ``args`` once per ``cache_key`` and argument signature."""
     global _COMPILES
-    full_key = (cache_key, _signature(args), jax.config.jax_enable_x64)
+    # The random-number mode changes what init and sampling compile to.
+    full_key = (cache_key, _signature(args), jax.config.jax_enable_x64,
+                jax.config.jax_threefry_partitionable)
     hit = _COMPILED.get(full_key)
     if hit is not None:
         return hit, 0.0
