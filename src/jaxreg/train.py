@@ -550,6 +550,10 @@ def fit(spec: MLPSpec, cfg: TrainConfig, data: Dataset, hparams: Hparams = Hpara
         raise ValueError(f"batch_size must not exceed the number of training rows for "
                          f"bootstrap sampling. Got batch_size={cfg.batch_size} with {n} rows.")
     hp = Hparams(*(jnp.asarray(v, data.x.dtype) for v in hparams))
+    if params is None and resume is None:
+        # Initialize outside the compiled run: the same values, and threefry's hashing then
+        # runs op by op (cached) instead of doubling the training program's compile time.
+        params = init(key, spec, dtype=data.x.dtype)
     if chunk_epochs is not None or resume is not None:
         if chunk_epochs is None:
             raise ValueError("resume needs chunk_epochs. Got chunk_epochs=None.")
@@ -571,7 +575,7 @@ def fit(spec: MLPSpec, cfg: TrainConfig, data: Dataset, hparams: Hparams = Hpara
 
 
 def _vmap_models(fn):
-    return jax.vmap(fn, in_axes=(0, None, 0))
+    return jax.vmap(fn, in_axes=(0, None, 0, 0))
 
 
 def fit_many(spec: MLPSpec, cfg: TrainConfig, data: Dataset, hparams: Hparams = Hparams(),
@@ -595,9 +599,10 @@ def fit_many(spec: MLPSpec, cfg: TrainConfig, data: Dataset, hparams: Hparams = 
     m = int(np.shape(keys)[0])
     check_hparams(hparams)
     hp = Hparams(*(jnp.broadcast_to(jnp.asarray(v, data.x.dtype), (m,)) for v in hparams))
-    exe, compile_s = compiled_train(spec, cfg, keys, data, hp, wrap=_vmap_models)
+    params = jax.vmap(lambda k: init(k, spec, dtype=data.x.dtype))(keys)  # see fit
+    exe, compile_s = compiled_train(spec, cfg, keys, data, hp, params, wrap=_vmap_models)
     t0 = time.perf_counter()
-    result = jax.block_until_ready(exe(keys, data, hp))
+    result = jax.block_until_ready(exe(keys, data, hp, params))
     run_s = time.perf_counter() - t0
     result = result._replace(compile_seconds=compile_s, run_seconds=run_s)
     if check:
