@@ -189,3 +189,35 @@ def test_bootstrap_batch_larger_than_data(small):
     with pytest.raises(ValueError, match="batch_size must not exceed .* Got batch_size=100 "
                        "with 45 rows"):
         fit(MLPSpec((2, 3, 1)), TrainConfig(2, batch_size=100, sampling="bootstrap"), small)
+
+
+def test_fit_many_splits_the_model_axis_over_devices():
+    # Two CPU devices need a fresh process (the device count is fixed when JAX starts).
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import jax, numpy as np
+from jaxreg.data import Dataset
+from jaxreg.model import MLPSpec
+from jaxreg.optim import Hparams
+from jaxreg.train import TrainConfig, fit_many
+assert len(jax.devices()) == 2
+rng = np.random.default_rng(0)
+x = rng.normal(size=(30, 1)).astype(np.float32)
+d = Dataset(x, np.sin(x), x[:10], np.sin(x[:10]))
+cfg = TrainConfig(15, "adam", record_every=5)
+one = fit_many(MLPSpec((1, 4, 1)), cfg, d, Hparams(1e-2), keys=[0, 1, 2],
+               devices=jax.devices()[:1])
+two = fit_many(MLPSpec((1, 4, 1)), cfg, d, Hparams(1e-2), keys=[0, 1, 2])
+assert two.val_mse.shape == (3, 1)
+np.testing.assert_allclose(one.val_mse, two.val_mse, rtol=1e-6)
+np.testing.assert_allclose(one.params[0].W, two.params[0].W, rtol=1e-6)
+print("OK")
+"""
+    env = dict(os.environ, JAX_NUM_CPU_DEVICES="2")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("OK")

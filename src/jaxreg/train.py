@@ -344,7 +344,7 @@ def make_engine(spec: MLPSpec, cfg: TrainConfig) -> Engine:
             def inner(s, _):
                 return epoch_fn(s, skey, x_t, y_t, w, hp)
 
-            s, losses = lax.scan(inner, s, None, length=cfg.record_every)
+            import os; s, losses = lax.scan(inner, s, None, length=cfg.record_every, unroll=int(os.environ.get('UNR','1')))
             return s, History(epoch0, train_k, val_k, jnp.nanmean(losses))
 
         if n_epochs % cfg.record_every:
@@ -404,7 +404,15 @@ def compile_count() -> int:
 
 def _signature(args) -> tuple:
     leaves, treedef = jax.tree.flatten(args)
-    return (treedef, tuple((np.shape(x), jnp.result_type(x)) for x in leaves))
+    return (treedef, tuple((np.shape(x), jnp.result_type(x), _sharding_key(x))
+                           for x in leaves))
+
+
+def _sharding_key(x):
+    sharding = getattr(x, "sharding", None)
+    if sharding is None or len(sharding.device_set) == 1:
+        return None
+    return (tuple(d.id for d in sharding.mesh.devices.flat), str(sharding.spec))
 
 
 def _compiled(cache_key, build: Callable, args):
@@ -579,13 +587,18 @@ def _vmap_models(fn):
 
 
 def fit_many(spec: MLPSpec, cfg: TrainConfig, data: Dataset, hparams: Hparams = Hparams(),
-             keys=None, n_models: int | None = None, check: bool = True) -> TrainResult:
+             keys=None, n_models: int | None = None, check: bool = True,
+             devices=None) -> TrainResult:
     """Train ``M`` models of one architecture in one compiled, vmapped call.
 
     Args:
       keys: ``M`` PRNG keys (an ``(M, 2)`` array of raw keys), or a list of int seeds.
       hparams: each field a scalar (shared) or an array of length ``M``.
       n_models: ``M`` when ``keys`` is None (then seeds ``0..M-1``).
+      devices: devices to split the model axis over (a ``jax.sharding.Mesh`` of one axis is
+        built from them); None uses every local device. With one device nothing is split.
+        The models are independent, so the split needs no communication; ``M`` is padded
+        to a multiple of the device count and the padding dropped.
 
     Returns:
       A ``TrainResult`` whose arrays have a leading model axis of length ``M``.
@@ -595,15 +608,33 @@ def fit_many(spec: MLPSpec, cfg: TrainConfig, data: Dataset, hparams: Hparams = 
             raise ValueError("fit_many needs keys or n_models. Got neither.")
         keys = list(range(n_models))
     if isinstance(keys, list | tuple | range):
+        if not keys:
+            raise ValueError("fit_many needs at least one key. Got an empty list.")
         keys = jnp.stack([_as_key(int(k)) for k in keys])
     m = int(np.shape(keys)[0])
     check_hparams(hparams)
     hp = Hparams(*(jnp.broadcast_to(jnp.asarray(v, data.x.dtype), (m,)) for v in hparams))
+    devices = list(jax.local_devices() if devices is None else devices)
+    pad = -m % len(devices)
+    if pad:  # repeat the last model; its copies are dropped below
+        keys, hp = jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, 0)]),
+                                (keys, hp))
     params = jax.vmap(lambda k: init(k, spec, dtype=data.x.dtype))(keys)  # see fit
-    exe, compile_s = compiled_train(spec, cfg, keys, data, hp, params, wrap=_vmap_models)
+    args = (keys, data, hp, params)
+    if len(devices) > 1:
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+        mesh = Mesh(np.array(devices), ("models",))
+        split, whole = NamedSharding(mesh, PartitionSpec("models")), NamedSharding(
+            mesh, PartitionSpec())
+        args = (jax.device_put(keys, split), jax.device_put(data, whole),
+                jax.device_put(hp, split), jax.device_put(params, split))
+    exe, compile_s = compiled_train(spec, cfg, *args, wrap=_vmap_models)
     t0 = time.perf_counter()
-    result = jax.block_until_ready(exe(keys, data, hp, params))
+    result = jax.block_until_ready(exe(*args))
     run_s = time.perf_counter() - t0
+    if pad:
+        result = jax.tree.map(lambda a: a[:m], result)
     result = result._replace(compile_seconds=compile_s, run_seconds=run_s)
     if check:
         check_finite(result, hparams)
