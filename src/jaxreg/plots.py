@@ -10,6 +10,15 @@ import pathlib
 import tempfile
 
 
+def _publish(tmp: str, path: pathlib.Path) -> None:
+    """Give ``tmp`` the permissions a plain ``open`` would (mkstemp makes it 0600), then
+    rename it over ``path``."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
 def figure(width: float = 6.4, height: float = 4.2):
     """A new ``(fig, ax)`` drawn with the non-interactive Agg backend."""
     import matplotlib
@@ -31,7 +40,7 @@ def save(fig, path) -> pathlib.Path:
     try:
         with os.fdopen(fd, "wb") as fh:
             fig.savefig(fh, format="png", dpi=110)
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)
         raise
@@ -48,7 +57,7 @@ def write_text(path, text: str) -> pathlib.Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)
         raise
