@@ -82,7 +82,8 @@ def test_lane_conversion_is_exact():
 def test_n_params_counts_every_weight_and_bias(sizes):
     spec = MLPSpec(tuple(sizes))
     params = jax.eval_shape(lambda k: init(k, spec), jax.random.PRNGKey(0))
-    assert n_params(spec) == n_params(params) == sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+    expect = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+    assert n_params(spec) == n_params(params) == expect
     assert all(isinstance(p, Layer) for p in params)
 
 

@@ -27,6 +27,10 @@ _EXPORTS = {
     "fit": "jaxreg.train",
     "fit_many": "jaxreg.train",
     "make_train": "jaxreg.train",
+    "MLPRegressor": "jaxreg.estimator",
+    "load": "jaxreg.estimator",
+    "save_model": "jaxreg.store",
+    "load_model": "jaxreg.store",
 }
 
 __all__ = sorted(_EXPORTS)

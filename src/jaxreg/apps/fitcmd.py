@@ -1,0 +1,497 @@
+"""``jaxreg fit``, ``jaxreg predict`` and ``jaxreg report``: the real-data workflow.
+
+``fit DATA --target COL --out MODEL_DIR`` reads a CSV/Parquet file, holds out validation
+rows, standardizes, trains an ``MLPRegressor`` (early stopping with the best epoch
+restored) in equal compiled chunks with a live progress bar, optionally writes atomic
+checkpoints (``--checkpoint-every N``; ``--resume`` continues after a kill and ends with the
+parameters of an uninterrupted run), saves the model, writes the report and prints
+validation R², MSE and MAE next to a scikit-learn ``Ridge`` baseline.
+
+``predict MODEL_DIR DATA`` writes one row of predictions per input row (``--std`` adds the
+ensemble standard deviation); ``report MODEL_DIR`` regenerates the report.
+
+Every bad input (a file, a column, an option) is found before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import pathlib
+import sys
+
+DEFAULTS = {"hidden": "64,64", "activation": "tanh", "optimizer": "adam", "lr": 1e-3,
+            "epochs": 200, "batch_size": 32, "val_fraction": 0.2, "patience": 20,
+            "ensemble": 1, "seed": 0}
+
+
+def add_parser(sub) -> None:
+    d = DEFAULTS
+    p = sub.add_parser(
+        "fit", help="fit a network to a CSV/Parquet file and save the model",
+        description="Fit a neural network to a table (CSV or Parquet): standardize, hold out "
+                    "validation rows, train with early stopping, save the model folder and a "
+                    "report, and compare with a linear (Ridge) baseline.")
+    p.add_argument("data", metavar="DATA", help="a .csv, .tsv or .parquet file")
+    p.add_argument("--target", action="append", required=True, metavar="COL",
+                   help="target column (repeat for several targets)")
+    p.add_argument("--features", metavar="A,B,C", default=None,
+                   help="feature columns, comma separated (default: every other column)")
+    p.add_argument("--hidden", default=d["hidden"], metavar="W,W",
+                   help="hidden layer widths (default: %(default)s; 'none' for a linear model)")
+    p.add_argument("--activation", default=d["activation"],
+                   help="hidden activation (default: %(default)s)")
+    p.add_argument("--optimizer", default=d["optimizer"],
+                   help="optimizer (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=d["lr"], help="learning rate (default: %(default)s)")
+    p.add_argument("--l2", type=float, default=0.0, help="L2 penalty (default: 0)")
+    p.add_argument("--epochs", type=int, default=d["epochs"],
+                   help="maximum training epochs (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=d["batch_size"],
+                   help="rows per minibatch; 0 for full batch (default: %(default)s)")
+    p.add_argument("--val-fraction", type=float, default=d["val_fraction"],
+                   help="fraction of rows held out for validation (default: %(default)s)")
+    p.add_argument("--patience", type=int, default=d["patience"],
+                   help="early stopping: epochs without validation improvement; 0 turns it "
+                        "off (default: %(default)s)")
+    p.add_argument("--ensemble", type=int, default=d["ensemble"], metavar="K",
+                   help="members of a deep ensemble (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=d["seed"],
+                   help="seeds the split, the weights and the minibatches (default: 0)")
+    p.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                   help="write an atomic checkpoint every N epochs")
+    p.add_argument("--checkpoint-dir", default=None, metavar="DIR",
+                   help="checkpoint folder (default: MODEL_DIR.checkpoint)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the checkpoint of an interrupted run of this command")
+    p.add_argument("--drop-na", action="store_true",
+                   help="drop rows with missing values instead of refusing them")
+    p.add_argument("--encoding", default="utf-8", help="text encoding of CSV files")
+    p.add_argument("--no-report", action="store_true", help="do not write the report")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--out", required=True, metavar="MODEL_DIR", help="model folder to write")
+    p.set_defaults(run=run_fit)
+
+    q = sub.add_parser(
+        "predict", help="predict with a saved model",
+        description="Predict with a saved model folder: one output row per input row, "
+                    "columns named after the targets.")
+    q.add_argument("model", metavar="MODEL_DIR")
+    q.add_argument("data", metavar="DATA", help="a .csv, .tsv or .parquet file")
+    q.add_argument("--out", default=None, metavar="FILE",
+                   help="CSV file to write (default: print to stdout)")
+    q.add_argument("--std", action="store_true",
+                   help="add the ensemble standard deviation (<target>_std columns)")
+    q.add_argument("--drop-na", action="store_true",
+                   help="rows with missing features get empty predictions instead of an error")
+    q.add_argument("--encoding", default="utf-8", help="text encoding of CSV files")
+    q.set_defaults(run=run_predict)
+
+    r = sub.add_parser(
+        "report", help="(re)write the report of a saved model",
+        description="Write loss curves, predicted vs true, residuals and a fitted curve with "
+                    "its ensemble band as PNG files and one self-contained HTML page.")
+    r.add_argument("model", metavar="MODEL_DIR")
+    r.add_argument("--data", default=None,
+                   help="data for the prediction plots (default: the data recorded at fit)")
+    r.add_argument("--feature", default=None, help="feature of the fitted-curve plot")
+    r.add_argument("--out", default=None, metavar="DIR",
+                   help="report folder (default: MODEL_DIR/report)")
+    r.set_defaults(run=run_report)
+
+
+# ------------------------------------------------------------------ option checks
+
+
+def _usage(msg: str):
+    from jaxreg.errors import UsageError
+
+    return UsageError(msg)
+
+
+def _parse_hidden(text: str) -> tuple[int, ...]:
+    if text.strip().lower() in ("none", "", "linear"):
+        return ()
+    try:
+        sizes = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        sizes = None
+    if not sizes or any(s < 1 for s in sizes):
+        raise _usage(f"--hidden must be comma-separated positive integers such as 64,64. "
+                     f"Got {text!r}.")
+    return sizes
+
+
+def _check_fit_args(args) -> dict:
+    from jaxreg.model import ACTIVATIONS
+    from jaxreg.optim import OPTIMIZERS
+
+    hidden = _parse_hidden(args.hidden)
+    if args.activation not in ACTIVATIONS:
+        raise _usage(f"--activation must be one of {sorted(ACTIVATIONS)}. "
+                     f"Got {args.activation!r}.")
+    if args.optimizer not in OPTIMIZERS:
+        raise _usage(f"--optimizer must be one of {list(OPTIMIZERS)}. Got {args.optimizer!r}.")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise _usage(f"--lr must be a float in (0, inf). Got {args.lr!r}.")
+    if not (math.isfinite(args.l2) and args.l2 >= 0):
+        raise _usage(f"--l2 must be a float in [0, inf). Got {args.l2!r}.")
+    if args.epochs < 1:
+        raise _usage(f"--epochs must be an integer >= 1. Got {args.epochs}.")
+    if args.batch_size < 0:
+        raise _usage(f"--batch-size must be an integer >= 0 (0 for full batch). "
+                     f"Got {args.batch_size}.")
+    if not (0 <= args.val_fraction < 1):
+        raise _usage(f"--val-fraction must be a float in [0, 1). Got {args.val_fraction!r}.")
+    if args.patience < 0:
+        raise _usage(f"--patience must be an integer >= 0 (0 turns early stopping off). "
+                     f"Got {args.patience}.")
+    if args.patience and args.val_fraction == 0:
+        raise _usage("--patience needs validation rows: set --val-fraction above 0 or "
+                     "--patience 0. Got --val-fraction 0.")
+    if args.ensemble < 1:
+        raise _usage(f"--ensemble must be an integer >= 1. Got {args.ensemble}.")
+    if not 0 <= args.seed < 2**32:
+        raise _usage(f"--seed must be an integer in [0, 4294967295]. Got {args.seed}.")
+    if args.checkpoint_every is not None and args.checkpoint_every < 1:
+        raise _usage(f"--checkpoint-every must be an integer >= 1. Got "
+                     f"{args.checkpoint_every}.")
+    features = None
+    if args.features is not None:
+        features = [f.strip() for f in args.features.split(",") if f.strip()]
+        if not features:
+            raise _usage(f"--features must name at least one column. Got {args.features!r}.")
+    return {"hidden": hidden, "features": features}
+
+
+def _check_out(out: pathlib.Path) -> None:
+    from jaxreg.store import is_model_dir
+
+    if out.exists():
+        if not out.is_dir():
+            raise _usage(f"--out {str(out)!r} exists and is not a folder.")
+        if any(out.iterdir()) and not is_model_dir(out):
+            raise _usage(f"--out {str(out)!r} is a non-empty folder that is not a jaxreg "
+                         "model; refusing to overwrite it.")
+
+
+def _chunk_epochs(epochs: int, every: int | None) -> int:
+    """Epochs per compiled chunk: divides ``epochs`` (and ``every``); about 50 chunks."""
+    if every is not None:
+        return math.gcd(epochs, every)
+    target = max(1, epochs // 50)
+    return max(c for c in range(1, target + 1) if epochs % c == 0)
+
+
+def _training_seed(seed: int) -> int:
+    import numpy as np
+
+    # MLPRegressor(random_state=seed) draws its training seed first, then the split.
+    return int(np.random.RandomState(seed).randint(0, 2**31 - 1))
+
+
+# ------------------------------------------------------------------ fit
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    checked = _check_fit_args(args)
+    out = pathlib.Path(args.out)
+    _check_out(out)
+    ckpt = pathlib.Path(args.checkpoint_dir) if args.checkpoint_dir else out.with_name(
+        out.name + ".checkpoint")
+
+    import numpy as np
+
+    from jaxreg import tabular
+    from jaxreg.report import split_rows
+
+    table = tabular.load_xy(args.data, args.target, checked["features"], drop_na=args.drop_na,
+                            dtype=np.float64, encoding=args.encoding)
+    if table.n_dropped:
+        print(f"Dropped {table.n_dropped} row(s) with missing values (--drop-na).")
+    n = len(table.x)
+    tr, val = split_rows(n, args.val_fraction, args.seed)
+    if len(val) and len(tr) < 2:
+        raise _usage(f"--val-fraction {args.val_fraction} leaves {len(tr)} training row(s) of "
+                     f"{n}; at least 2 are needed. Lower --val-fraction or add rows.")
+    if args.val_fraction > 0 and len(val) < 1:
+        raise _usage(f"--val-fraction {args.val_fraction} holds out no rows of {n}.")
+    print(f"Read {args.data}: {n} rows, {len(table.feature_names)} feature(s) -> target(s) "
+          f"{', '.join(table.target_names)}; {len(tr)} training and {len(val)} validation "
+          "rows.")
+    model, outcome = _train(args, checked, table, tr, val, ckpt)
+    _print_timing(model, outcome)
+    metrics = _metrics(model, table, tr, val)
+    _print_metrics(metrics)
+
+    from jaxreg.report import write_report, write_run_info
+
+    model.save(out)
+    write_run_info(out, {
+        "data": str(pathlib.Path(args.data).resolve()), "targets": table.target_names,
+        "features": table.feature_names, "drop_na": bool(args.drop_na),
+        "split": {"seed": args.seed, "validation_fraction": args.val_fraction, "n_rows": n},
+        "metrics": metrics, "compile_seconds": outcome.compile_seconds,
+        "run_seconds": outcome.run_seconds,
+    })
+    print(f"Saved the model to {out}/")
+    if args.checkpoint_every is not None or args.resume:
+        from jaxreg.checkpoint import clear_checkpoint
+
+        clear_checkpoint(ckpt)
+    if not args.no_report:
+        rep = write_report(out)
+        print(f"Report: {rep.html}")
+    return 0
+
+
+def _train(args, checked, table, tr, val, ckpt):
+    import hashlib
+
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxreg import estimator as est
+    from jaxreg.checkpoint import fit_resumable, read_checkpoint_meta
+    from jaxreg.data import Dataset, Standardizer
+    from jaxreg.optim import Hparams
+
+    x, y = table.x, table.y
+    model = est.MLPRegressor(
+        hidden_layer_sizes=checked["hidden"], activation=args.activation,
+        optimizer=args.optimizer, learning_rate=args.lr, l2=args.l2, epochs=args.epochs,
+        batch_size=args.batch_size or None, validation_fraction=args.val_fraction,
+        early_stopping=bool(args.patience), patience=max(args.patience, 1),
+        n_ensemble=args.ensemble, random_state=args.seed)
+    p = model._checked()
+    x_tr, y_tr = x[tr], y[tr]
+    x_sc, y_sc = Standardizer.fit(x_tr), Standardizer.fit(y_tr)
+    spec, cfg = model._spec_cfg(p, x.shape[1], y.shape[1], len(tr))
+    f32 = jnp.float32
+    has_val = len(val) > 0
+    data = Dataset(jnp.asarray(x_sc.transform(x_tr), f32), jnp.asarray(y_sc.transform(y_tr), f32),
+                   jnp.asarray(x_sc.transform(x[val]), f32) if has_val else None,
+                   jnp.asarray(y_sc.transform(y[val]), f32) if has_val else None)
+    seed = _training_seed(args.seed)
+    keys = list(est._member_keys(seed, args.ensemble))
+    hp = Hparams(learning_rate=args.lr, l2=args.l2)
+    chunk = _chunk_epochs(cfg.epochs, args.checkpoint_every)
+    digest = hashlib.sha256(np.ascontiguousarray(x).tobytes()
+                            + np.ascontiguousarray(y).tobytes()).hexdigest()
+    fingerprint = {"data_sha256": digest, "features": table.feature_names,
+                   "targets": table.target_names, "spec": repr(spec), "config": repr(cfg),
+                   "lr": args.lr, "l2": args.l2, "seed": args.seed, "ensemble": args.ensemble,
+                   "val_fraction": args.val_fraction}
+    resume = False
+    if args.resume:
+        doc = read_checkpoint_meta(ckpt)
+        if doc is None:
+            print(f"No checkpoint in {ckpt}; starting from the beginning.")
+        else:
+            resume = True
+            start = (doc.get("meta") or {}).get("epoch")
+            if isinstance(start, int) and start > 0:
+                chunk = math.gcd(chunk, start)  # chunks must line up with the checkpoint
+    every = args.checkpoint_every
+    if every is not None and every % chunk:
+        every = None
+    bar = _ProgressBar(cfg.epochs, args.ensemble, y_sc, quiet=args.quiet)
+    with bar:
+        outcome = fit_resumable(spec, cfg, data, hp, keys, chunk_epochs=chunk,
+                                path=ckpt if (every or resume) else None, every=every,
+                                resume=resume,
+                                fingerprint=fingerprint, callback=bar.update)
+    if outcome.resumed_from is not None:
+        m, e = outcome.resumed_from
+        member = f"member {m + 1} of {args.ensemble}, " if args.ensemble > 1 else ""
+        print(f"Resumed from the checkpoint in {ckpt} ({member}epoch {e}).")
+    result = _stack_results(outcome)
+    model._store_result(result, spec, cfg, x_sc, y_sc, y.shape[1] == 1, "float32", False,
+                        data.x_val)
+    model._seed = seed
+    model._state = None
+    model.n_features_in_ = x.shape[1]
+    model.feature_names_in_ = np.asarray(table.feature_names, dtype=object)
+    model.target_names_in_ = list(table.target_names)
+    return model, outcome
+
+
+def _stack_results(outcome):
+    """One TrainResult with a leading member axis (histories padded to equal length)."""
+    import jax
+    import numpy as np
+
+    results = [jax.tree.map(np.asarray, r._replace(compile_seconds=0.0, run_seconds=0.0))
+               for r in outcome.results]
+    longest = max(len(r.history.epoch) for r in results)
+
+    def pad(a):
+        if a.shape[0] == longest or a.shape[0] == 0:
+            return a
+        return np.concatenate([a, np.repeat(a[-1:], longest - a.shape[0], axis=0)])
+
+    results = [r._replace(history=jax.tree.map(pad, r.history)) for r in results]
+    stacked = jax.tree.map(lambda *a: np.stack(a), *results)
+    return stacked._replace(compile_seconds=outcome.compile_seconds,
+                            run_seconds=outcome.run_seconds)
+
+
+class _ProgressBar:
+    """A rich progress bar on stderr: epoch, train and validation MSE, ETA."""
+
+    def __init__(self, epochs: int, members: int, y_scaler, quiet: bool = False):
+        self.epochs, self.members, self.quiet = epochs, members, quiet
+        self.scale2 = y_scaler.scale**2
+        self.progress = None
+
+    def __enter__(self):
+        if self.quiet:
+            return self
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(bar_width=24),
+            TextColumn("epoch {task.fields[epoch]}  train MSE {task.fields[train]}  "
+                       "val MSE {task.fields[val]}  ETA"), TimeRemainingColumn(),
+            console=Console(stderr=True), transient=False)
+        self.progress.__enter__()
+        self.task = self.progress.add_task("training", total=self.epochs * self.members,
+                                           epoch="0", train="-", val="-")
+        return self
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
+        return False
+
+    def update(self, member: int, progress) -> None:
+        if self.progress is None:
+            return
+        import numpy as np
+
+        h = progress.history
+        train = val = "-"
+        if len(h.epoch):
+            train = f"{float(np.mean(np.asarray(h.train_mse[-1]) * self.scale2)):.4g}"
+            v = np.asarray(h.val_mse[-1])
+            if np.all(np.isfinite(v)):
+                val = f"{float(np.mean(v * self.scale2)):.4g}"
+        done = member * self.epochs + progress.epoch
+        stopped = bool(np.asarray(progress.state.stopped))
+        if stopped or progress.epoch >= self.epochs:
+            done = (member + 1) * self.epochs
+        desc = (f"member {member + 1}/{self.members}" if self.members > 1 else "training")
+        if stopped:
+            desc += " (stopped early)"
+        self.progress.update(self.task, completed=done, description=desc,
+                             epoch=f"{progress.epoch}/{self.epochs}", train=train, val=val)
+
+
+def _print_timing(model, outcome) -> None:
+    best = model.best_epoch_
+    best = best if isinstance(best, int) else ", ".join(str(int(b)) for b in best)
+    print(f"Compile {outcome.compile_seconds:.2f} s, training {outcome.run_seconds:.2f} s: "
+          f"{model.n_iter_} epoch(s), best epoch {best}.")
+
+
+def _metrics(model, table, tr, val) -> dict:
+    """Validation (or training, without validation rows) metrics of the network and a
+    Ridge baseline fitted on the same training rows."""
+    import numpy as np
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from jaxreg.report import regression_metrics
+
+    rows = val if len(val) else tr
+    x, y = table.x, table.y
+    import pandas as pd
+
+    frame = pd.DataFrame(x[rows], columns=table.feature_names)
+    pred = np.asarray(model.predict(frame)).reshape(len(rows), -1)
+    ridge = make_pipeline(StandardScaler(), Ridge(alpha=1.0)).fit(x[tr], y[tr])
+    base = np.asarray(ridge.predict(x[rows])).reshape(len(rows), -1)
+    which = "validation" if len(val) else "training"
+    return {f"network ({which})": regression_metrics(y[rows], pred),
+            f"Ridge baseline ({which})": regression_metrics(y[rows], base)}
+
+
+def _print_metrics(metrics: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="Metrics on the held-out rows, original units (early stopping also "
+                    "watched these rows)")
+    for col in ("model", "R²", "MSE", "MAE"):
+        t.add_column(col, justify="left" if col == "model" else "right")
+    for name, m in metrics.items():
+        t.add_row(name, f"{m['r2']:.4f}", f"{m['mse']:.5g}", f"{m['mae']:.5g}")
+    Console(width=100).print(t)
+
+
+# ------------------------------------------------------------------ predict
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from jaxreg import tabular
+    from jaxreg.estimator import load
+
+    model = load(args.model)
+    feats = getattr(model, "feature_names_in_", None)
+    n_in = model.n_features_in_
+    if feats is None:
+        df = tabular.read_table(args.data, encoding=args.encoding)
+        if df.shape[1] != n_in:
+            raise _usage(f"The model has no feature names, so DATA must have exactly its "
+                         f"{n_in} feature column(s). Got {df.shape[1]} column(s) in "
+                         f"{args.data!r}.")
+        feats = list(df.columns)
+    feats = [str(f) for f in feats]
+    table = tabular.load_features(args.data, feats, drop_na=args.drop_na, dtype=np.float64,
+                                  encoding=args.encoding)
+    n_rows = len(table.rows) + table.n_dropped
+    targets = list(getattr(model, "target_names_in_", None)
+                   or [f"y{i}" for i in range(model.n_outputs_)])
+    import pandas as pd
+
+    X = pd.DataFrame(table.x, columns=feats)
+    mean, std = model.predict(X, return_std=True)
+    mean = np.asarray(mean).reshape(len(X), -1)
+    std = np.asarray(std).reshape(len(X), -1)
+    cols = {}
+    for j, name in enumerate(targets):
+        full = np.full(n_rows, np.nan)
+        full[table.rows] = mean[:, j]
+        cols[name] = full
+        if args.std:
+            s = np.full(n_rows, np.nan)
+            s[table.rows] = std[:, j]
+            cols[f"{name}_std"] = s
+    text = pd.DataFrame(cols).to_csv(index=False, float_format="%.9g")
+    if table.n_dropped:
+        print(f"{table.n_dropped} row(s) with missing features got empty predictions "
+              "(--drop-na).", file=sys.stderr)
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        from jaxreg.plots import write_text
+
+        path = write_text(args.out, text)
+        print(f"Wrote {n_rows} prediction row(s) to {path}")
+    return 0
+
+
+# ------------------------------------------------------------------ report
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from jaxreg.report import write_report
+
+    feature = args.feature
+    rep = write_report(args.model, data=args.data, out_dir=args.out, feature=feature)
+    print(f"Wrote {len(rep.images)} image(s) and {rep.html}")
+    return 0

@@ -1,0 +1,414 @@
+"""Checkpoints of chunked training runs, and a resumable run built on them. Rank 4.
+
+A checkpoint is a folder::
+
+    CKPT_DIR/
+      checkpoint.json            format, format_version, jaxreg_version, the layout of every
+                                 tensor (tree, key path, shape, dtype), the tensors' SHA-256,
+                                 the name of the tensor file, and free-form ``meta``
+      state-<tag>.safetensors    every pytree leaf, named ``<tree>/<key path>``
+
+Pytrees (a ``TrainState`` with its Optax state, a ``History``, PRNG keys) are flattened
+into their leaves, each named by its key path (``state/.params[0].W``), so the file does
+not depend on a pickled treedef: loading rebuilds each tree from a template of the same
+structure (e.g. ``jax.eval_shape`` of ``Engine.init``) and checks every name, shape and
+dtype. Nothing is pickled.
+
+Writes are atomic: the tensor file gets a fresh name and is fsynced first; then
+``checkpoint.json`` is replaced in one ``os.replace`` (the commit point); older tensor files
+are removed afterwards. A kill at any moment leaves either the previous checkpoint or the
+new one, never a mixture.
+
+``fit_resumable`` trains the members of an ensemble one after another with
+``jaxreg.train.fit`` in equal compiled chunks and writes a checkpoint every ``every``
+epochs; after a crash, the same call with ``resume=True`` continues from the checkpoint and
+ends with exactly the parameters of an uninterrupted run (the engine draws epoch ``e``'s
+minibatches from ``fold_in(key, e)``, so any cut gives the same result).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+import uuid
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxreg import __version__
+from jaxreg.data import Dataset
+from jaxreg.model import MLPSpec
+from jaxreg.optim import Hparams
+from jaxreg.train import (
+    History,
+    Progress,
+    TrainConfig,
+    TrainResult,
+    check_finite,
+    fit,
+    make_engine,
+)
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "META_FILE", "CheckpointError", "RunOutcome",
+           "clear_checkpoint", "fit_resumable", "load_checkpoint", "read_checkpoint_meta",
+           "save_checkpoint", "state_template"]
+
+FORMAT = "jaxreg-checkpoint"
+FORMAT_VERSION = 1
+META_FILE = "checkpoint.json"
+_PREFIX = "state-"
+_SUFFIX = ".safetensors"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing pieces, corrupted, or belongs to another run."""
+
+
+# ---------------------------------------------------------------- low level: save / load
+
+
+def _leaves(tree) -> list[tuple[str, Any]]:
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return [(jax.tree_util.keystr(path), leaf) for path, leaf in flat]
+
+
+def _fsync_write(path: pathlib.Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:12]}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _fsync_dir(path: pathlib.Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(path, trees: dict[str, Any], meta: dict | None = None) -> pathlib.Path:
+    """Write the pytrees ``trees`` (name -> pytree of arrays) and ``meta`` atomically.
+
+    Args:
+      path: the checkpoint folder (created if needed; a previous checkpoint there is
+        replaced).
+      trees: e.g. ``{"state": train_state, "history": history, "key": key}``.
+      meta: JSON-serializable values stored next to the layout (epoch, a fingerprint of
+        the run, ...).
+    """
+    from safetensors.numpy import save as st_save
+
+    path = pathlib.Path(path)
+    if path.exists() and not path.is_dir():
+        raise CheckpointError(f"Cannot write a checkpoint to {str(path)!r}: it exists and is "
+                              "not a folder.")
+    if path.is_dir() and any(path.iterdir()) and not (path / META_FILE).is_file():
+        raise CheckpointError(f"Cannot write a checkpoint to {str(path)!r}: the folder is not "
+                              "empty and holds no checkpoint; refusing to overwrite it.")
+    path.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, np.ndarray] = {}
+    layout: dict[str, list] = {}
+    for tree_name, tree in trees.items():
+        if "/" in tree_name:
+            raise ValueError(f"Checkpoint tree names must not contain '/'. Got {tree_name!r}.")
+        entries = []
+        for key, leaf in _leaves(tree):
+            arr = np.array(leaf, order="C")  # ascontiguousarray would make 0-d arrays 1-d
+            tensors[f"{tree_name}/{key}"] = arr
+            entries.append({"path": key, "shape": list(arr.shape), "dtype": arr.dtype.name})
+        layout[tree_name] = entries
+    blob = st_save(tensors, metadata={"format": FORMAT})
+    name = f"{_PREFIX}{uuid.uuid4().hex[:16]}{_SUFFIX}"
+    _fsync_write(path / name, blob)
+    doc = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "jaxreg_version": __version__,
+        "tensors_file": name,
+        "tensors_sha256": hashlib.sha256(blob).hexdigest(),
+        "layout": layout,
+        "meta": dict(meta or {}),
+    }
+    text = json.dumps(doc, indent=1, allow_nan=False, default=_json_default)
+    _fsync_write(path / META_FILE, text.encode())  # the commit point
+    _fsync_dir(path)
+    for old in path.glob(f"{_PREFIX}*{_SUFFIX}"):
+        if old.name != name:
+            old.unlink(missing_ok=True)
+    return path
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray | tuple):
+        return np.asarray(obj).tolist()
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+def read_checkpoint_meta(path) -> dict | None:
+    """The whole ``checkpoint.json`` document, or None when ``path`` holds no checkpoint."""
+    doc_path = pathlib.Path(path) / META_FILE
+    if not doc_path.is_file():
+        return None
+    try:
+        doc = json.loads(doc_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"Checkpoint {str(doc_path)!r} is not valid JSON ({exc}); it is "
+                              "corrupted.") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise CheckpointError(f"{str(path)!r} is not a jaxreg checkpoint: {META_FILE} does not "
+                              f"declare format {FORMAT!r}.")
+    version = doc.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"Checkpoint {str(doc_path)!r} has an invalid format_version. "
+                              f"Got {version!r}.")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"Checkpoint {str(path)!r} has format version {version}, newer "
+                              f"than this jaxreg ({__version__}) reads (up to "
+                              f"{FORMAT_VERSION}).")
+    return doc
+
+
+def load_checkpoint(path, templates: dict[str, Any], *,
+                    flexible: tuple[str, ...] = ()) -> tuple[dict[str, Any], dict]:
+    """Read a checkpoint back into pytrees shaped like ``templates``.
+
+    Args:
+      path: the checkpoint folder.
+      templates: tree name -> a pytree of the expected structure whose leaves have
+        ``shape`` and ``dtype`` (arrays or ``jax.ShapeDtypeStruct``); every key path,
+        shape and dtype must match.
+      flexible: tree names whose leaf shapes may differ from the template's (e.g. a
+        ``History`` whose length grows); names and dtypes are still checked.
+
+    Returns:
+      ``(trees, meta)`` with NumPy leaves.
+    """
+    from safetensors import SafetensorError
+    from safetensors.numpy import load as st_load
+
+    path = pathlib.Path(path)
+    doc = read_checkpoint_meta(path)
+    if doc is None:
+        raise FileNotFoundError(f"No checkpoint in {str(path)!r} (no {META_FILE}).")
+    name = doc.get("tensors_file")
+    if not isinstance(name, str) or "/" in name or not (path / name).is_file():
+        raise CheckpointError(f"Checkpoint {str(path)!r} is missing its tensor file "
+                              f"{name!r}.")
+    blob = (path / name).read_bytes()
+    if hashlib.sha256(blob).hexdigest() != doc.get("tensors_sha256"):
+        raise CheckpointError(f"Checkpoint tensor file {str(path / name)!r} is truncated or "
+                              f"corrupted: its SHA-256 does not match {META_FILE}.")
+    try:
+        tensors = st_load(blob)
+    except (SafetensorError, ValueError, OverflowError) as exc:
+        raise CheckpointError(f"Checkpoint tensor file {str(path / name)!r} is corrupted: "
+                              f"{exc}") from None
+    out = {}
+    for tree_name, template in templates.items():
+        flat, treedef = jax.tree_util.tree_flatten_with_path(template)
+        leaves = []
+        for key_path, like in flat:
+            key = f"{tree_name}/{jax.tree_util.keystr(key_path)}"
+            if key not in tensors:
+                raise CheckpointError(f"Checkpoint {str(path)!r} does not match this run: it "
+                                      f"has no tensor {key!r}.")
+            arr = tensors[key]
+            want_dtype = np.dtype(like.dtype)
+            if arr.dtype != want_dtype or (tree_name not in flexible
+                                           and tuple(arr.shape) != tuple(like.shape)):
+                raise CheckpointError(
+                    f"Checkpoint {str(path)!r} does not match this run: {key} has shape "
+                    f"{tuple(arr.shape)} and dtype {arr.dtype}, expected "
+                    f"{tuple(like.shape)} and {want_dtype}.")
+            leaves.append(arr)
+        out[tree_name] = jax.tree_util.tree_unflatten(treedef, leaves)
+    return out, dict(doc.get("meta") or {})
+
+
+def clear_checkpoint(path) -> None:
+    """Remove a checkpoint folder written by ``save_checkpoint`` (no-op when absent)."""
+    path = pathlib.Path(path)
+    if not path.is_dir():
+        return
+    if not (path / META_FILE).is_file() and any(
+            not p.name.startswith((f".{META_FILE}", _PREFIX, f".{_PREFIX}"))
+            for p in path.iterdir()):
+        raise CheckpointError(f"Refusing to remove {str(path)!r}: it is not a checkpoint "
+                              "folder.")
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- resumable training
+
+
+def state_template(spec: MLPSpec, cfg: TrainConfig, data: Dataset, hparams: Hparams):
+    """The ``TrainState`` structure (``ShapeDtypeStruct`` leaves) of a run, without
+    computing anything."""
+    engine = make_engine(spec, cfg)
+    hp = Hparams(*(jnp.asarray(v, data.x.dtype) for v in hparams))
+    return jax.eval_shape(engine.init, jax.random.PRNGKey(0), data, hp)
+
+
+def _history_template(data: Dataset) -> History:
+    k, dt = data.y.shape[1], np.dtype(data.x.dtype)
+    return History(jax.ShapeDtypeStruct((0,), np.int32), jax.ShapeDtypeStruct((0, k), dt),
+                   jax.ShapeDtypeStruct((0, k), dt), jax.ShapeDtypeStruct((0,), dt))
+
+
+class RunOutcome(NamedTuple):
+    """What ``fit_resumable`` returns: one ``TrainResult`` per member, the point it resumed
+    from (``(member, epoch)``, or None for a fresh start) and the summed timings."""
+
+    results: list[TrainResult]
+    resumed_from: tuple[int, int] | None
+    compile_seconds: float
+    run_seconds: float
+
+
+def _finished(state, cfg: TrainConfig) -> bool:
+    return int(state.epoch) >= cfg.epochs or (cfg.patience is not None and bool(state.stopped))
+
+
+def fit_resumable(spec: MLPSpec, cfg: TrainConfig, data: Dataset, hparams: Hparams, keys,
+                  *, chunk_epochs: int, path=None, every: int | None = None,
+                  resume: bool = False, fingerprint: dict | None = None,
+                  callback: Callable[[int, Progress], None] | None = None) -> RunOutcome:
+    """Train ``len(keys)`` models one after another in equal compiled chunks, with
+    checkpoints.
+
+    Args:
+      spec, cfg, data, hparams: as for ``jaxreg.train.fit``.
+      keys: one PRNG key per ensemble member.
+      chunk_epochs: epochs per compiled chunk (divides ``cfg.epochs`` and ``every``).
+      path: checkpoint folder; None writes no checkpoint.
+      every: write a checkpoint when a member's epoch count is a multiple of this, and
+        whenever a member finishes.
+      resume: continue from the checkpoint in ``path`` if there is one.
+      fingerprint: JSON values identifying the run (data, options); resuming from a
+        checkpoint whose fingerprint differs raises ``CheckpointError``.
+      callback: ``callback(member, progress)`` after every chunk.
+    """
+    keys = [jnp.asarray(k) for k in keys]
+    m = len(keys)
+    fingerprint = json.loads(json.dumps(fingerprint or {}, default=_json_default))
+    if every is not None and (every < 1 or every % chunk_epochs):
+        raise ValueError(f"every must be a positive multiple of chunk_epochs ({chunk_epochs})."
+                         f" Got {every!r}.")
+    engine = make_engine(spec, cfg)
+    done: list[tuple[Any, History]] = []  # (final state, history) per finished member
+    current: tuple[Any, History] | None = None
+    resumed_from = None
+    if resume and path is not None and read_checkpoint_meta(path) is not None:
+        done, current, resumed_from = _restore(path, spec, cfg, data, hparams, keys,
+                                               fingerprint)
+
+    def write(member_states):
+        trees = {"keys": jnp.stack(keys)}
+        for i, (s, h) in enumerate(member_states):
+            trees[f"member{i}.state"] = s
+            trees[f"member{i}.history"] = h
+        last_state = member_states[-1][0]
+        save_checkpoint(path, trees, {
+            "fingerprint": fingerprint,
+            "n_members": m,
+            "member": len(member_states) - 1,
+            "epoch": int(last_state.epoch),
+            "epochs": cfg.epochs,
+        })
+
+    results: list[TrainResult] = []
+    compile_s = run_s = 0.0
+    finish = jax.jit(lambda s, d: engine.finish(s, d, None))
+    for i in range(m):
+        resume_i = None
+        if i < len(done):
+            resume_i = done[i]
+        elif i == len(done) and current is not None:
+            resume_i = current
+        if resume_i is not None and _finished(resume_i[0], cfg):
+            state, history = resume_i
+            state = jax.tree.map(jnp.asarray, state)
+            result = finish(state, data)._replace(history=history)
+            check_finite(result, hparams)
+            results.append(result)
+            if i >= len(done):
+                done.append(resume_i)
+            if callback is not None:
+                callback(i, Progress(int(state.epoch), cfg.epochs, state, history, 0.0, 0.0))
+            continue
+        last: list = [resume_i]
+
+        def on_chunk(progress: Progress, i=i, last=last):
+            last[0] = (progress.state, progress.history)
+            if path is not None and every is not None and (
+                    progress.epoch % every == 0 or _finished(progress.state, cfg)):
+                host = (jax.tree.map(np.asarray, progress.state), progress.history)
+                write([*done[:i], host])
+            if callback is not None:
+                callback(i, progress)
+
+        if resume_i is not None:
+            if int(resume_i[0].epoch) % chunk_epochs:
+                raise ValueError(f"chunk_epochs must divide the epoch the checkpoint was "
+                                 f"written at ({int(resume_i[0].epoch)}). Got {chunk_epochs}.")
+            resume_i = (jax.tree.map(jnp.asarray, resume_i[0]), resume_i[1])
+        result = fit(spec, cfg, data, hparams, key=keys[i], chunk_epochs=chunk_epochs,
+                     callback=on_chunk, resume=resume_i)
+        compile_s += result.compile_seconds
+        run_s += result.run_seconds
+        results.append(result)
+        state, history = last[0]
+        done.append((jax.tree.map(np.asarray, state), history))
+    return RunOutcome(results, resumed_from, compile_s, run_s)
+
+
+def _restore(path, spec, cfg, data, hparams, keys, fingerprint):
+    doc = read_checkpoint_meta(path)
+    meta = dict(doc.get("meta") or {})
+    saved = meta.get("fingerprint")
+    if saved != fingerprint:
+        diff = sorted(k for k in set(saved or {}) | set(fingerprint)
+                      if (saved or {}).get(k) != fingerprint.get(k))
+        raise CheckpointError(f"The checkpoint in {str(path)!r} was written by a different "
+                              f"run (differs in: {', '.join(diff) or 'everything'}); delete it "
+                              "or run without --resume.")
+    n = meta.get("member")
+    if not isinstance(n, int) or not 0 <= n < len(keys) or meta.get("n_members") != len(keys):
+        raise CheckpointError(f"The checkpoint in {str(path)!r} is inconsistent: member {n!r} "
+                              f"of {meta.get('n_members')!r}, expected {len(keys)} member(s).")
+    st = state_template(spec, cfg, data, hparams)
+    ht = _history_template(data)
+    templates = {"keys": jax.ShapeDtypeStruct((len(keys), *np.shape(keys[0])),
+                                              np.asarray(keys[0]).dtype)}
+    for i in range(n + 1):
+        templates[f"member{i}.state"] = st
+        templates[f"member{i}.history"] = ht
+    trees, _ = load_checkpoint(path, templates,
+                               flexible=tuple(f"member{i}.history" for i in range(n + 1)))
+    if not np.array_equal(trees["keys"], np.stack([np.asarray(k) for k in keys])):
+        raise CheckpointError(f"The checkpoint in {str(path)!r} was written with other random "
+                              "keys (another --seed); delete it or run without --resume.")
+    members = [(trees[f"member{i}.state"], History(*trees[f"member{i}.history"]))
+               for i in range(n + 1)]
+    done, current = members[:n], members[n]
+    return done, current, (n, int(current[0].epoch))

@@ -1,0 +1,755 @@
+"""A scikit-learn regressor on the jaxreg engine. Rank 4: imports data, model, train, store.
+
+``MLPRegressor`` follows scikit-learn's contract (``__init__`` stores arguments, ``fit``
+validates them, fitted attributes end in ``_``) and trains with ``jaxreg.train``: the whole
+epoch loop, early stopping included, runs in one compiled call; an ensemble is one vmapped
+compiled call. Compiled training functions are cached by architecture, configuration and
+array shapes, and ``learning_rate``/``l2`` are traced, so refitting the same shapes, or a
+``GridSearchCV`` over ``learning_rate`` and ``l2``, compiles once.
+
+Shapes: ``X`` is ``(n_samples, n_features)``; ``y`` is ``(n_samples,)`` or
+``(n_samples, n_outputs)`` and predictions mirror it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import numbers
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from jaxreg import store
+from jaxreg import train as engine_mod
+from jaxreg.data import Dataset, Standardizer
+from jaxreg.model import ACTIVATIONS, INITIALIZERS, Layer, MLPSpec, apply
+from jaxreg.optim import OPTIMIZERS, SCHEDULES, Hparams
+from jaxreg.train import SAMPLINGS, TrainConfig
+
+__all__ = ["MLPRegressor", "load"]
+
+_BIAS_INITS = ("zeros", "ones", "normal")
+_DTYPES = ("float32", "float64")
+
+
+# ---------------------------------------------------------------- parameter checks
+
+
+def _fmt(value):
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _bad(name: str, rule: str, value) -> ValueError:
+    return ValueError(f"The '{name}' parameter of MLPRegressor must be {rule}. "
+                      f"Got {_fmt(value)} instead.")
+
+
+def _real(name, value, low, high, low_open, high_open):
+    lo = "(" if low_open else "["
+    hi = ")" if high_open else "]"
+    rule = f"a float in {lo}{low}, {high}{hi}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise _bad(name, rule, value)
+    v = float(value)
+    hi_v = float("inf") if high == "inf" else float(high)
+    ok = np.isfinite(v) and (v > low if low_open else v >= low) and (
+        v < hi_v if high_open else v <= hi_v)
+    if not ok:
+        raise _bad(name, rule, value)
+    return v
+
+
+def _int(name, value, low, allow_none=False):
+    if value is None and allow_none:
+        return None
+    rule = f"an int in [{low}, inf)" + (" or None" if allow_none else "")
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise _bad(name, rule, value)
+    return int(value)
+
+
+def _choice(name, value, choices, allow_none=False):
+    if (value is None and allow_none) or (isinstance(value, str) and value in choices):
+        return value
+    rule = "a str among {" + ", ".join(repr(c) for c in sorted(choices)) + "}"
+    raise _bad(name, rule + (" or None" if allow_none else ""), value)
+
+
+def _bool(name, value):
+    if not isinstance(value, bool | np.bool_):
+        raise _bad(name, "an instance of 'bool'", value)
+    return bool(value)
+
+
+def _member_keys(seed: int, n: int):
+    """PRNG keys of the ensemble members (one per member; ``PRNGKey(seed)`` when n == 1)."""
+    if n == 1:
+        return jax.random.PRNGKey(seed)[None]
+    return jax.random.split(jax.random.PRNGKey(seed), n)
+
+
+def _vmap_warm(fn):
+    # Members: own key and own initial params; data and hyperparameters shared.
+    return jax.vmap(fn, in_axes=(0, None, None, 0))
+
+
+def _stack_layers(members):
+    return tuple(Layer(np.stack([m[i].W for m in members]), np.stack([m[i].b for m in members]))
+                 for i in range(len(members[0])))
+
+
+def _to_host(tree):
+    return jax.tree.map(np.asarray, jax.device_get(tree))
+
+
+def _x64(dtype: str):
+    return jax.enable_x64(True) if dtype == "float64" else contextlib.nullcontext()
+
+
+_FORWARD: dict[str, object] = {}
+
+
+def _forward(activation: str):
+    fn = _FORWARD.get(activation)
+    if fn is None:
+        fn = jax.jit(jax.vmap(lambda p, x: apply(p, x, activation), in_axes=(0, None)))
+        _FORWARD[activation] = fn
+    return fn
+
+
+_PARTIAL: dict[tuple, tuple] = {}
+
+
+def _partial_fns(spec: MLPSpec, cfg: TrainConfig):
+    """Jitted, member-vmapped engine pieces for ``partial_fit`` (one epoch per call)."""
+    hit = _PARTIAL.get((spec, cfg))
+    if hit is None:
+        eng = engine_mod.make_engine(spec, cfg)
+        init_new = jax.jit(jax.vmap(lambda k, d, h: eng.init(k, d, h), in_axes=(0, None, None)))
+        init_from = jax.jit(jax.vmap(lambda k, d, h, p: eng.init(k, d, h, p),
+                                     in_axes=(0, None, None, 0)))
+        run = jax.jit(jax.vmap(lambda s, k, d, h: eng.run(s, k, d, h, 1),
+                               in_axes=(0, 0, None, None)))
+        hit = _PARTIAL[(spec, cfg)] = (init_new, init_from, run)
+    return hit
+
+
+# ---------------------------------------------------------------- the estimator
+
+
+class MLPRegressor(RegressorMixin, BaseEstimator):
+    """Multilayer-perceptron regressor trained in one compiled JAX call.
+
+    Parameters:
+      hidden_layer_sizes: widths of the hidden layers; default ``(10, 10, 10)`` (the
+        lecture's network). ``()`` is a linear model.
+      activation: hidden activation, one of ``jaxreg.model.ACTIVATIONS``; default ``tanh``.
+      init: weight initializer, one of ``jaxreg.model.INITIALIZERS``; default
+        ``glorot_uniform`` (``he_normal`` is the lecture's).
+      bias_init: ``zeros`` (default), ``ones`` (the lecture's) or ``normal``.
+      optimizer: one of ``jaxreg.optim.OPTIMIZERS``; default ``adam``.
+      learning_rate: initial learning rate (traced: changing it never recompiles);
+        default ``1e-3`` (with 500 full-batch Adam epochs this fits the diabetes data well
+        out of the box; see benchmarks/bench_sklearn.py).
+      schedule: None (constant) or one of ``jaxreg.optim.SCHEDULES``, over all
+        ``epochs``.
+      l2: L2 penalty on the weights (not biases) of the standardized-space network, added
+        to the mean squared error (traced); default 0.
+      epochs: training epochs; default 500.
+      batch_size: rows per minibatch; None (default) trains full-batch (one step per
+        epoch on all rows, deterministic) and ignores ``sampling``.
+      sampling: with a ``batch_size``: ``shuffle`` (default; a permutation per epoch) or
+        ``bootstrap`` (rows drawn with replacement).
+      validation_fraction: fraction of rows held out (chosen by ``random_state``) to
+        record ``validation_loss_curve_``; default 0. ``early_stopping=True`` with 0 holds
+        out 0.1.
+      early_stopping: stop once the validation MSE has not improved for ``patience``
+        epochs and restore the best parameters; all on the device. Default False.
+      patience: epochs without improvement before stopping; default 50.
+      standardize: standardize X and y with the (weighted) training mean and standard
+        deviation, stored in the model and inverted on predict; default True.
+      n_ensemble: members of a deep ensemble (different initial keys and minibatch
+        orders), trained in one vmapped call; ``predict`` returns their mean and
+        ``return_std=True`` their standard deviation. Default 1.
+      dtype: training dtype, ``float32`` (default) or ``float64``; float64 enables JAX's
+        x64 mode only inside this estimator's ``fit`` (a context manager), never globally.
+        ``predict`` always evaluates the network in float64 (x64 scoped the same way), so
+        a row's prediction does not depend on the batch it is predicted in.
+      random_state: None, an int or a ``numpy.random.RandomState``: seeds the weights,
+        minibatch order and the validation split.
+      verbose: 0 silent; 1 prints one summary line per fit (compile and run seconds).
+      warm_start: when True and already fitted with the same architecture, ``fit``
+        starts from ``params_`` (keeping the fitted scalers) with a fresh optimizer state
+        and trains ``epochs`` more epochs; ``loss_curve_`` and ``n_iter_`` accumulate.
+
+    Fitted attributes:
+      params_: tuple of ``Layer(W, b)`` in the standardized space (NumPy); with
+        ``n_ensemble > 1`` each array has a leading member axis.
+      loss_curve_: training MSE on the original scale of y (per-output standardized MSE
+        times the squared scale, averaged over outputs) at the start of every epoch; the
+        member mean for ensembles.
+      validation_loss_curve_: the same metric on the held-out rows, or None.
+      best_epoch_: epochs trained by the returned parameters (the restored best epoch
+        when early stopping); an array per member for ensembles.
+      n_iter_: epochs trained (the maximum over members).
+      n_features_in_, feature_names_in_ (DataFrames only), n_outputs_.
+      x_scaler_, y_scaler_: ``jaxreg.data.Standardizer`` of inputs and targets.
+      compile_seconds_, run_seconds_: timings of the last fit.
+
+    Example:
+      >>> import numpy as np
+      >>> X = np.linspace(0, 5, 50)[:, None]; y = np.sin(X[:, 0])
+      >>> model = MLPRegressor(epochs=200, random_state=0).fit(X, y)
+      >>> model.predict(X).shape
+      (50,)
+    """
+
+    def __init__(self, hidden_layer_sizes=(10, 10, 10), activation="tanh",
+                 init="glorot_uniform", bias_init="zeros", optimizer="adam",
+                 learning_rate=1e-3, schedule=None, l2=0.0, epochs=500, batch_size=None,
+                 sampling="shuffle", validation_fraction=0.0, early_stopping=False,
+                 patience=50, standardize=True, n_ensemble=1, dtype="float32",
+                 random_state=None, verbose=0, warm_start=False):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.init = init
+        self.bias_init = bias_init
+        self.optimizer = optimizer
+        self.learning_rate = learning_rate
+        self.schedule = schedule
+        self.l2 = l2
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.sampling = sampling
+        self.validation_fraction = validation_fraction
+        self.early_stopping = early_stopping
+        self.patience = patience
+        self.standardize = standardize
+        self.n_ensemble = n_ensemble
+        self.dtype = dtype
+        self.random_state = random_state
+        self.verbose = verbose
+        self.warm_start = warm_start
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        tags.target_tags.single_output = True
+        return tags
+
+    # ------------------------------------------------------------ validation
+
+    def _checked(self) -> dict:
+        """Validate the constructor arguments; returns them normalized."""
+        h = self.hidden_layer_sizes
+        if isinstance(h, numbers.Integral) and not isinstance(h, bool):
+            h = (h,)
+        try:
+            hidden = tuple(h)
+        except TypeError:
+            hidden = None
+        if hidden is None or any(isinstance(s, bool) or not isinstance(s, numbers.Integral)
+                                 or s < 1 for s in hidden):
+            raise _bad("hidden_layer_sizes", "a positive int or a sequence of positive ints",
+                       self.hidden_layer_sizes)
+        p = {"hidden": tuple(int(s) for s in hidden)}
+        p["activation"] = _choice("activation", self.activation, ACTIVATIONS)
+        p["init"] = _choice("init", self.init, INITIALIZERS)
+        p["bias_init"] = _choice("bias_init", self.bias_init, _BIAS_INITS)
+        p["optimizer"] = _choice("optimizer", self.optimizer, OPTIMIZERS)
+        p["learning_rate"] = _real("learning_rate", self.learning_rate, 0, "inf", True, True)
+        p["schedule"] = _choice("schedule", self.schedule, SCHEDULES, allow_none=True)
+        p["l2"] = _real("l2", self.l2, 0, "inf", False, True)
+        p["epochs"] = _int("epochs", self.epochs, 1)
+        p["batch_size"] = _int("batch_size", self.batch_size, 1, allow_none=True)
+        p["sampling"] = _choice("sampling", self.sampling, SAMPLINGS)
+        p["validation_fraction"] = _real("validation_fraction", self.validation_fraction, 0,
+                                         1, False, True)
+        p["early_stopping"] = _bool("early_stopping", self.early_stopping)
+        p["patience"] = _int("patience", self.patience, 1)
+        p["standardize"] = _bool("standardize", self.standardize)
+        p["n_ensemble"] = _int("n_ensemble", self.n_ensemble, 1)
+        try:
+            dt = np.dtype(self.dtype).name
+        except TypeError:
+            dt = None
+        if dt not in _DTYPES:
+            raise _bad("dtype", "a str among {'float32', 'float64'}", self.dtype)
+        p["dtype"] = dt
+        rs = self.random_state
+        if not (rs is None or isinstance(rs, np.random.RandomState)
+                or (isinstance(rs, numbers.Integral) and not isinstance(rs, bool)
+                    and 0 <= rs < 2**32)):
+            raise _bad("random_state", "an int in [0, 4294967295], an instance of "
+                       "'numpy.random.RandomState' or None", rs)
+        p["verbose"] = _int("verbose", self.verbose, 0) if not isinstance(
+            self.verbose, bool) else int(self.verbose)
+        p["warm_start"] = _bool("warm_start", self.warm_start)
+        if p["batch_size"] is not None and p["sampling"] == "full":
+            raise _bad("sampling", "'shuffle' or 'bootstrap' when batch_size is set "
+                       "(batch_size=None trains full-batch)", self.sampling)
+        if p["early_stopping"] and p["validation_fraction"] == 0:
+            p["validation_fraction"] = 0.1
+        return p
+
+    def _spec_cfg(self, p, n_in, n_out, n_train, *, early=True):
+        spec = MLPSpec((n_in, *p["hidden"], n_out), activation=p["activation"],
+                       init=p["init"], bias_init=p["bias_init"], key_scheme="split")
+        if p["batch_size"] is None:
+            sampling, batch = "full", None
+        else:
+            sampling, batch = p["sampling"], min(p["batch_size"], n_train)
+        cfg = TrainConfig(epochs=p["epochs"], optimizer=p["optimizer"],
+                          schedule=p["schedule"] or "constant", batch_size=batch,
+                          sampling=sampling, record_every=1,
+                          patience=p["patience"] if (early and p["early_stopping"]) else None)
+        return spec, cfg
+
+    def _validate_xy(self, X, y, sample_weight, reset: bool):
+        X, y = validate_data(self, X, y, reset=reset, multi_output=True, y_numeric=True,
+                             dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)  # y_numeric leaves integer targets as ints
+        y_1d = y.ndim == 1
+        y2 = y.reshape(-1, 1) if y_1d else y
+        w = None
+        if sample_weight is not None:
+            w = np.asarray(sample_weight, dtype=np.float64)
+            if w.ndim == 0:
+                w = np.full(X.shape[0], float(w))
+            if w.shape != (X.shape[0],):
+                raise ValueError(f"sample_weight.shape == {w.shape}, expected "
+                                 f"{(X.shape[0],)}!")
+            if not np.all(np.isfinite(w)):
+                raise ValueError("The 'sample_weight' parameter of MLPRegressor.fit must be "
+                                 "finite. Got NaN or infinite weights instead.")
+            if np.any(w < 0):
+                raise ValueError("The 'sample_weight' parameter of MLPRegressor.fit must be "
+                                 f"non-negative. Got the negative weight {float(w[w < 0][0])!r} "
+                                 "instead.")
+            if not np.any(w > 0):
+                raise ValueError("The 'sample_weight' parameter of MLPRegressor.fit must "
+                                 "have a positive sum. Got all-zero weights instead.")
+            # Zero-weight rows contribute nothing: drop them (exactly like removing them).
+            keep = w > 0
+            if not keep.all():
+                X, y2, w = X[keep], y2[keep], w[keep]
+            # Equal weights are the unweighted fit; keep its arithmetic identical.
+            if np.all(w == w[0]):
+                w = None
+        return X, y2, w, y_1d
+
+    # ------------------------------------------------------------ fitting
+
+    def fit(self, X, y, sample_weight=None, *, callback=None, chunk_epochs=None):
+        """Fit the network (or ensemble) to ``X`` ``(n, d)`` and ``y`` ``(n,)``/``(n, k)``.
+
+        Args:
+          sample_weight: ``(n,)`` non-negative weights: each row's squared error counts in
+            proportion to its weight (zero-weight rows are dropped); also weights the
+            standardization statistics.
+          callback: with ``chunk_epochs``, called as ``callback(progress)`` after every
+            chunk with a ``jaxreg.train.Progress`` (epoch, epochs, state, history,
+            compile and run seconds): a progress bar or a checkpoint writer. With
+            ``n_ensemble > 1`` members are then trained one after another and
+            ``progress.epoch``/``progress.epochs`` count over all members.
+          chunk_epochs: run training in equal compiled chunks of this many epochs (it must
+            divide ``epochs``); one compilation, and the result equals the unchunked
+            single-model run exactly.
+
+        Returns:
+          self.
+        """
+        p = self._checked()
+        warm = p["warm_start"] and hasattr(self, "params_")
+        targets = _target_names(y)
+        X, y2, w, y_1d = self._validate_xy(X, y, sample_weight, reset=not warm)
+        if chunk_epochs is not None:
+            if (isinstance(chunk_epochs, bool) or not isinstance(chunk_epochs, numbers.Integral)
+                    or chunk_epochs < 1 or p["epochs"] % chunk_epochs):
+                raise ValueError("The 'chunk_epochs' parameter of MLPRegressor.fit must be a "
+                                 f"positive int that divides epochs={p['epochs']}. "
+                                 f"Got {_fmt(chunk_epochs)} instead.")
+            chunk_epochs = int(chunk_epochs)
+        if callback is not None and chunk_epochs is None:
+            raise ValueError("The 'callback' parameter of MLPRegressor.fit needs "
+                             "chunk_epochs. Got chunk_epochs=None instead.")
+        if warm and (y2.shape[1] != self.n_outputs_ or self._spec.layer_sizes[1:-1]
+                     != p["hidden"] or self._spec.activation != p["activation"]
+                     or self._params_stack[0].W.shape[0] != p["n_ensemble"]
+                     or self._dtype != p["dtype"]):
+            raise ValueError("warm_start=True continues the fitted network, so the outputs, "
+                             "hidden_layer_sizes, activation, n_ensemble and dtype must not "
+                             "change. Set warm_start=False to fit a new one.")
+        rs = check_random_state(self.random_state)
+        seed = int(rs.randint(0, 2**31 - 1))
+        # Validation split (rows chosen by random_state).
+        n = X.shape[0]
+        frac = p["validation_fraction"]
+        if frac > 0:
+            n_val = int(np.ceil(frac * n))
+            if n - n_val < 1:
+                raise ValueError(f"validation_fraction={frac} leaves no training rows for "
+                                 f"{n} samples. Lower validation_fraction or pass more rows.")
+            perm = rs.permutation(n)
+            val_idx, tr_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+        else:
+            val_idx, tr_idx = None, np.arange(n)
+        x_tr, y_tr = X[tr_idx], y2[tr_idx]
+        w_tr = None if w is None else w[tr_idx]
+        if w_tr is not None and np.all(w_tr == w_tr[0]):
+            w_tr = None
+        if warm:
+            x_sc, y_sc = self.x_scaler_, self.y_scaler_
+        else:
+            x_sc = _weighted_scaler(x_tr, w_tr, p["standardize"])
+            y_sc = _weighted_scaler(y_tr, w_tr, p["standardize"])
+        spec, cfg = self._spec_cfg(p, X.shape[1], y2.shape[1], x_tr.shape[0])
+        m = p["n_ensemble"]
+        hp = Hparams(learning_rate=p["learning_rate"], l2=p["l2"])
+        dtype = p["dtype"]
+        with _x64(dtype):
+            jdt = jnp.dtype(dtype)
+            data = Dataset(
+                jnp.asarray(x_sc.transform(x_tr), jdt), jnp.asarray(y_sc.transform(y_tr), jdt),
+                None if val_idx is None else jnp.asarray(x_sc.transform(X[val_idx]), jdt),
+                None if val_idx is None else jnp.asarray(y_sc.transform(y2[val_idx]), jdt),
+                None if w_tr is None else jnp.asarray(w_tr, jdt))
+            keys = _member_keys(seed, m)
+            init_params = None
+            if warm:
+                init_params = tuple(Layer(jnp.asarray(layer.W, jdt), jnp.asarray(layer.b, jdt))
+                                    for layer in self._params_stack)
+            result = self._train(spec, cfg, data, hp, keys, init_params, chunk_epochs,
+                                 callback)
+            result = _to_host(result)
+        self._store_result(result, spec, cfg, x_sc, y_sc, y_1d, dtype, warm, data.x_val)
+        self._seed = seed
+        if targets is not None and len(targets) == self.n_outputs_:
+            self.target_names_in_ = targets
+        elif hasattr(self, "target_names_in_"):
+            del self.target_names_in_
+        self._state = None  # partial_fit restarts its optimizer state after a fit
+        if p["verbose"]:
+            print(f"MLPRegressor: {self.n_iter_} epochs, final training MSE "
+                  f"{self.loss_curve_[-1]:.6g}, compile {self.compile_seconds_:.3f} s, "
+                  f"run {self.run_seconds_:.3f} s")
+        return self
+
+    def _train(self, spec, cfg, data, hp, keys, init_params, chunk_epochs, callback):
+        """Train all members; returns a TrainResult with a leading member axis."""
+        m = keys.shape[0]
+        if chunk_epochs is not None:
+            results = []
+            for i in range(m):
+                cb = None
+                if callback is not None:
+                    def cb(progress, i=i):
+                        callback(progress._replace(epoch=i * cfg.epochs + progress.epoch,
+                                                   epochs=m * cfg.epochs))
+                params_i = None if init_params is None else jax.tree.map(
+                    lambda a, i=i: a[i], init_params)
+                results.append(engine_mod.fit(spec, cfg, data, hp, keys[i], params_i,
+                                              chunk_epochs=chunk_epochs, callback=cb))
+            # Members stopped early at different chunks have histories of different
+            # lengths: hold each one's last record so they stack.
+            longest = max(len(r.history.epoch) for r in results)
+
+            def hold_last(a):
+                a = np.asarray(a)
+                if a.shape[0] in (0, longest):
+                    return a
+                return np.concatenate([a, np.repeat(a[-1:], longest - a.shape[0], axis=0)])
+
+            stacked = jax.tree.map(lambda *a: jnp.stack(a), *[r._replace(
+                compile_seconds=0.0, run_seconds=0.0,
+                history=jax.tree.map(hold_last, r.history)) for r in results])
+            return stacked._replace(compile_seconds=sum(r.compile_seconds for r in results),
+                                    run_seconds=sum(r.run_seconds for r in results))
+        if m == 1:
+            # One model: the plain compiled run (equal to its chunked run bit for bit).
+            params_0 = None if init_params is None else jax.tree.map(lambda a: a[0],
+                                                                     init_params)
+            result = engine_mod.fit(spec, cfg, data, hp, keys[0], params_0)
+            return jax.tree.map(lambda a: jnp.asarray(a)[None], result._replace(
+                compile_seconds=0.0, run_seconds=0.0))._replace(
+                compile_seconds=result.compile_seconds, run_seconds=result.run_seconds)
+        if init_params is None:
+            return engine_mod.fit_many(spec, cfg, data, hp, keys=keys)
+        engine_mod.check_hparams(hp)
+        hp_j = Hparams(*(jnp.asarray(v, data.x.dtype) for v in hp))
+        exe, compile_s = engine_mod.compiled_train(spec, cfg, keys, data, hp_j, init_params,
+                                                   wrap=_vmap_warm)
+        t0 = time.perf_counter()
+        result = jax.block_until_ready(exe(keys, data, hp_j, init_params))
+        result = result._replace(compile_seconds=compile_s,
+                                 run_seconds=time.perf_counter() - t0)
+        engine_mod.check_finite(result, hp)
+        return result
+
+    def _store_result(self, result, spec, cfg, x_sc, y_sc, y_1d, dtype, warm, x_val):
+        sq = np.asarray(y_sc.scale, np.float64) ** 2
+        runs = np.asarray(result.epochs_run).reshape(-1)
+        n_run = int(runs.max())
+        hist = result.history
+        train = np.mean(np.asarray(hist.train_mse, np.float64) * sq, axis=-1)  # (M, R)
+        train = np.mean(train, axis=0)
+        val = None
+        if x_val is not None:
+            val = np.mean(np.asarray(hist.val_mse, np.float64) * sq, axis=-1).mean(axis=0)
+        # Early stopping: members that stopped record NaN afterwards; keep trained epochs.
+        epochs = np.asarray(hist.epoch).reshape(runs.shape[0], -1)[0]
+        keep = epochs < n_run
+        train = train[keep]
+        val = None if val is None else val[keep]
+        best = np.asarray(result.best_epoch).reshape(-1).astype(int)
+        params = tuple(Layer(np.asarray(layer.W), np.asarray(layer.b))
+                       for layer in result.best_params)
+        if warm:
+            train = np.concatenate([self.loss_curve_, train])
+            if val is not None and self.validation_loss_curve_ is not None:
+                val = np.concatenate([self.validation_loss_curve_, val])
+            best = best + self.n_iter_
+            n_run = n_run + self.n_iter_
+        self._spec = spec
+        self._cfg = cfg
+        self._dtype = dtype
+        self._y_1d = y_1d
+        self._params_stack = params
+        self.x_scaler_ = x_sc
+        self.y_scaler_ = y_sc
+        self.n_outputs_ = spec.n_outputs
+        self.params_ = params if params[0].W.shape[0] > 1 else tuple(
+            Layer(layer.W[0], layer.b[0]) for layer in params)
+        self.loss_curve_ = [float(v) for v in train]
+        self.validation_loss_curve_ = None if val is None else [float(v) for v in val]
+        self.best_epoch_ = int(best[0]) if best.size == 1 else best
+        self.n_iter_ = int(n_run)
+        self.compile_seconds_ = float(np.sum(result.compile_seconds))
+        self.run_seconds_ = float(np.sum(result.run_seconds))
+
+    def partial_fit(self, X, y, sample_weight=None):
+        """Train one more epoch on ``(X, y)``, keeping the optimizer state between calls.
+
+        The first call (or the first after ``fit``) starts from ``params_`` when fitted,
+        else from fresh weights, and fits the scalers on this batch when the model is new.
+        Later calls continue with the same scalers, optimizer state (e.g. Adam's moments)
+        and epoch counter, so minibatch orders and the schedule (over ``epochs``) move on.
+        No validation split or early stopping is done here. ``loss_curve_`` gains one
+        value per call and ``n_iter_`` counts the epochs.
+        """
+        p = self._checked()
+        fitted = hasattr(self, "params_")
+        X, y2, w, y_1d = self._validate_xy(X, y, sample_weight, reset=not fitted)
+        if fitted and y2.shape[1] != self.n_outputs_:
+            raise ValueError(f"y has {y2.shape[1]} outputs, but MLPRegressor is expecting "
+                             f"{self.n_outputs_} outputs as input.")
+        if not fitted:
+            self._seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
+            x_sc = _weighted_scaler(X, w, p["standardize"])
+            y_sc = _weighted_scaler(y2, w, p["standardize"])
+            dtype = p["dtype"]
+        else:
+            x_sc, y_sc, dtype = self.x_scaler_, self.y_scaler_, self._dtype
+            y_1d = self._y_1d
+        m = p["n_ensemble"] if not fitted else self._params_stack[0].W.shape[0]
+        spec, cfg = self._spec_cfg(p, X.shape[1], y2.shape[1], X.shape[0], early=False)
+        if fitted:
+            spec = self._spec
+        hp = Hparams(learning_rate=p["learning_rate"], l2=p["l2"])
+        engine_mod.check_hparams(hp)
+        state = getattr(self, "_state", None)
+        with _x64(dtype):
+            jdt = jnp.dtype(dtype)
+            data = Dataset(jnp.asarray(x_sc.transform(X), jdt),
+                           jnp.asarray(y_sc.transform(y2), jdt), None, None,
+                           None if w is None else jnp.asarray(w, jdt))
+            hp_j = Hparams(*(jnp.asarray(v, jdt) for v in hp))
+            keys = _member_keys(self._seed, m)
+            init_new, init_from, run = _partial_fns(spec, cfg)
+            t0 = time.perf_counter()
+            if state is not None and self._state_cfg == cfg:
+                state = jax.tree.map(jnp.asarray, state)
+            elif fitted:
+                params = tuple(Layer(jnp.asarray(layer.W, jdt), jnp.asarray(layer.b, jdt))
+                               for layer in self._params_stack)
+                state = init_from(keys, data, hp_j, params)
+            else:
+                state = init_new(keys, data, hp_j)
+            state, hist = jax.block_until_ready(run(state, keys, data, hp_j))
+            seconds = time.perf_counter() - t0
+            state, hist = _to_host((state, hist))
+        params = tuple(Layer(np.swapaxes(layer.W, -1, -2), np.swapaxes(layer.b, -1, -2))
+                       for layer in state.params)
+        if not all(np.all(np.isfinite(a)) for a in jax.tree.leaves(params)):
+            raise engine_mod.TrainingDivergedError(
+                "Training diverged: the parameters became NaN or infinite in partial_fit "
+                f"(learning_rate={p['learning_rate']!r}). Lower the learning rate, "
+                "standardize x and y, or add an L2 penalty.")
+        sq = np.asarray(y_sc.scale, np.float64) ** 2
+        loss = float(np.mean(np.asarray(hist.train_mse, np.float64) * sq))
+        curve = (list(self.loss_curve_) if fitted else []) + [loss]
+        n_iter = (self.n_iter_ if fitted else 0) + 1
+        val_curve = self.validation_loss_curve_ if fitted else None
+        self._spec, self._cfg, self._dtype, self._y_1d = spec, cfg, dtype, y_1d
+        self._params_stack = params
+        self._state, self._state_cfg = state, cfg
+        self.x_scaler_, self.y_scaler_ = x_sc, y_sc
+        self.n_outputs_ = spec.n_outputs
+        self.params_ = params if m > 1 else tuple(Layer(a.W[0], a.b[0]) for a in params)
+        self.loss_curve_ = curve
+        self.validation_loss_curve_ = val_curve
+        self.n_iter_ = n_iter
+        self.best_epoch_ = n_iter if m == 1 else np.full(m, n_iter)
+        self.compile_seconds_ = 0.0
+        self.run_seconds_ = seconds
+        return self
+
+    # ------------------------------------------------------------ prediction
+
+    def _predict_members(self, X) -> np.ndarray:
+        """Member predictions in the standardized space, ``(M, n, k)`` float64."""
+        check_is_fitted(self, "params_")
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        # Evaluated in float64 (x64 only inside this block) whatever the training dtype:
+        # a float32 matrix product rounds differently for different numbers of rows, and
+        # a row's prediction must not depend on the other rows it is predicted with.
+        with jax.enable_x64(True):
+            x = jnp.asarray(self.x_scaler_.transform(X), jnp.float64)
+            params = tuple(Layer(jnp.asarray(a.W, jnp.float64), jnp.asarray(a.b, jnp.float64))
+                           for a in self._params_stack)
+            return np.asarray(_forward(self._spec.activation)(params, x), np.float64)
+
+    def predict(self, X, return_std: bool = False):
+        """Predict ``(n,)`` (1-D y at fit) or ``(n, k)``; the ensemble mean.
+
+        With ``return_std=True`` also returns the members' standard deviation (zeros for a
+        single model or identical members), same shape.
+        """
+        z = self._predict_members(X)
+        mean = self.y_scaler_.inverse(z.mean(axis=0))
+        if self._y_1d:
+            mean = mean[:, 0]
+        if not return_std:
+            return mean
+        # Spread from deviations to the first member (the shifted-data variance), so
+        # identical members give exactly 0 however the mean rounds.
+        d = z - z[0]
+        var = np.maximum(np.mean(d**2, axis=0) - np.mean(d, axis=0) ** 2, 0.0)
+        std = self.y_scaler_.inverse_scale(np.sqrt(var))
+        return mean, (std[:, 0] if self._y_1d else std)
+
+    # ------------------------------------------------------------ persistence
+
+    def save(self, path):
+        """Write the fitted model to the folder ``path`` (safetensors + JSON, atomic)."""
+        check_is_fitted(self, "params_")
+        params = self.get_params()
+        if not isinstance(params["random_state"], numbers.Integral | type(None)):
+            params["random_state"] = None
+        params["hidden_layer_sizes"] = list(self._spec.layer_sizes[1:-1])
+        n_out = self.n_outputs_
+        targets = getattr(self, "target_names_in_", None)
+        metadata = {
+            "estimator": "MLPRegressor",
+            "y_ndim": 1 if self._y_1d else 2,
+            "loss_curve": self.loss_curve_,
+            "validation_loss_curve": self.validation_loss_curve_,
+            "best_epoch": np.asarray(self.best_epoch_).tolist(),
+            "n_iter": self.n_iter_,
+            "compile_seconds": self.compile_seconds_,
+            "run_seconds": self.run_seconds_,
+            "train_config": {"epochs": self._cfg.epochs, "optimizer": self._cfg.optimizer,
+                             "schedule": self._cfg.schedule,
+                             "batch_size": self._cfg.batch_size,
+                             "sampling": self._cfg.sampling, "patience": self._cfg.patience},
+        }
+        store.save_model(path, self._spec, self._params_stack, self.x_scaler_, self.y_scaler_,
+                         config=params,
+                         feature_names=getattr(self, "feature_names_in_", None),
+                         target_names=targets if targets is not None and len(targets) == n_out
+                         else None,
+                         metadata=metadata)
+        return path
+
+
+def _target_names(y):
+    cols = getattr(y, "columns", None)
+    if cols is not None:
+        return [str(c) for c in cols]
+    name = getattr(y, "name", None)
+    return None if name is None or not hasattr(y, "to_numpy") else [str(name)]
+
+
+def _weighted_scaler(a: np.ndarray, w, enabled: bool) -> Standardizer:
+    """Per-column (weighted) mean and population std; zero spread gets scale 1."""
+    if not enabled:
+        return Standardizer(np.zeros(a.shape[1]), np.ones(a.shape[1]))
+    if w is None:
+        return Standardizer.fit(a)
+    mean = np.average(a, axis=0, weights=w)
+    scale = np.sqrt(np.average((a - mean) ** 2, axis=0, weights=w))
+    return Standardizer(mean, np.where(scale > 0, scale, 1.0))
+
+
+def load(path) -> MLPRegressor:
+    """Load a model folder written by ``MLPRegressor.save`` as a fitted ``MLPRegressor``.
+
+    Predictions equal the saved model's bit for bit. Raises ``FileNotFoundError`` or
+    ``ValueError`` naming the problem (see ``jaxreg.store.load_model``).
+    """
+    saved = store.load_model(path)
+    cfg = dict(saved.config)
+    valid = MLPRegressor().get_params()
+    params = {k: v for k, v in cfg.items() if k in valid}
+    if "hidden_layer_sizes" in params:
+        params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
+    params["hidden_layer_sizes"] = saved.spec.layer_sizes[1:-1]
+    params["activation"] = saved.spec.activation
+    params["n_ensemble"] = saved.n_ensemble
+    params["dtype"] = np.asarray(saved.params[0].W).dtype.name
+    model = MLPRegressor(**params)
+    meta = saved.metadata
+    spec = saved.spec
+    model._spec = spec
+    t = meta.get("train_config") or {}
+    try:
+        model._cfg = TrainConfig(epochs=int(t.get("epochs", model.epochs)),
+                                 optimizer=t.get("optimizer", "adam"),
+                                 schedule=t.get("schedule", "constant"),
+                                 batch_size=t.get("batch_size"),
+                                 sampling=t.get("sampling", "full"),
+                                 patience=t.get("patience"))
+    except (TypeError, ValueError):
+        model._cfg = TrainConfig()
+    model._dtype = params["dtype"]
+    model._y_1d = meta.get("y_ndim", 2) == 1 and spec.n_outputs == 1
+    model._params_stack = tuple(Layer(np.asarray(a.W), np.asarray(a.b)) for a in saved.params)
+    model._seed = 0
+    model._state = None
+    model.x_scaler_ = Standardizer(np.asarray(saved.x_scaler.mean, np.float64),
+                                   np.asarray(saved.x_scaler.scale, np.float64))
+    model.y_scaler_ = Standardizer(np.asarray(saved.y_scaler.mean, np.float64),
+                                   np.asarray(saved.y_scaler.scale, np.float64))
+    model.n_features_in_ = spec.n_inputs
+    model.n_outputs_ = spec.n_outputs
+    if saved.feature_names is not None:
+        model.feature_names_in_ = np.asarray(saved.feature_names, dtype=object)
+    if saved.target_names is not None:
+        model.target_names_in_ = list(saved.target_names)
+    stack = model._params_stack
+    model.params_ = stack if saved.n_ensemble > 1 else tuple(
+        Layer(a.W[0], a.b[0]) for a in stack)
+    model.loss_curve_ = list(meta.get("loss_curve") or [])
+    vc = meta.get("validation_loss_curve")
+    model.validation_loss_curve_ = None if vc is None else list(vc)
+    best = meta.get("best_epoch", 0)
+    model.best_epoch_ = best if not isinstance(best, list) else np.asarray(best)
+    model.n_iter_ = int(meta.get("n_iter", 0))
+    model.compile_seconds_ = float(meta.get("compile_seconds", 0.0))
+    model.run_seconds_ = float(meta.get("run_seconds", 0.0))
+    return model

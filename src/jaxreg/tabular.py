@@ -1,0 +1,260 @@
+"""Tabular files (CSV, TSV, Parquet) into numeric feature and target arrays. Rank 0.
+
+Every problem with a user's file is a one-line ``ValueError`` (``FileNotFoundError`` for a
+missing path) that names the file, the column, the rule and what was found, so the CLI can
+print it as is. Rows are counted from 1 as data rows (the header is not a row); for text
+files the message also gives the line of the file.
+
+pandas is imported inside the functions, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = ["FORMATS", "Table", "detect_format", "load_features", "load_xy", "read_table"]
+
+# suffix -> format; compressed text files (.csv.gz, ...) are recognised by their inner suffix
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".txt": "csv", ".parquet": "parquet",
+           ".pq": "parquet"}
+_COMPRESSION = (".gz", ".bz2", ".xz", ".zst", ".zip")
+
+
+class Table(NamedTuple):
+    """Numeric arrays read from a file.
+
+    ``x``: ``(n, d)`` features; ``y``: ``(n, k)`` targets, or None when none were asked for;
+    ``rows``: ``(n,)`` 0-based positions of the kept rows in the file's data rows;
+    ``n_dropped``: rows dropped for missing values (with ``drop_na``).
+    """
+
+    x: np.ndarray
+    y: np.ndarray | None
+    feature_names: list[str]
+    target_names: list[str]
+    rows: np.ndarray
+    n_dropped: int
+    path: str
+
+
+def detect_format(path) -> str:
+    """``csv``, ``tsv`` or ``parquet`` from the file name, or a ValueError listing them."""
+    p = pathlib.Path(path)
+    suffixes = [s.lower() for s in p.suffixes]
+    if suffixes and suffixes[-1] in _COMPRESSION:
+        suffixes = suffixes[:-1]
+    fmt = FORMATS.get(suffixes[-1]) if suffixes else None
+    if fmt is None or (fmt == "parquet" and len(suffixes) < len(p.suffixes)):
+        raise ValueError(f"Unknown data format for {str(path)!r}: the file name must end in "
+                         f"one of {sorted(FORMATS)} (optionally compressed as "
+                         f"{', '.join(_COMPRESSION)} for text). Got "
+                         f"{''.join(p.suffixes) or 'no suffix'!r}.")
+    return fmt
+
+
+def read_table(path, *, encoding: str = "utf-8"):
+    """Read a CSV/TSV/Parquet file into a ``pandas.DataFrame`` with one-line errors."""
+    import pandas as pd
+
+    p = pathlib.Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"Data file {str(path)!r} does not exist.")
+    if not p.is_file():
+        raise ValueError(f"Data file {str(path)!r} is not a file (it is a folder or a "
+                         "special file).")
+    fmt = detect_format(p)
+    if p.stat().st_size == 0:
+        raise ValueError(f"Data file {str(path)!r} is empty (0 bytes).")
+    if fmt == "parquet":
+        try:
+            df = pd.read_parquet(p)
+        except ImportError as exc:
+            raise ValueError(f"Reading Parquet needs pyarrow: {exc}") from None
+        except Exception as exc:  # pyarrow raises several types for a damaged file
+            raise ValueError(f"Data file {str(path)!r} is not a readable Parquet file: "
+                             f"{_first_line(exc)}") from None
+    else:
+        sep = "\t" if fmt == "tsv" else ","
+        try:
+            df = pd.read_csv(p, sep=sep, encoding=encoding, skipinitialspace=True)
+        except UnicodeDecodeError as exc:
+            raise ValueError(
+                f"Data file {str(path)!r} cannot be read as {encoding} text: byte "
+                f"0x{exc.object[exc.start]:02x} at offset {exc.start} is invalid; save the "
+                "file as UTF-8 or pass its encoding.") from None
+        except LookupError:
+            raise ValueError(f"Unknown text encoding {encoding!r} for {str(path)!r}.") from None
+        except pd.errors.EmptyDataError:
+            raise ValueError(f"Data file {str(path)!r} is empty: it has no header and no "
+                             "rows.") from None
+        except pd.errors.ParserError as exc:
+            raise ValueError(f"Data file {str(path)!r} is not valid "
+                             f"{fmt.upper()}: {_first_line(exc)}") from None
+    df.columns = [str(c) for c in df.columns]
+    if df.shape[1] == 0:
+        raise ValueError(f"Data file {str(path)!r} has no columns.")
+    if df.shape[0] == 0:
+        raise ValueError(f"Data file {str(path)!r} has a header but no data rows "
+                         f"(columns: {_list(df.columns)}).")
+    return df
+
+
+def _first_line(exc) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _list(names, limit: int = 20) -> str:
+    names = [str(n) for n in names]
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def _where(row0: int, fmt: str) -> str:
+    """A data row (0-based position) as users count it: from 1, plus the file line."""
+    if fmt == "parquet":
+        return f"row {row0 + 1}"
+    return f"row {row0 + 1} (line {row0 + 2} of the file)"
+
+
+def _numeric_column(df, name: str, path: str, fmt: str, role: str) -> np.ndarray:
+    """Column ``name`` as float64 (NaN where missing), or a ValueError naming a bad value."""
+    import pandas as pd
+
+    col = df[name]
+    if pd.api.types.is_bool_dtype(col):
+        return col.astype(np.float64).to_numpy()
+    if pd.api.types.is_numeric_dtype(col):
+        return col.to_numpy(dtype=np.float64, na_value=np.nan)
+    values = pd.to_numeric(col, errors="coerce")
+    bad = values.isna().to_numpy() & col.notna().to_numpy()
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"{role} column {name!r} in {path!r} must be numeric. Got "
+                         f"{col.iloc[i]!r} in {_where(i, fmt)}; encode it as numbers"
+                         f"{' or leave it out with --features' if role == 'Feature' else ''}.")
+    return values.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _check_columns(df, wanted, path: str, option: str) -> None:
+    missing = [c for c in wanted if c not in df.columns]
+    if missing:
+        raise ValueError(f"Column(s) {_list(missing)} ({option}) not found in {path!r}. "
+                         f"Available columns: {_list(df.columns)}.")
+
+
+def _select(df, targets, features, path: str) -> tuple[list[str], list[str]]:
+    targets = [str(t) for t in (targets or [])]
+    dup = sorted({t for t in targets if targets.count(t) > 1})
+    if dup:
+        raise ValueError(f"--target names each column once. Got {_list(dup)} more than once.")
+    _check_columns(df, targets, path, "--target")
+    if features is None:
+        features = [c for c in df.columns if c not in targets]
+        if not features:
+            raise ValueError(f"{path!r} has no feature columns: every column is a target "
+                             f"({_list(targets)}).")
+    else:
+        features = [str(f) for f in features]
+        if not features:
+            raise ValueError("--features must name at least one column. Got none.")
+        dup = sorted({f for f in features if features.count(f) > 1})
+        if dup:
+            raise ValueError(f"--features names each column once. Got {_list(dup)} more than "
+                             "once.")
+        _check_columns(df, features, path, "--features")
+        both = [f for f in features if f in targets]
+        if both:
+            raise ValueError(f"A column cannot be both a feature and a target. Got "
+                             f"{_list(both)} in --features and --target.")
+    return features, targets
+
+
+def _arrays(df, path, fmt, features, targets, drop_na, min_rows, dtype, check_target):
+    x = np.column_stack([_numeric_column(df, c, path, fmt, "Feature") for c in features])
+    y = (np.column_stack([_numeric_column(df, c, path, fmt, "Target") for c in targets])
+         if targets else None)
+    both = x if y is None else np.concatenate([x, y], axis=1)
+    names = [*features, *targets]
+    inf = np.isinf(both)
+    if inf.any():
+        r, c = (int(v) for v in np.argwhere(inf)[0])
+        raise ValueError(f"Column {names[c]!r} in {path!r} holds an infinite value "
+                         f"({both[r, c]!r}) in {_where(r, fmt)}; values must be finite.")
+    na = np.isnan(both)
+    na_rows = na.any(axis=1)
+    n_na = int(na_rows.sum())
+    if n_na and not drop_na:
+        r = int(np.argmax(na_rows))
+        c = int(np.argmax(na[r]))
+        raise ValueError(f"{path!r} has {n_na} row(s) with missing values (NaN or empty) in "
+                         f"the columns used, the first in {_where(r, fmt)}, column "
+                         f"{names[c]!r}; drop them with --drop-na (drop_na=True).")
+    rows = np.flatnonzero(~na_rows)
+    x = x[rows]
+    y = None if y is None else y[rows]
+    if len(rows) == 0:
+        raise ValueError(f"{path!r} has no rows left after dropping the {n_na} row(s) with "
+                         "missing values.")
+    if len(rows) < min_rows:
+        raise ValueError(f"{path!r} must have at least {min_rows} data rows"
+                         f"{' (after dropping rows with missing values)' if n_na else ''} to "
+                         f"fit a model. Got {len(rows)}.")
+    if check_target and y is not None:
+        for j, name in enumerate(targets):
+            if np.all(y[:, j] == y[0, j]):
+                raise ValueError(f"Target column {name!r} in {path!r} is constant (every row "
+                                 f"is {y[0, j]:g}); there is nothing to learn.")
+    x = x.astype(dtype)
+    y = None if y is None else y.astype(dtype)
+    return x, y, rows, n_na
+
+
+def load_xy(path, targets, features=None, *, drop_na: bool = False, min_rows: int = 2,
+            dtype=np.float32, encoding: str = "utf-8") -> Table:
+    """Read ``path`` and return numeric features and targets for fitting.
+
+    Args:
+      path: a ``.csv``, ``.tsv``, ``.txt`` (comma separated) or ``.parquet`` file.
+      targets: one or more target column names.
+      features: feature column names; None uses every column that is not a target.
+      drop_na: drop rows with a missing value in a used column instead of refusing them.
+      min_rows: fewest rows accepted (after dropping).
+      dtype: dtype of the returned arrays.
+
+    Raises:
+      FileNotFoundError: the file does not exist.
+      ValueError: any other problem, in one line (see the module docstring).
+    """
+    targets = [targets] if isinstance(targets, str) else list(targets or [])
+    if not targets:
+        raise ValueError("--target must name at least one column. Got none.")
+    df = read_table(path, encoding=encoding)
+    path = str(path)
+    fmt = detect_format(path)
+    features, targets = _select(df, targets, features, path)
+    x, y, rows, n_na = _arrays(df, path, fmt, features, targets, drop_na, min_rows, dtype,
+                               check_target=True)
+    return Table(x, y, features, targets, rows, n_na, path)
+
+
+def load_features(path, features, targets=(), *, drop_na: bool = False, dtype=np.float32,
+                  encoding: str = "utf-8", require_targets: bool = False) -> Table:
+    """Read the feature columns (and, when present, the target columns) for prediction.
+
+    Targets are read only when every one of them is in the file (or ``require_targets``,
+    which makes a missing one an error); otherwise ``Table.y`` is None.
+    """
+    df = read_table(path, encoding=encoding)
+    path = str(path)
+    fmt = detect_format(path)
+    targets = [str(t) for t in (targets or [])]
+    if not require_targets and not all(t in df.columns for t in targets):
+        targets = []
+    features, targets = _select(df, targets, list(features), path)
+    x, y, rows, n_na = _arrays(df, path, fmt, features, targets, drop_na, 1, dtype,
+                               check_target=False)
+    return Table(x, y, features, targets, rows, n_na, path)

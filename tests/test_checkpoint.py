@@ -1,0 +1,150 @@
+"""jaxreg.checkpoint: atomic pytree checkpoints and resumable chunked training."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from jaxreg import checkpoint as ck
+from jaxreg.data import Dataset
+from jaxreg.model import MLPSpec
+from jaxreg.optim import Hparams
+from jaxreg.train import History, TrainConfig, make_engine
+
+SPEC = MLPSpec((2, 6, 1), activation="tanh", key_scheme="split")
+CFG = TrainConfig(epochs=24, batch_size=8, sampling="shuffle", patience=4)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 2)).astype(np.float32)
+    y = (np.sin(2 * x[:, :1]) + x[:, 1:] ** 2).astype(np.float32)
+    return Dataset(x[:30], y[:30], x[30:], y[30:])
+
+
+_STATES = {}
+
+
+def _state(data):
+    if "s" not in _STATES:
+        init = jax.jit(make_engine(SPEC, CFG).init)
+        _STATES["s"] = init(jax.random.PRNGKey(3), data, Hparams(0.01).astype(np.float32))
+    return _STATES["s"]
+
+
+def _equal(a, b):
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(la, lb, strict=True):
+        x, y = np.asarray(x), np.asarray(y)
+        assert x.dtype == y.dtype and x.shape == y.shape
+        assert np.array_equal(x, y, equal_nan=True)
+
+
+def test_round_trip_is_exact_and_keeps_scalars_and_dtypes(tmp_path, data):
+    state = _state(data)
+    hist = History(np.arange(3, dtype=np.int32), np.ones((3, 1), np.float32),
+                   np.full((3, 1), np.nan, np.float32), np.zeros(3, np.float32))
+    ck.save_checkpoint(tmp_path / "c", {"state": state, "history": hist,
+                                        "key": jax.random.PRNGKey(7)}, {"epoch": 3})
+    tpl = ck.state_template(SPEC, CFG, data, Hparams(0.01))
+    trees, meta = ck.load_checkpoint(
+        tmp_path / "c", {"state": tpl, "history": hist, "key": jax.random.PRNGKey(0)})
+    _equal(trees["state"], state)
+    _equal(trees["history"], hist)
+    assert np.array_equal(trees["key"], jax.random.PRNGKey(7)) and meta == {"epoch": 3}
+    # The sidecar holds the layout, readable without the tensors; there is no pickle.
+    doc = json.loads((tmp_path / "c" / ck.META_FILE).read_text())
+    paths = {e["path"]: e for e in doc["layout"]["state"]}
+    assert paths[".epoch"]["shape"] == [] and paths[".stopped"]["dtype"] == "bool"
+    assert ".opt_state.inner_state[0].mu[0].W" in paths
+
+
+def test_a_second_save_replaces_the_first_and_leaves_one_tensor_file(tmp_path, data):
+    state = _state(data)
+    ck.save_checkpoint(tmp_path / "c", {"s": state}, {"n": 1})
+    ck.save_checkpoint(tmp_path / "c", {"s": state}, {"n": 2})
+    assert len(list((tmp_path / "c").glob("state-*.safetensors"))) == 1
+    assert ck.read_checkpoint_meta(tmp_path / "c")["meta"] == {"n": 2}
+
+
+def test_a_crash_before_the_commit_keeps_the_previous_checkpoint(tmp_path, data, monkeypatch):
+    state = _state(data)
+    ck.save_checkpoint(tmp_path / "c", {"s": state}, {"n": 1})
+    real = ck.os.replace
+
+    def crash(src, dst):
+        if str(dst).endswith(ck.META_FILE):
+            raise OSError("killed")
+        return real(src, dst)
+
+    monkeypatch.setattr(ck.os, "replace", crash)
+    with pytest.raises(OSError, match="killed"):
+        ck.save_checkpoint(tmp_path / "c", {"s": jax.tree.map(lambda a: a + 1, state)}, {"n": 2})
+    monkeypatch.undo()
+    trees, meta = ck.load_checkpoint(tmp_path / "c", {"s": state})
+    assert meta == {"n": 1}
+    _equal(trees["s"], state)
+
+
+def test_load_refuses_corrupted_mismatched_newer_and_missing(tmp_path, data):
+    state = _state(data)
+    with pytest.raises(FileNotFoundError, match="No checkpoint"):
+        ck.load_checkpoint(tmp_path / "none", {"s": state})
+    ck.save_checkpoint(tmp_path / "c", {"s": state})
+    other = ck.state_template(MLPSpec((2, 5, 1)), CFG, data, Hparams())
+    with pytest.raises(ck.CheckpointError, match=r"does not match this run: s/.params\[0\].W"):
+        ck.load_checkpoint(tmp_path / "c", {"s": other})
+    tensors = next((tmp_path / "c").glob("state-*"))
+    blob = bytearray(tensors.read_bytes())
+    blob[-3] ^= 0xFF
+    tensors.write_bytes(bytes(blob))
+    with pytest.raises(ck.CheckpointError, match="truncated or corrupted"):
+        ck.load_checkpoint(tmp_path / "c", {"s": state})
+    doc = json.loads((tmp_path / "c" / ck.META_FILE).read_text())
+    doc["format_version"] = ck.FORMAT_VERSION + 1
+    (tmp_path / "c" / ck.META_FILE).write_text(json.dumps(doc))
+    with pytest.raises(ck.CheckpointError, match="newer than this jaxreg"):
+        ck.load_checkpoint(tmp_path / "c", {"s": state})
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "x.txt").write_text("mine")
+    with pytest.raises(ck.CheckpointError, match="not empty and holds no checkpoint"):
+        ck.save_checkpoint(tmp_path / "junk", {"s": state})
+    with pytest.raises(ck.CheckpointError, match="not a checkpoint folder"):
+        ck.clear_checkpoint(tmp_path / "junk")
+
+
+class _Kill(Exception):
+    pass
+
+
+def test_resume_after_an_interruption_equals_an_uninterrupted_run(tmp_path, data):
+    keys = list(jax.random.split(jax.random.PRNGKey(0), 2))
+    hp = Hparams(0.5)
+    full = ck.fit_resumable(SPEC, CFG, data, hp, keys, chunk_epochs=2)
+    assert full.resumed_from is None
+    # Both members stop early (patience 4) in this setup; cut member 1 before it stops.
+    stops = [int(r.epochs_run) for r in full.results]
+    assert stops[0] < CFG.epochs and 8 < stops[1] < CFG.epochs
+
+    def kill(member, progress):
+        if member == 1 and progress.epoch == 8:
+            raise _Kill
+
+    fp = {"run": 1}
+    with pytest.raises(_Kill):
+        ck.fit_resumable(SPEC, CFG, data, hp, keys, chunk_epochs=2, path=tmp_path / "c",
+                         every=4, fingerprint=fp, callback=kill)
+    meta = ck.read_checkpoint_meta(tmp_path / "c")["meta"]
+    assert (meta["member"], meta["epoch"]) == (1, 8)
+    with pytest.raises(ck.CheckpointError, match="different run .*differs in: run"):
+        ck.fit_resumable(SPEC, CFG, data, hp, keys, chunk_epochs=2, path=tmp_path / "c",
+                         every=4, resume=True, fingerprint={"run": 2})
+    again = ck.fit_resumable(SPEC, CFG, data, hp, keys, chunk_epochs=2, path=tmp_path / "c",
+                             every=4, resume=True, fingerprint=fp)
+    assert again.resumed_from == (1, 8)
+    for a, b in zip(full.results, again.results, strict=True):
+        _equal(a._replace(compile_seconds=0.0, run_seconds=0.0),
+               b._replace(compile_seconds=0.0, run_seconds=0.0))

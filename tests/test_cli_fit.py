@@ -1,0 +1,271 @@
+"""``jaxreg fit`` / ``predict`` / ``report``: end to end on the diabetes data, a real kill
+and resume, and every bad input (exit code 2, one line on stderr, nothing written)."""
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jaxreg.cli import main
+
+# In-process runs leave the test process's JAX settings alone.
+PROC = ["--no-cache", "--default-xla"]
+
+
+def _run(args, capsys):
+    code = main([*PROC, *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def diabetes_csv(tmp_path_factory):
+    from sklearn.datasets import load_diabetes
+
+    path = tmp_path_factory.mktemp("data") / "diabetes.csv"
+    load_diabetes(as_frame=True).frame.to_csv(path, index=False)
+    return path
+
+
+def test_help_does_not_import_jax_matplotlib_or_pandas():
+    code = ("import sys\nfrom jaxreg.cli import main\n"
+            "for argv in (['--help'], ['fit', '--help'], ['predict', '--help']):\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+            "heavy = [m for m in ('jax', 'matplotlib', 'pandas', 'sklearn') if m in sys.modules]\n"
+            "print('HEAVY', heavy, file=sys.stderr)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert "jaxreg fit" in proc.stdout and "--checkpoint-every" in proc.stdout
+    assert "HEAVY []" in proc.stderr, proc.stderr
+
+
+def test_diabetes_fit_predict_report(tmp_path, diabetes_csv, capsys):
+    import matplotlib.image
+
+    from jaxreg.estimator import MLPRegressor, load
+    from jaxreg.report import member_predictions
+    from jaxreg.store import load_model
+    from jaxreg.train import compile_count
+
+    model_dir = tmp_path / "model"
+    compiles = compile_count()
+    code, out, err = _run(["fit", str(diabetes_csv), "--target", "target", "--hidden", "16",
+                           "--epochs", "40", "--patience", "10", "--ensemble", "2",
+                           "--lr", "3e-3", "--seed", "1", "--no-report", "--out",
+                           str(model_dir)], capsys)
+    assert code == 0, err
+    # init, chunk and finish compile once: no recompilation between chunks or members.
+    assert compile_count() - compiles == 3
+    assert "353 training and 89 validation rows" in out
+    assert "Ridge baseline (validation)" in out and "network (validation)" in out
+    assert "Compile" in out and "training" in out
+    run = json.loads((model_dir / "run.json").read_text())
+    net = run["metrics"]["network (validation)"]
+    ridge = run["metrics"]["Ridge baseline (validation)"]
+    # Ridge on diabetes explains roughly half of the variance; the network is in that range.
+    assert 0.2 < ridge["r2"] < 0.8 and 0.0 < net["r2"] < 0.8
+    assert not (tmp_path / "model.checkpoint").exists()
+
+    # predict: one row per input row, columns named after the target, plus the std.
+    preds = tmp_path / "preds.csv"
+    code, out, err = _run(["predict", str(model_dir), str(diabetes_csv), "--out", str(preds),
+                           "--std"], capsys)
+    assert code == 0, err
+    df = pd.read_csv(preds)
+    assert list(df.columns) == ["target", "target_std"] and df.shape == (442, 2)
+    assert (df["target_std"] > 0).all()
+    # The loaded model (library door) and an independent forward pass agree with the CSV.
+    data = pd.read_csv(diabetes_csv)
+    model = load(model_dir)
+    mean, std = model.predict(data.drop(columns="target"), return_std=True)
+    np.testing.assert_allclose(df["target"], mean, rtol=1e-8)
+    np.testing.assert_allclose(df["target_std"], std, rtol=1e-6)
+    saved = load_model(model_dir)
+    members = member_predictions(saved, data.drop(columns="target").to_numpy())
+    np.testing.assert_allclose(df["target"], members.mean(axis=0)[:, 0], rtol=1e-6)
+    assert isinstance(model, MLPRegressor) and saved.n_ensemble == 2
+
+    # report: PNGs that load, an HTML page with embedded images and no external resources.
+    code, out, err = _run(["report", str(model_dir)], capsys)
+    assert code == 0, err
+    rep = model_dir / "report"
+    names = {"loss_curves.png", "predicted_vs_true.png", "residuals.png", "fitted_curve.png"}
+    assert names <= {p.name for p in rep.iterdir()}
+    for name in names:
+        img = matplotlib.image.imread(rep / name)
+        assert img.ndim == 3 and img.shape[0] > 100
+    page = (rep / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 4
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    assert "Ridge baseline" in page
+
+
+def _small_frame(n=50):
+    rng = np.random.default_rng(1)
+    x = rng.uniform(-2, 2, size=(n, 2))
+    y = np.tanh(x[:, 0]) * x[:, 1] + 0.1 * rng.normal(size=n)
+    return pd.DataFrame({"u": x[:, 0], "v": x[:, 1], "y": y})
+
+
+# One small setup shared by several tests, so in-process runs reuse one compilation.
+SMALL = ["--target", "y", "--hidden", "8", "--epochs", "400", "--batch-size", "16",
+         "--patience", "0", "--lr", "1e-2", "--seed", "7", "--quiet", "--no-report"]
+
+
+def test_resume_after_sigkill_equals_an_uninterrupted_run_and_the_estimator(tmp_path, capsys):
+    from jaxreg.apps.fitcmd import _chunk_epochs
+    from jaxreg.estimator import MLPRegressor, load
+
+    frame = _small_frame()
+    data = tmp_path / "d.csv"
+    frame.to_csv(data, index=False)
+
+    # A real process, killed with SIGKILL right after its first checkpoint (epoch 5 of 400).
+    env = {**os.environ, "JAXREG_CACHE_DIR": str(tmp_path / "xla")}
+    cmd = [sys.executable, "-m", "jaxreg", "--default-xla", "fit", str(data), *SMALL,
+           "--checkpoint-every", "5", "--out", str(tmp_path / "killed")]
+    ckpt = tmp_path / "killed.checkpoint"
+    victim = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (ckpt / "checkpoint.json").exists():
+        assert victim.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.001)
+    victim.send_signal(signal.SIGKILL)
+    assert victim.wait(timeout=30) == -signal.SIGKILL
+    assert not (tmp_path / "killed").exists()  # no model folder from the killed run
+    epoch = json.loads((ckpt / "checkpoint.json").read_text())["meta"]["epoch"]
+    assert 0 < epoch < 400
+    # The same command with --resume, in a new process ...
+    resumed = subprocess.Popen([*cmd, "--resume"], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        # ... while this process makes the uninterrupted run (no checkpoints).
+        code, _, err = _run(["fit", str(data), *SMALL, "--out", str(tmp_path / "straight")],
+                            capsys)
+        assert code == 0, err
+        # It equals MLPRegressor with the same settings, bit for bit.
+        ref = MLPRegressor(hidden_layer_sizes=(8,), learning_rate=1e-2, epochs=400,
+                           batch_size=16, validation_fraction=0.2, random_state=7)
+        ref.fit(frame[["u", "v"]], frame["y"], chunk_epochs=_chunk_epochs(400, None))
+        got = load(tmp_path / "straight")
+        for a, b in zip(ref.params_, got.params_, strict=True):
+            assert np.array_equal(a.W, b.W) and np.array_equal(a.b, b.b)
+    finally:
+        out, err = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, err
+    assert f"Resumed from the checkpoint in {ckpt} (epoch {epoch})" in out
+    assert (tmp_path / "straight" / "weights.safetensors").read_bytes() == (
+        tmp_path / "killed" / "weights.safetensors").read_bytes()
+    meta = [json.loads((tmp_path / d / "model.json").read_text())["metadata"]
+            for d in ("straight", "killed")]
+    assert meta[0]["loss_curve"] == meta[1]["loss_curve"]
+    assert meta[0]["validation_loss_curve"] == meta[1]["validation_loss_curve"]
+    assert not ckpt.exists()  # a finished run removes its checkpoint
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def _write(tmp_path, name, content):
+    p = tmp_path / name
+    if isinstance(content, bytes):
+        p.write_bytes(content)
+    else:
+        p.write_text(content)
+    return str(p)
+
+
+BAD_FIT = [
+    ("missing file", None, [], ["does not exist"]),
+    ("empty file", "", [], ["is empty"]),
+    ("header only", "a,y\n", [], ["no data rows"]),
+    ("unreadable encoding", "a,y\n1,2\n".encode("utf-16"), [], ["cannot be read as utf-8"]),
+    ("missing target", "a,b\n1,2\n3,4\n", [],
+     ["'y'", "not found", "Available columns: 'a', 'b'"]),
+    ("non-numeric", "a,y\n1,2\nabc,3\n4,5\n", [],
+     ["column 'a'", "must be numeric", "'abc'", "row 2"]),
+    ("NaN rows", "a,y\n1,2\n,3\n4,5\n5,6\n", [],
+     ["1 row(s) with missing values", "--drop-na"]),
+    ("single row", "a,y\n1,2\n", [], ["at least 2 data rows", "Got 1"]),
+    ("constant target", "a,y\n1,2\n2,2\n3,2\n", [], ["'y'", "is constant"]),
+    ("unknown format", "a,y\n1,2\n2,3\n", ["--data-name", "d.xlsx"],
+     ["Unknown data format", "'.xlsx'"]),
+    ("folder", None, ["--data-name", "folder.csv"], ["is not a file"]),
+    ("bad lr", "a,y\n1,2\n2,3\n3,4\n", ["--lr", "-1"],
+     ["--lr must be a float in (0, inf)", "-1"]),
+    ("bad hidden", "a,y\n1,2\n2,3\n3,4\n", ["--hidden", "8,x"], ["--hidden", "'8,x'"]),
+    ("bad activation", "a,y\n1,2\n2,3\n3,4\n", ["--activation", "nope"],
+     ["--activation must be one of", "'nope'"]),
+]
+
+
+@pytest.mark.parametrize("case, content, extra, pieces", BAD_FIT, ids=[c[0] for c in BAD_FIT])
+def test_bad_fit_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, case, content,
+                                                             extra, pieces):
+    name = "d.csv"
+    if extra[:1] == ["--data-name"]:
+        name, extra = extra[1], extra[2:]
+    if case == "folder":
+        (tmp_path / name).mkdir()
+    elif content is not None:
+        _write(tmp_path, name, content)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, _, err = _run(["fit", str(tmp_path / name), "--target", "y", "--epochs", "2",
+                         "--checkpoint-every", "1", "--out", str(tmp_path / "model"), *extra],
+                        capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("jaxreg fit: error: "), err
+    assert "Traceback" not in err
+    for piece in pieces:
+        assert piece in lines[0], (piece, lines[0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+
+
+def test_drop_na_drops_rows_then_predict_needs_the_model_features(tmp_path, capsys):
+    frame = _small_frame(52)
+    frame.loc[3, "u"] = np.nan
+    frame.loc[9, "y"] = np.nan
+    data = tmp_path / "d.csv"
+    frame.to_csv(data, index=False)
+    code, out, err = _run(["fit", str(data), *SMALL, "--drop-na", "--resume", "--out",
+                           str(tmp_path / "m")], capsys)
+    assert code == 0, err
+    assert "Dropped 2 row(s) with missing values" in out and "50 rows" in out
+    assert f"No checkpoint in {tmp_path / 'm.checkpoint'}; starting from the beginning" in out
+    # predict keeps one row per input row: rows with a missing feature stay empty.
+    code, out, err = _run(["predict", str(tmp_path / "m"), str(data), "--drop-na"], capsys)
+    assert code == 0, err
+    preds = pd.read_csv(io.StringIO(out))
+    assert preds.shape == (52, 1) and list(preds.columns) == ["y"]
+    assert preds["y"].isna().tolist() == [i == 3 for i in range(52)]
+    other = _write(tmp_path, "e.csv", "u,w\n1,2\n")
+    code, _, err = _run(["predict", str(tmp_path / "m"), other], capsys)
+    assert code == 2 and "'v'" in err and "Available columns: 'u', 'w'" in err
+
+
+def test_bad_model_folders_and_prediction_data(tmp_path, capsys):
+    data = _write(tmp_path, "d.csv", "a,y\n1,2\n2,3\n")
+    (tmp_path / "notmodel").mkdir()
+    (tmp_path / "notmodel" / "x.txt").write_text("hello")
+    cases = [
+        (["predict", str(tmp_path / "notmodel"), data], "predict", "is not a jaxreg model"),
+        (["predict", str(tmp_path / "nothing"), data], "predict", "does not exist"),
+        (["report", str(tmp_path / "notmodel")], "report", "is not a jaxreg model"),
+        (["fit", data, "--target", "y", "--out", str(tmp_path / "notmodel")], "fit",
+         "not a jaxreg model; refusing to overwrite"),
+    ]
+    for argv, cmd, piece in cases:
+        code, _, err = _run(argv, capsys)
+        assert code == 2 and err.count("\n") == 1 and piece in err, err
+        assert err.startswith(f"jaxreg {cmd}: error: ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv", "notmodel"]
+    assert [p.name for p in (tmp_path / "notmodel").iterdir()] == ["x.txt"]
