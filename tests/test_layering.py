@@ -19,7 +19,7 @@ RANKS = {
     "optim": 2,
     "train": 3,
     "store": 3,
-    "sweep": 4,
+    "sweeps": 4,
     "estimator": 4,
     "linear": 4,
     "checkpoint": 4,

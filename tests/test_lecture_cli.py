@@ -22,7 +22,7 @@ def test_help_is_fast_and_imports_no_heavy_library():
 def test_lecture_cli_writes_plots_and_tables(tmp_path, capsys):
     out = tmp_path / "lec"
     code = main(["--no-cache", "lecture", "--out", str(out), "--epochs", "20",
-                 "--record-every", "10", "--exercise"])
+                 "--record-every", "10", "--exercise", "--seeds", "2"])
     assert code == 0
     text = capsys.readouterr().out
     assert "Noise floor" in text and "JAX + Optax ADAM" in text
@@ -40,6 +40,9 @@ def test_lecture_cli_writes_plots_and_tables(tmp_path, capsys):
     assert md.startswith("| Method |") and "Noise floor" in md
     ex = (out / "exercise.md").read_text().splitlines()
     assert len(ex) == 2 + 5 and "| 187 |" in ex[3] and "| 251 |" in ex[2]
+    seeds = list(csv.DictReader((out / "exercise_seeds.csv").open()))
+    assert len(seeds) == 5 and seeds[0]["strategy"].startswith("Baseline")
+    assert "paired t-test" in text
 
 
 @pytest.mark.parametrize("argv, message", [

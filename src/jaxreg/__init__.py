@@ -21,6 +21,7 @@ _EXPORTS = {
     "n_params": "jaxreg.model",
     "Hparams": "jaxreg.optim",
     "LinearSGDRegressor": "jaxreg.linear",
+    "sweep": "jaxreg.sweeps",
     "TrainConfig": "jaxreg.train",
     "TrainResult": "jaxreg.train",
     "TrainingDivergedError": "jaxreg.train",

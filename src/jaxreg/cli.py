@@ -13,7 +13,7 @@ import os
 import sys
 
 # command module names under jaxreg.apps, in the order --help lists them
-COMMANDS = ("lecture", "demo", "fitcmd")
+COMMANDS = ("lecture", "sweepcmd", "demo", "fitcmd")
 
 
 def build_parser() -> argparse.ArgumentParser:
