@@ -48,8 +48,23 @@ def configure_process(*, compilation_cache: bool | str | os.PathLike = True,
     return done
 
 
-# XLA CPU flags for small loops; filled in from measurements in benchmarks/README.md.
-FAST_CPU_XLA_FLAGS: tuple[str, ...] = ()
+# XLA CPU flags for small training loops (jax/jaxlib 0.10.2; measurements and reasons in
+# benchmarks/README.md). Together they let XLA compile a whole small while loop (the epoch
+# loop) into one native function instead of dispatching every operation of every epoch:
+# - the small-while-loop pass hoists loops whose cost analysis stays under this many bytes
+#   (default 1 kB, so an epoch loop never qualifies) into one kernel
+#   (xla/service/cpu/small_while_loop_hoisting_pass.cc); the loop must contain no custom
+#   fusion, hence:
+# - no YNNPACK dot fusions (``kind=kCustom``; an empty list disables them);
+# - dots inside that kernel use XLA's tiled LLVM IR GEMM, which needs single-threaded
+#   Eigen and, for a sample axis longer than 128, the "force" option; without it they call
+#   Eigen's runtime matmul, which costs about 4x more per epoch here.
+FAST_CPU_XLA_FLAGS: tuple[str, ...] = (
+    "--xla_backend_extra_options=xla_cpu_small_while_loop_byte_threshold=1000000000,"
+    "xla_force_enable_experimental_llvm_ir_gemm",
+    "--xla_cpu_experimental_ynn_fusion_type=",
+    "--xla_cpu_multi_thread_eigen=false",
+)
 
 
 def _set_fast_cpu_flags() -> bool:

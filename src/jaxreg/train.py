@@ -344,7 +344,7 @@ def make_engine(spec: MLPSpec, cfg: TrainConfig) -> Engine:
             def inner(s, _):
                 return epoch_fn(s, skey, x_t, y_t, w, hp)
 
-            import os; s, losses = lax.scan(inner, s, None, length=cfg.record_every, unroll=int(os.environ.get('UNR','1')))
+            s, losses = lax.scan(inner, s, None, length=cfg.record_every)
             return s, History(epoch0, train_k, val_k, jnp.nanmean(losses))
 
         if n_epochs % cfg.record_every:
