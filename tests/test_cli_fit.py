@@ -106,6 +106,13 @@ def test_diabetes_fit_predict_report(tmp_path, diabetes_csv, capsys):
     assert "http://" not in page and "https://" not in page and "<script" not in page
     assert "Ridge baseline" in page
 
+    # A refused report writes nothing: every check runs before the first file.
+    code, out, err = _run(["report", str(model_dir), "--feature", "zz", "--out",
+                           str(tmp_path / "rep2")], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--feature" in err and "'zz'" in err
+    assert not (tmp_path / "rep2").exists()
+
 
 def _small_frame(n=50):
     rng = np.random.default_rng(1)
@@ -205,6 +212,22 @@ BAD_FIT = [
     ("bad activation", "a,y\n1,2\n2,3\n3,4\n", ["--activation", "nope"],
      ["--activation must be one of", "'nope'"]),
 ]
+
+
+@pytest.mark.parametrize("argv, pieces", [
+    (["fit", "d.csv", "--target", "y", "--epochs", "abc"],
+     ["jaxreg fit: error: argument --epochs", "'abc'"]),
+    (["fit", "d.csv"], ["jaxreg fit: error: the following arguments are required: --target"]),
+    (["fitt"], ["jaxreg: error: argument COMMAND: invalid choice: 'fitt'"]),
+])
+def test_usage_errors_are_one_line_with_exit_2(capsys, argv, pieces):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    for piece in pieces:
+        assert piece in lines[0], (piece, lines[0])
 
 
 @pytest.mark.parametrize("case, content, extra, pieces", BAD_FIT, ids=[c[0] for c in BAD_FIT])

@@ -244,7 +244,12 @@ def test_learning_rate_message_is_exact():
 @pytest.mark.parametrize("make, match", [
     (lambda X, y: (np.where(np.arange(80).reshape(40, 2) == 3, np.nan, X), y), "NaN"),
     (lambda X, y: (X, np.where(np.arange(40) == 0, np.inf, y)), "infinity"),
-    (lambda X, y: (X.astype(str).astype(object) + "x", y), "convert|numeric"),
+    (lambda X, y: (X.astype(str).astype(object) + "x", y),
+     r"^X must be numeric\. Got the non-numeric value '[-0-9.e]+x'\.$"),
+    (lambda X, y: (X, np.array(["a"] * 40)), r"^y must be numeric\. Got the non-numeric "
+     r"value 'a'\.$"),
+    (lambda X, y: (__import__("pandas").DataFrame({"u": X[:, 0], "v": ["q"] * 40}), y),
+     r"^X must be numeric\. Column 'v' holds the non-numeric value 'q'\.$"),
     (lambda X, y: (X[:, 0], y), "Expected 2D array"),
     (lambda X, y: (X[:0], y[:0]), "0 sample"),
     (lambda X, y: (X, y[:-1]), "inconsistent numbers of samples"),

@@ -94,6 +94,15 @@ def test_verbose_logs_every_tenth_of_the_run(blog_fit, caplog):
     assert lines[-1].startswith("5000 step - Loss: ")
 
 
+def test_divergence_names_the_step_and_the_learning_rate():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(50, 2)) * 1e3
+    with pytest.raises(FloatingPointError, match=r"diverged: .* at step \d+ "
+                       r"\(learning_rate=1e\+30\)\. Lower the learning rate"):
+        LinearSGDRegressor(learning_rate=1e30, n_steps=20, batch_size=10,
+                           random_state=0).fit(x, x @ [1.0, 2.0])
+
+
 def test_two_dimensional_y_and_dataframes():
     # Shapes and defaults of sklearn's checks (check_regressor_multioutput with (11, 10) and
     # five targets; check_dont_overwrite_parameters with (20, 3)): no extra compilations.

@@ -52,7 +52,7 @@ def test_bool_columns_are_numeric_and_features_may_be_read_without_targets(tmp_p
      ["1 row(s) with missing values", "row 1", "column 'y'", "--drop-na"]),
     ("a,y\n1,2\n", {}, ValueError, ["at least 2 data rows", "Got 1"]),
     ("a,y\n1,5\n2,5\n3,5\n", {}, ValueError, ["'y'", "is constant", "5"]),
-    ("a,y\n1,inf\n2,5\n", {}, ValueError, ["infinite", "'y'", "row 1"]),
+    ("a,y\n1,inf\n2,5\n", {}, ValueError, ["infinite value (inf)", "'y'", "row 1"]),
     ("a,y\n1,2\n", {"targets": ["y"], "features": ["y"]}, ValueError,
      ["both a feature and a target"]),
 ])

@@ -156,6 +156,31 @@ def test_fit_many_equals_models_trained_alone(small):
             np.testing.assert_allclose(a, b[i], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("kw", [dict(threads=1, batching="vmap"), dict(threads=2),
+                                dict(threads=1, batching="map"), dict(threads=3,
+                                                                      batching="map")])
+def test_fit_many_layouts_train_the_same_models(small, kw):
+    # Threads cut the model axis into parts (padding 5 models to 6 for 2 or 3 parts); "map"
+    # loops over models instead of batching them. Each must give every model's own result.
+    cfg = TrainConfig(12, "adam", record_every=4)
+    lrs = np.array([1e-2, 3e-2, 1e-2, 2e-2, 5e-3])
+    ref = fit_many(MLPSpec((2, 4, 1)), cfg, small, Hparams(learning_rate=lrs),
+                   keys=[0, 1, 2, 3, 4], threads=1, batching="vmap")
+    got = fit_many(MLPSpec((2, 4, 1)), cfg, small, Hparams(learning_rate=lrs),
+                   keys=[0, 1, 2, 3, 4], **kw)
+    assert got.val_mse.shape == (5, 1)
+    for a, b in zip(jax.tree.leaves(ref.params) + [ref.history.val_mse],
+                    jax.tree.leaves(got.params) + [got.history.val_mse], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_fit_many_rejects_bad_layout_options(small):
+    with pytest.raises(ValueError, match="batching must be None, 'vmap' or 'map'. Got 'pmap'"):
+        fit_many(MLPSpec((2, 3, 1)), TrainConfig(2), small, keys=[0], batching="pmap")
+    with pytest.raises(ValueError, match="threads must be an integer >= 1. Got 0"):
+        fit_many(MLPSpec((2, 3, 1)), TrainConfig(2), small, keys=[0], threads=0)
+
+
 def test_make_train_is_pure_and_jittable(small):
     train = jax.jit(make_train(MLPSpec((2, 3, 1)), TrainConfig(5, "sgd")))
     a = train(KEY, small, Hparams(1e-2))
@@ -168,6 +193,14 @@ def test_divergence_raises_with_a_hint(small):
                        "learning rate"):
         fit(MLPSpec((2, 8, 1)), TrainConfig(200, "sgd", record_every=1), small._replace(
             x=small.x * 1e3), Hparams(10.0))
+
+
+def test_divergence_in_fit_many_names_the_model(small):
+    with pytest.raises(TrainingDivergedError, match=r"diverged in model 1 of 3: .* at epoch "
+                       r"\d+ \(learning_rate=10\)"):
+        fit_many(MLPSpec((2, 8, 1)), TrainConfig(200, "sgd", record_every=1),
+                 small._replace(x=small.x * 1e3),
+                 Hparams(learning_rate=np.array([1e-9, 10.0, 1e-9])), keys=[0, 1, 2])
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -211,9 +244,11 @@ cfg = TrainConfig(15, "adam", record_every=5)
 one = fit_many(MLPSpec((1, 4, 1)), cfg, d, Hparams(1e-2), keys=[0, 1, 2],
                devices=jax.devices()[:1])
 two = fit_many(MLPSpec((1, 4, 1)), cfg, d, Hparams(1e-2), keys=[0, 1, 2])
+loop = fit_many(MLPSpec((1, 4, 1)), cfg, d, Hparams(1e-2), keys=[0, 1, 2], batching="map")
 assert two.val_mse.shape == (3, 1)
-np.testing.assert_allclose(one.val_mse, two.val_mse, rtol=1e-6)
-np.testing.assert_allclose(one.params[0].W, two.params[0].W, rtol=1e-6)
+for other in (two, loop):
+    np.testing.assert_allclose(one.val_mse, other.val_mse, rtol=1e-6)
+    np.testing.assert_allclose(one.params[0].W, other.params[0].W, rtol=1e-6)
 print("OK")
 """
     env = dict(os.environ, JAX_NUM_CPU_DEVICES="2")

@@ -16,10 +16,17 @@ import sys
 COMMANDS = ("lecture", "sweepcmd", "demo", "fitcmd")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr and exit code 2 (``--help`` shows the usage)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from jaxreg import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="jaxreg",
         description="Neural-network regression on JAX + Optax: fast, honest, practical.",
     )
@@ -30,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-cache", action="store_true",
                         help="do not use the persistent compilation cache")
     parser.add_argument("--default-xla", action="store_true",
-                        help="keep XLA's default CPU options (no jaxreg tuning)")
+                        help="keep JAX's default CPU setup: XLA's default options and one CPU "
+                             "device (no jaxreg tuning)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"jaxreg.apps.{name}").add_parser(sub)
@@ -44,12 +52,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     from jaxreg.errors import UsageError
-    from jaxreg.runtime import configure_process
+    from jaxreg.runtime import configure_process, cpu_cores
 
+    # One CPU device per core: fit_many (sweeps, ensembles) splits its models over them.
     configure_process(
         compilation_cache=False if args.no_cache else (args.cache_dir or True),
         fast_cpu=not args.default_xla,
-        n_cpu_devices=getattr(args, "n_cpu_devices", None),
+        n_cpu_devices=None if args.default_xla else cpu_cores(),
     )
     try:
         return int(args.run(args) or 0)

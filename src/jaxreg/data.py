@@ -75,13 +75,43 @@ def as_2d_float(name: str, a, *, dtype=np.float32, allow_1d: bool = True) -> np.
     return arr
 
 
-def _first_non_numeric(arr: np.ndarray):
+def _first_non_numeric(arr: np.ndarray, strict: bool = False):
+    """The first value ``float`` refuses; without one, None if ``strict`` else the first."""
     for v in arr.ravel():
         try:
             float(v)
         except (TypeError, ValueError):
             return v
-    return arr.ravel()[0] if arr.size else None
+    return None if strict or not arr.size else arr.ravel()[0]
+
+
+def check_not_text(name: str, a) -> None:
+    """Refuse text in what should be numbers, naming ``name``, the column (for a
+    DataFrame) and the first offending value (plain, not ``np.str_('a')``)."""
+    dtypes = getattr(a, "dtypes", None)
+    if dtypes is not None and not hasattr(a, "dtype"):  # a DataFrame
+        for col, dt in zip(a.columns, dtypes, strict=True):
+            if getattr(dt, "kind", "O") in "OUS":
+                col_values = [v for v in np.asarray(a[col]).ravel() if isinstance(v, str | bytes)]
+                bad = _first_non_numeric(np.array(col_values, object), strict=True)
+                if bad is not None:
+                    raise ValueError(f"{name} must be numeric. Column {str(col)!r} holds the "
+                                     f"non-numeric value {str(bad)!r}.")
+        return
+    kind = getattr(getattr(a, "dtype", None), "kind", None)
+    if kind is None and isinstance(a, list | tuple):
+        try:
+            kind = np.asarray(a).dtype.kind
+        except Exception:  # ragged: the caller's own validation reports it
+            return
+    if kind in ("U", "S", "O"):
+        arr = np.asarray(a)
+        if kind == "O":  # only text is this check's business; other objects fail later
+            arr = np.array([v for v in arr.ravel() if isinstance(v, str | bytes)], object)
+        bad = _first_non_numeric(arr, strict=True)
+        if bad is not None:
+            raise ValueError(f"{name} must be numeric. Got the non-numeric value "
+                             f"{str(bad)!r}.")
 
 
 def check_xy(x, y, *, dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:

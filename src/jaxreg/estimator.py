@@ -26,7 +26,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from jaxreg import store
 from jaxreg import train as engine_mod
-from jaxreg.data import Dataset, Standardizer
+from jaxreg.data import Dataset, Standardizer, check_not_text
 from jaxreg.model import ACTIVATIONS, INITIALIZERS, Layer, MLPSpec, apply
 from jaxreg.optim import OPTIMIZERS, SCHEDULES, Hparams
 from jaxreg.train import SAMPLINGS, TrainConfig
@@ -311,6 +311,8 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         return spec, cfg
 
     def _validate_xy(self, X, y, sample_weight, reset: bool):
+        check_not_text("X", X)
+        check_not_text("y", y)
         X, y = validate_data(self, X, y, reset=reset, multi_output=True, y_numeric=True,
                              dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)  # y_numeric leaves integer targets as ints
@@ -614,6 +616,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
     def _predict_members(self, X) -> np.ndarray:
         """Member predictions in the standardized space, ``(M, n, k)`` float64."""
         check_is_fitted(self, "params_")
+        check_not_text("X", X)
         X = validate_data(self, X, reset=False, dtype=np.float64)
         # Evaluated in float64 (x64 only inside this block) whatever the training dtype:
         # a float32 matrix product rounds differently for different numbers of rows, and

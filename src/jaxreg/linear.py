@@ -20,6 +20,8 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from jaxreg.data import check_not_text
+
 __all__ = ["LinearSGDRegressor"]
 
 logger = logging.getLogger("jaxreg.linear")
@@ -42,27 +44,11 @@ def _check_2d(X) -> None:
     except Exception:  # ragged input: let validate_data report it
         return
     if ndim != 2:
+        hint = (" Reshape your data with X.reshape(-1, 1) if it has a single feature."
+                if ndim < 2 else "")
         raise ValueError(f"X must be a 2-D array of shape (n_samples, n_features). "
-                         f"Got an array with {ndim} dimension(s) and shape {np.shape(X)}. "
-                         "Reshape your data with X.reshape(-1, 1) if it has a single feature.")
-
-
-def _check_not_text(name: str, a) -> None:
-    """Refuse NumPy string arrays with the offending value (plain, not ``np.str_('a')``)."""
-    kind = getattr(getattr(a, "dtype", None), "kind", None)
-    if kind is None and isinstance(a, list | tuple):
-        try:
-            kind = np.asarray(a).dtype.kind
-        except Exception:
-            return
-    if kind not in ("U", "S"):
-        return
-    for v in np.asarray(a).ravel():
-        try:
-            float(v)
-        except (TypeError, ValueError):
-            raise ValueError(f"{name} must be numeric. Got the non-numeric value "
-                             f"{str(v)!r}.") from None
+                         f"Got an array with {ndim} dimension(s) and shape {np.shape(X)}."
+                         + hint)
 
 
 class LinearSGDRegressor(RegressorMixin, BaseEstimator):
@@ -148,12 +134,12 @@ class LinearSGDRegressor(RegressorMixin, BaseEstimator):
         from jaxreg.data import Dataset
         from jaxreg.model import MLPSpec
         from jaxreg.optim import Hparams
-        from jaxreg.train import TrainConfig, fit
+        from jaxreg.train import TrainConfig, check_finite, fit
 
         self._check_params()
         _check_2d(X)
-        _check_not_text("X", X)
-        _check_not_text("y", y)
+        check_not_text("X", X)
+        check_not_text("y", y)
         X, y = validate_data(self, X, y, multi_output=True, y_numeric=True,
                              dtype=[np.float64, np.float32])
         n, d = X.shape
@@ -169,8 +155,17 @@ class LinearSGDRegressor(RegressorMixin, BaseEstimator):
                           batch_size=batch, steps_per_epoch=1, objective="rmse",
                           record_every=1)
         data = Dataset(jnp.asarray(X, jnp.float32), jnp.asarray(y_2d, jnp.float32))
-        result = fit(spec, cfg, data, Hparams(learning_rate=float(self.learning_rate)),
-                     key=self._seed())
+        hp = Hparams(learning_rate=float(self.learning_rate))
+        every = self.n_steps // 10
+        if self.verbose and every and self.n_steps % 10 == 0:
+            # Live progress: ten equal compiled chunks (one compilation; the same result).
+            result = fit(spec, cfg, data, hp, key=self._seed(), check=False,
+                         chunk_epochs=every, callback=self._log_chunk)
+        else:
+            result = fit(spec, cfg, data, hp, key=self._seed(), check=False)
+            if self.verbose:
+                self._log_progress(np.asarray(result.history.objective))
+        check_finite(result, hp, unit="step")
         layer = result.params[0]
         coef = np.asarray(layer.W, dtype=np.float64).T  # (k, d)
         intercept = np.asarray(layer.b, dtype=np.float64).reshape(-1)  # (k,)
@@ -180,19 +175,21 @@ class LinearSGDRegressor(RegressorMixin, BaseEstimator):
             self.coef_, self.intercept_ = coef, intercept
         self.loss_curve_ = np.asarray(result.history.objective, dtype=np.float64)
         self.n_iter_ = self.n_steps
-        if self.verbose:
-            self._log_progress()
         return self
 
-    def _log_progress(self) -> None:
+    def _log_chunk(self, progress) -> None:
+        logger.info("%i step - Loss: %.4f", progress.epoch,
+                    float(np.asarray(progress.history.objective)[-1]))
+
+    def _log_progress(self, losses) -> None:
         every = max(1, self.n_steps // 10)
         for step in range(every, self.n_steps + 1, every):
-            logger.info("%i step - Loss: %.4f", step, self.loss_curve_[step - 1])
+            logger.info("%i step - Loss: %.4f", step, losses[step - 1])
 
     def predict(self, X):
         """Predictions ``(n_samples,)`` for a 1-D fitted ``y``, else ``(n_samples, n_targets)``."""
         check_is_fitted(self)
         _check_2d(X)
-        _check_not_text("X", X)
+        check_not_text("X", X)
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
         return np.asarray(X, dtype=np.float64) @ self.coef_.T + self.intercept_

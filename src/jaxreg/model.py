@@ -205,41 +205,44 @@ def from_lanes(params_t) -> tuple[Layer, ...]:
 
 
 @jax.custom_vjp
-def _plain_dot(w, x):
-    """``w @ x`` whose gradient is also made of plain ``(m, k) @ (k, n)`` products.
+def _affine(w, b, x):
+    """``w @ x + b`` whose gradient is made of plain ``(m, k) @ (k, n)`` products only.
 
-    Autodiff of ``w @ x`` gives ``g @ x.T`` and ``w.T @ g`` as dots that contract a
-    leading axis (a "transposed" dot). XLA:CPU compiles those with a slow generic loop
-    inside a fused while-loop kernel (see benchmarks/README.md), so the backward pass
-    materializes the two small transposes first; the optimization barrier keeps XLA from
-    folding them back into the dots. The values are the same products.
+    Autodiff of ``w @ x + b`` gives ``g @ x.T`` and ``w.T @ g`` as dots that contract a
+    leading axis (a "transposed" dot) and the bias gradient as a sum over the lanes.
+    XLA:CPU compiles transposed dots inside a single-kernel while loop as slow generic loops
+    and a lane sum as a sequential loop (see benchmarks/README.md), so the backward pass
+    materializes the two small transposes (an optimization barrier keeps XLA from folding
+    them back into the dots) and takes the bias gradient as the product ``g @ ones``. The
+    values are the same sums.
 
     Inside ``jax.shard_map`` this needs ``check_vma=False`` (a custom VJP's cotangent for a
     replicated input such as the data would otherwise have to be summed over devices).
     """
-    return w @ x
+    return w @ x + b
 
 
-def _plain_dot_fwd(w, x):
-    return w @ x, (w, x)
+def _affine_fwd(w, b, x):
+    return w @ x + b, (w, x)
 
 
-def _plain_dot_bwd(res, g):
+def _affine_bwd(res, g):
     w, x = res
     x_t, w_t = jax.lax.optimization_barrier((x.T, w.T))
-    return g @ x_t, w_t @ g
+    ones = jnp.ones((g.shape[1], 1), g.dtype)
+    return g @ x_t, g @ ones, w_t @ g
 
 
-_plain_dot.defvjp(_plain_dot_fwd, _plain_dot_bwd)
+_affine.defvjp(_affine_fwd, _affine_bwd)
 
 
 def apply_lanes(params_t, x_t, activation: str | Callable = "tanh"):
     """Forward pass in the lane layout: ``x_t`` ``(d, n)`` to ``(k, n)``.
 
-    Differentiable in reverse mode (its products carry a custom VJP; see ``_plain_dot``).
+    Differentiable in reverse mode (each layer carries a custom VJP; see ``_affine``).
     """
     sigma = ACTIVATIONS[activation] if isinstance(activation, str) else activation
     *hidden, last = params_t
     for layer in hidden:
-        x_t = sigma(_plain_dot(layer.W, x_t) + layer.b)
-    return _plain_dot(last.W, x_t) + last.b
+        x_t = sigma(_affine(layer.W, layer.b, x_t))
+    return _affine(last.W, last.b, x_t)

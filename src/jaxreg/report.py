@@ -196,12 +196,12 @@ def _pick_feature(saved, x, feature, names) -> int:
     if feature is not None:
         if isinstance(feature, int) and not isinstance(feature, bool):
             if not 0 <= feature < x.shape[1]:
-                raise ValueError(f"feature must be a column index in [0, {x.shape[1]}). "
-                                 f"Got {feature}.")
+                raise ValueError(f"feature (--feature) must be a column index in "
+                                 f"[0, {x.shape[1]}). Got {feature}.")
             return feature
         if feature not in names:
-            raise ValueError(f"feature must be one of the model's features {names}. "
-                             f"Got {feature!r}.")
+            raise ValueError(f"feature (--feature) must be one of the model's features "
+                             f"{names}. Got {feature!r}.")
         return names.index(feature)
     # The feature that moves the prediction most over its observed range.
     base = np.median(x, axis=0)
@@ -295,6 +295,11 @@ def write_report(model_dir, data=None, out_dir=None, *, feature=None, drop_na=No
     if x is not None and x.shape[1] != saved.spec.n_inputs:
         raise ValueError(f"data must have {saved.spec.n_inputs} feature columns for this "
                          f"model. Got {x.shape[1]}.")
+    if x is None and feature is not None:
+        raise ValueError(f"feature (--feature) needs data to plot against (--data). Got "
+                         f"feature={feature!r} and no data.")
+    # Every check before the first file is written: a refused report writes nothing.
+    j = None if x is None else _pick_feature(saved, x, feature, feats)
     images = [_plot_losses(saved, out / "loss_curves.png")]
     sections = [("Loss curves", images[0], "Training and validation MSE per epoch.")]
     metrics_rows = []
@@ -312,7 +317,6 @@ def write_report(model_dir, data=None, out_dir=None, *, feature=None, drop_na=No
                 if rows.any():
                     metrics_rows.append((f"network, {name} rows ({int(rows.sum())})",
                                          regression_metrics(y[rows], pred[rows])))
-        j = _pick_feature(saved, x, feature, feats)
         images.append(_plot_curve(saved, x, y, j, feats, targets, out / "fitted_curve.png"))
         sections.append((f"Fitted curve along {feats[j]}", images[-1],
                          "The first target as one feature varies over its observed range."))

@@ -22,17 +22,22 @@ def configure_process(*, compilation_cache: bool | str | os.PathLike = True,
                       fast_cpu: bool = True, n_cpu_devices: int | None = None) -> dict:
     """Apply the CLI's process settings; returns what was set.
 
+    Call it before JAX runs anything: the XLA options and the CPU device count are read
+    when JAX's backend starts, so after that they are left alone (and not reported).
+
     Args:
       compilation_cache: True for JAX's persistent compilation cache in
         ``$JAXREG_CACHE_DIR`` or ``~/.cache/jaxreg/xla``; a path for another folder;
         False to disable it.
       fast_cpu: set XLA CPU options that suit small training loops (see
         benchmarks/README.md for what they measured).
-      n_cpu_devices: expose this many CPU devices (for sharding a model axis).
+      n_cpu_devices: expose this many CPU devices, so that ``jaxreg.fit_many`` (sweeps,
+        ensembles) splits its model axis over them; ``cpu_cores()`` uses every core.
     """
     import jax
 
     done: dict = {}
+    started = _backend_started()
     if compilation_cache:
         path = (pathlib.Path(compilation_cache) if not isinstance(compilation_cache, bool)
                 else pathlib.Path(os.environ.get(ENV_CACHE) or default_cache_dir()))
@@ -41,11 +46,28 @@ def configure_process(*, compilation_cache: bool | str | os.PathLike = True,
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
         done["compilation_cache"] = str(path)
-    if n_cpu_devices:
+    if n_cpu_devices and not started:
         jax.config.update("jax_num_cpu_devices", int(n_cpu_devices))
         done["n_cpu_devices"] = int(n_cpu_devices)
-    done["fast_cpu"] = bool(fast_cpu) and _set_fast_cpu_flags()
+    done["fast_cpu"] = bool(fast_cpu) and not started and _set_fast_cpu_flags()
     return done
+
+
+def cpu_cores() -> int:
+    """Cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _backend_started() -> bool:
+    try:
+        from jax._src import xla_bridge
+
+        return xla_bridge.backends_are_initialized()
+    except (ImportError, AttributeError):  # a JAX without it: assume started
+        return True
 
 
 # XLA CPU flags for small training loops (jax/jaxlib 0.10.2; measurements and reasons in

@@ -146,7 +146,8 @@ def _check_columns(df, wanted, path: str, option: str) -> None:
                          f"Available columns: {_list(df.columns)}.")
 
 
-def _select(df, targets, features, path: str) -> tuple[list[str], list[str]]:
+def _select(df, targets, features, path: str,
+            features_from: str = "--features") -> tuple[list[str], list[str]]:
     targets = [str(t) for t in (targets or [])]
     dup = sorted({t for t in targets if targets.count(t) > 1})
     if dup:
@@ -165,7 +166,7 @@ def _select(df, targets, features, path: str) -> tuple[list[str], list[str]]:
         if dup:
             raise ValueError(f"--features names each column once. Got {_list(dup)} more than "
                              "once.")
-        _check_columns(df, features, path, "--features")
+        _check_columns(df, features, path, features_from)
         both = [f for f in features if f in targets]
         if both:
             raise ValueError(f"A column cannot be both a feature and a target. Got "
@@ -183,7 +184,7 @@ def _arrays(df, path, fmt, features, targets, drop_na, min_rows, dtype, check_ta
     if inf.any():
         r, c = (int(v) for v in np.argwhere(inf)[0])
         raise ValueError(f"Column {names[c]!r} in {path!r} holds an infinite value "
-                         f"({both[r, c]!r}) in {_where(r, fmt)}; values must be finite.")
+                         f"({float(both[r, c])}) in {_where(r, fmt)}; values must be finite.")
     na = np.isnan(both)
     na_rows = na.any(axis=1)
     n_na = int(na_rows.sum())
@@ -254,7 +255,8 @@ def load_features(path, features, targets=(), *, drop_na: bool = False, dtype=np
     targets = [str(t) for t in (targets or [])]
     if not require_targets and not all(t in df.columns for t in targets):
         targets = []
-    features, targets = _select(df, targets, list(features), path)
+    features, targets = _select(df, targets, list(features), path,
+                                features_from="the model's features")
     x, y, rows, n_na = _arrays(df, path, fmt, features, targets, drop_na, 1, dtype,
                                check_target=False)
     return Table(x, y, features, targets, rows, n_na, path)

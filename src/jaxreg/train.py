@@ -15,6 +15,7 @@ Rank 3: imports data, model, loss, optim.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from jaxreg.data import Dataset
 from jaxreg.loss import l2_penalty, mse_per_output
 from jaxreg.model import ACTIVATIONS, MLPSpec, apply_lanes, from_lanes, init, to_lanes
 from jaxreg.optim import SCHEDULES, Hparams, check_hparams, learning_rate_at, make_optimizer
+from jaxreg.runtime import cpu_cores
 
 __all__ = [
     "Engine",
@@ -510,21 +512,43 @@ def _empty_history(data: Dataset):
                    jnp.zeros((0,), dt))
 
 
-def check_finite(result: TrainResult, hparams: Hparams | None = None) -> None:
-    """Raise ``TrainingDivergedError`` with a hint if a result holds non-finite values."""
+def check_finite(result: TrainResult, hparams: Hparams | None = None,
+                 unit: str = "epoch") -> None:
+    """Raise ``TrainingDivergedError`` with a hint if a result holds non-finite values.
+
+    ``result`` may hold one model or a leading model axis (``fit_many``); the message
+    names the first diverged model, the first recorded ``unit`` (epoch or step) whose loss
+    was not finite, and that model's learning rate.
+    """
+    batched = np.ndim(result.epochs_run) > 0
     leaves = jax.tree.leaves(result.params) + [result.train_mse]
-    if all(bool(np.all(np.isfinite(np.asarray(x)))) for x in leaves):
+
+    def finite(x):
+        x = np.asarray(x)
+        return np.isfinite(x.reshape(x.shape[0], -1)).all(axis=1) if batched else np.array(
+            [np.isfinite(x).all()])
+
+    ok = np.logical_and.reduce([finite(x) for x in leaves])
+    if ok.all():
         return
+    i = int(np.argmin(ok))
+    who = f" in model {i} of {ok.size}" if batched else ""
     where = "by the end of training"
     tr = np.asarray(result.history.train_mse)
+    epochs = np.asarray(result.history.epoch)
+    if batched:
+        tr, epochs = tr[i], epochs[i]
     if tr.size:
         bad = ~np.all(np.isfinite(tr.reshape(tr.shape[0], -1)), axis=1)
         if bad.any():
-            where = f"at epoch {int(np.asarray(result.history.epoch)[bad.argmax()])}"
-    lr = "" if hparams is None else f" (learning_rate={np.asarray(hparams.learning_rate)!r})"
+            where = f"at {unit} {int(epochs[bad.argmax()])}"
+    lr = ""
+    if hparams is not None:
+        rates = np.asarray(hparams.learning_rate, dtype=float).reshape(-1)
+        lr = f" (learning_rate={rates[i if rates.size > 1 else 0]:g})"
     raise TrainingDivergedError(
-        f"Training diverged: the loss or the parameters became NaN or infinite {where}{lr}. "
-        "Lower the learning rate, standardize x and y, or add an L2 penalty.")
+        f"Training diverged{who}: the loss or the parameters became NaN or infinite "
+        f"{where}{lr}. Lower the learning rate, standardize x and y, or add an L2 penalty.")
 
 
 def fit(spec: MLPSpec, cfg: TrainConfig, data: Dataset, hparams: Hparams = Hparams(),
@@ -586,19 +610,62 @@ def _vmap_models(fn):
     return jax.vmap(fn, in_axes=(0, None, 0, 0))
 
 
+def _map_models(fn):
+    return lambda keys, data, hp, params: lax.map(
+        lambda a: fn(a[0], data, a[1], a[2]), (keys, hp, params))
+
+
+@functools.cache
+def _models_wrap(batching: str, devices: tuple | None):
+    """How ``fit_many`` lays its model axis out (cached: the same object for the same
+    layout, so ``compiled_train`` finds its executable again).
+
+    ``batching`` is ``vmap`` (one batched program) or ``map`` (a loop over models of the
+    single-model program, which XLA:CPU can compile into one native loop when the CLI's
+    options are set; see ``jaxreg.runtime``). ``devices`` splits the model axis with
+    ``shard_map``: each device trains its own models and no value crosses devices.
+    """
+    inner = _vmap_models if batching == "vmap" else _map_models
+    if devices is None:
+        return inner
+    from jax.sharding import Mesh, PartitionSpec
+
+    mesh = Mesh(np.array(devices), ("models",))
+    split = PartitionSpec("models")
+
+    def wrap(fn):
+        # check_vma=False: the lane layout's custom VJP (model._affine) returns a cotangent
+        # for the replicated data, which the check would want summed over devices.
+        return jax.shard_map(inner(fn), mesh=mesh, in_specs=(split, PartitionSpec(), split,
+                                                            split),
+                             out_specs=split, check_vma=False)
+
+    return wrap
+
+
 def fit_many(spec: MLPSpec, cfg: TrainConfig, data: Dataset, hparams: Hparams = Hparams(),
              keys=None, n_models: int | None = None, check: bool = True,
-             devices=None) -> TrainResult:
-    """Train ``M`` models of one architecture in one compiled, vmapped call.
+             devices=None, threads: int | None = None,
+             batching: str | None = None) -> TrainResult:
+    """Train ``M`` models of one architecture in one compiled call.
 
     Args:
       keys: ``M`` PRNG keys (an ``(M, 2)`` array of raw keys), or a list of int seeds.
       hparams: each field a scalar (shared) or an array of length ``M``.
       n_models: ``M`` when ``keys`` is None (then seeds ``0..M-1``).
-      devices: devices to split the model axis over (a ``jax.sharding.Mesh`` of one axis is
-        built from them); None uses every local device. With one device nothing is split.
-        The models are independent, so the split needs no communication; ``M`` is padded
-        to a multiple of the device count and the padding dropped.
+      devices: devices to split the model axis over (``shard_map`` over a one-axis
+        ``Mesh``); None uses every local device. The models are independent, so the split
+        needs no communication; ``M`` is padded to a multiple of the device count and the
+        padding dropped.
+      threads: with a single CPU device (JAX's default), the model axis is cut into this
+        many equal parts that run at once from host threads, one compiled executable for
+        all parts: XLA runs one execution's small operations one after another on one
+        core, so this is how the other cores get work. None uses one part per available
+        core on a CPU device and 1 elsewhere; 1 disables it.
+      batching: ``vmap`` (one batched program) or ``map`` (a loop over models of the
+        single-model program). None picks ``map`` on CPU (as fast for tens of models, much
+        faster and smaller for hundreds, whose batched activations outgrow the caches;
+        benchmarks/README.md) and ``vmap`` on accelerators.
 
     Returns:
       A ``TrainResult`` whose arrays have a leading model axis of length ``M``.
@@ -612,26 +679,45 @@ def fit_many(spec: MLPSpec, cfg: TrainConfig, data: Dataset, hparams: Hparams = 
             raise ValueError("fit_many needs at least one key. Got an empty list.")
         keys = jnp.stack([_as_key(int(k)) for k in keys])
     m = int(np.shape(keys)[0])
+    if threads is not None:
+        _check_int("threads", threads, 1)
+    if batching not in (None, "vmap", "map"):
+        raise ValueError(f"batching must be None, 'vmap' or 'map'. Got {batching!r}.")
     check_hparams(hparams)
     hp = Hparams(*(jnp.broadcast_to(jnp.asarray(v, data.x.dtype), (m,)) for v in hparams))
-    devices = list(jax.local_devices() if devices is None else devices)
-    pad = -m % len(devices)
+    devices = tuple(jax.local_devices() if devices is None else devices)
+    on_cpu = devices[0].platform == "cpu"
+    if batching is None:
+        batching = "map" if on_cpu else "vmap"
+    parts = 1
+    if len(devices) == 1:
+        parts = min(m, (cpu_cores() if on_cpu else 1) if threads is None else threads)
+    groups = len(devices) * parts
+    pad = -m % groups
     if pad:  # repeat the last model; its copies are dropped below
         keys, hp = jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, 0)]),
                                 (keys, hp))
     params = jax.vmap(lambda k: init(k, spec, dtype=data.x.dtype))(keys)  # see fit
-    args = (keys, data, hp, params)
+    wrap = _models_wrap(batching, devices if len(devices) > 1 else None)
+    size = (m + pad) // parts
+    chunks = [(keys[i:i + size], data, jax.tree.map(lambda a, i=i: a[i:i + size], hp),
+               jax.tree.map(lambda a, i=i: a[i:i + size], params))
+              for i in range(0, m + pad, size)]
     if len(devices) > 1:
         from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
         mesh = Mesh(np.array(devices), ("models",))
-        split, whole = NamedSharding(mesh, PartitionSpec("models")), NamedSharding(
-            mesh, PartitionSpec())
-        args = (jax.device_put(keys, split), jax.device_put(data, whole),
-                jax.device_put(hp, split), jax.device_put(params, split))
-    exe, compile_s = compiled_train(spec, cfg, *args, wrap=_vmap_models)
+        split, whole = (NamedSharding(mesh, PartitionSpec("models")),
+                        NamedSharding(mesh, PartitionSpec()))
+        chunks = [(jax.device_put(k, split), jax.device_put(d, whole),
+                   jax.device_put(h, split), jax.device_put(p, split))
+                  for k, d, h, p in chunks]
+    exe, compile_s = compiled_train(spec, cfg, *chunks[0], wrap=wrap)
     t0 = time.perf_counter()
-    result = jax.block_until_ready(exe(*args))
+    if parts > 1:
+        result = _run_in_threads(exe, chunks)
+    else:
+        result = jax.block_until_ready(exe(*chunks[0]))
     run_s = time.perf_counter() - t0
     if pad:
         result = jax.tree.map(lambda a: a[:m], result)
@@ -639,6 +725,15 @@ def fit_many(spec: MLPSpec, cfg: TrainConfig, data: Dataset, hparams: Hparams = 
     if check:
         check_finite(result, hparams)
     return result
+
+
+def _run_in_threads(exe, chunks):
+    """Run ``exe`` on each argument tuple from its own thread; concatenate the results."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(chunks)) as pool:
+        outs = list(pool.map(lambda a: jax.block_until_ready(exe(*a)), chunks))
+    return jax.tree.map(lambda *a: jnp.concatenate(a), *outs)
 
 
 def _as_key(key):

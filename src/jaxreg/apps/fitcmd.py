@@ -422,8 +422,13 @@ def _print_metrics(metrics: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title="Metrics on the held-out rows, original units (early stopping also "
-                    "watched these rows)")
+    if any("(validation)" in name for name in metrics):
+        title = ("Metrics on the held-out rows, original units (early stopping also watched "
+                 "these rows)")
+    else:
+        title = ("Metrics on the training rows, original units (no rows were held out: "
+                 "--val-fraction 0)")
+    t = Table(title=title)
     for col in ("model", "R²", "MSE", "MAE"):
         t.add_column(col, justify="left" if col == "model" else "right")
     for name, m in metrics.items():
