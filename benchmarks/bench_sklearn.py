@@ -5,7 +5,8 @@
     ``fit`` time, medians of several runs after a warm-up; jaxreg's compile time apart.
     Both start from the same weights: jaxreg's He-normal weights and unit biases for
     ``random_state=1234`` are computed with ``jaxreg.model.init`` (the estimator's seeding:
-    ``PRNGKey(random_state)``, one key per layer) and written into scikit-learn's
+    ``PRNGKey(RandomState(random_state).randint(2**31 - 1))``, one key per layer) and
+    written into scikit-learn's
     ``coefs_``/``intercepts_`` with ``warm_start=True`` before every timed ``fit``.
     scikit-learn minimizes half the MSE, so its SGD learning rate is 2e-3 for the same
     steps (Adam is invariant to that scale). Equal validation MSE confirms the match.
@@ -49,8 +50,9 @@ def lecture_table(repeats: int):
     xt, yt, xv, yv = (np.asarray(a) for a in lecture_data())
     epochs, seed = 4000, 1234
     spec = MLPSpec((1, 10, 10, 10, 1), init="he_normal", bias_init="ones", key_scheme="split")
+    key = jax.random.PRNGKey(int(np.random.RandomState(seed).randint(0, 2**31 - 1)))
     start = [(np.asarray(p.W, np.float64), np.asarray(p.b, np.float64).reshape(-1))
-             for p in init(jax.random.PRNGKey(seed), spec)]
+             for p in init(key, spec)]
     rows = []
     for opt in ("sgd", "adam"):
         jx = MLPRegressor(hidden_layer_sizes=(10, 10, 10), activation="tanh",
@@ -122,7 +124,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args(argv)
-    console = Console()
+    console = Console(width=140)
 
     t = Table(title="(a) lecture workload, 4000 full-batch epochs, warm fit (median of "
               f"{args.repeats})")
