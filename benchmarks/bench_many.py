@@ -118,7 +118,7 @@ def run_rows(m: int, repeats: int, plain: bool, cli: bool) -> list[dict]:
             times.append(res.run_seconds)
         # The executable's memory, for the shape fit_many compiled (one part or all models).
         parts = m if kw.get("threads") == 1 or n_dev > 1 else m // os.cpu_count()
-        batching = kw.get("batching") or ("map" if cli else "vmap")
+        batching = kw.get("batching") or "map"
         sub = (keys[:parts], data, Hparams(*(jnp.full((parts,), v, xt.dtype)
                                              for v in Hparams(LR))),
                jax.vmap(lambda k: init(k, spec))(keys[:parts]))
