@@ -125,26 +125,61 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(tmp_path, data
     hp = Hparams(0.5)
     full = ck.fit_resumable(SPEC, CFG, data, hp, keys, chunk_epochs=2)
     assert full.resumed_from is None
-    # Both members stop early (patience 4) in this setup; cut member 1 before it stops.
-    stops = [int(r.epochs_run) for r in full.results]
-    assert stops[0] < CFG.epochs and 8 < stops[1] < CFG.epochs
+    # The members train together and stop early (patience 4) at different epochs; cut the
+    # run at epoch 10, after one member has stopped and before the other.
+    stops = sorted(int(e) for e in full.result.epochs_run)
+    assert stops[0] <= 10 < stops[1] < CFG.epochs
+    seen = []
 
-    def kill(member, progress):
-        if member == 1 and progress.epoch == 8:
+    def kill(progress):
+        seen.append(progress.epoch)
+        assert progress.state.epoch.shape == (2,) and progress.history.epoch.shape[0] == 2
+        if progress.epoch == 10:
             raise _Kill
 
     fp = {"run": 1}
     with pytest.raises(_Kill):
         ck.fit_resumable(SPEC, CFG, data, hp, keys, chunk_epochs=2, path=tmp_path / "c",
                          every=4, fingerprint=fp, callback=kill)
+    assert seen == [2, 4, 6, 8, 10]
     meta = ck.read_checkpoint_meta(tmp_path / "c")["meta"]
-    assert (meta["member"], meta["epoch"]) == (1, 8)
+    assert (meta["n_members"], meta["epoch"]) == (2, 8)  # every 4 epochs
     with pytest.raises(ck.CheckpointError, match="different run .*differs in: run"):
         ck.fit_resumable(SPEC, CFG, data, hp, keys, chunk_epochs=2, path=tmp_path / "c",
                          every=4, resume=True, fingerprint={"run": 2})
+    with pytest.raises(ck.CheckpointError, match="inconsistent: 2 member"):
+        ck.fit_resumable(SPEC, CFG, data, hp, keys[:1], chunk_epochs=2, path=tmp_path / "c",
+                         every=4, resume=True, fingerprint=fp)
     again = ck.fit_resumable(SPEC, CFG, data, hp, keys, chunk_epochs=2, path=tmp_path / "c",
                              every=4, resume=True, fingerprint=fp)
-    assert again.resumed_from == (1, 8)
-    for a, b in zip(full.results, again.results, strict=True):
-        _equal(a._replace(compile_seconds=0.0, run_seconds=0.0),
-               b._replace(compile_seconds=0.0, run_seconds=0.0))
+    assert again.resumed_from == 8
+    _equal(full.result._replace(compile_seconds=0.0, run_seconds=0.0),
+           jax.tree.map(np.asarray, again.result._replace(compile_seconds=0.0,
+                                                          run_seconds=0.0)))
+
+
+def test_one_member_resumes_too_and_old_checkpoints_are_refused(tmp_path, data):
+    key = [jax.random.PRNGKey(5)]
+    hp = Hparams(0.1)
+    full = ck.fit_resumable(SPEC, CFG, data, hp, key, chunk_epochs=4)
+    assert full.result.epochs_run.shape == (1,)
+
+    def kill(progress):
+        if progress.epoch == 8:
+            raise _Kill
+
+    with pytest.raises(_Kill):
+        ck.fit_resumable(SPEC, CFG, data, hp, key, chunk_epochs=4, path=tmp_path / "c",
+                         every=4, callback=kill)
+    again = ck.fit_resumable(SPEC, CFG, data, hp, key, chunk_epochs=4, path=tmp_path / "c",
+                             every=4, resume=True)
+    assert again.resumed_from == 8
+    _equal(full.result._replace(compile_seconds=0.0, run_seconds=0.0),
+           jax.tree.map(np.asarray, again.result._replace(compile_seconds=0.0,
+                                                          run_seconds=0.0)))
+    doc = json.loads((tmp_path / "c" / ck.META_FILE).read_text())
+    doc["format_version"] = 1
+    (tmp_path / "c" / ck.META_FILE).write_text(json.dumps(doc))
+    with pytest.raises(ck.CheckpointError, match="older jaxreg .*format version 1"):
+        ck.fit_resumable(SPEC, CFG, data, hp, key, chunk_epochs=4, path=tmp_path / "c",
+                         every=4, resume=True)

@@ -174,6 +174,38 @@ def test_fit_many_layouts_train_the_same_models(small, kw):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_fit_many_in_chunks_equals_one_call_with_early_stopping_and_warm_params(small):
+    # Members stop early at different epochs; a chunked run (all members advancing
+    # together) and a resumed one end exactly where the single call does.
+    cfg = TrainConfig(40, "adam", batch_size=16, sampling="shuffle", patience=3)
+    hp = Hparams(learning_rate=np.array([3e-2, 1e-1, 2e-2]))
+    one = fit_many(MLPSpec((2, 6, 1)), cfg, small, hp, keys=[1, 2, 3], threads=1)
+    assert len(set(np.asarray(one.epochs_run).tolist())) > 1  # they stop at different epochs
+    seen = []
+    chunked = fit_many(MLPSpec((2, 6, 1)), cfg, small, hp, keys=[1, 2, 3], chunk_epochs=4,
+                       callback=seen.append)
+    assert [p.epoch for p in seen] == list(range(4, 4 * len(seen) + 1, 4))
+    assert seen[-1].history.epoch.shape == (3, 4 * len(seen))
+    for a, b in zip(jax.tree.leaves(one.params) + [one.best_epoch, one.epochs_run],
+                    jax.tree.leaves(chunked.params) + [chunked.best_epoch,
+                                                       chunked.epochs_run], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    cut = seen[1]
+    resumed = fit_many(MLPSpec((2, 6, 1)), cfg, small, hp, keys=[1, 2, 3], chunk_epochs=4,
+                       resume=(cut.state, cut.history))
+    untimed = dict(compile_seconds=0.0, run_seconds=0.0)
+    for a, b in zip(jax.tree.leaves(chunked._replace(**untimed)),
+                    jax.tree.leaves(resumed._replace(**untimed)), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # Warm start: given parameters replace the initialization.
+    warm = fit_many(MLPSpec((2, 6, 1)), TrainConfig(5, "sgd", record_every=0), small,
+                    Hparams(1e-2), keys=[0, 0, 0], params=one.params, threads=1)
+    alone = fit(MLPSpec((2, 6, 1)), TrainConfig(5, "sgd", record_every=0), small,
+                Hparams(1e-2), key=0, params=jax.tree.map(lambda a: a[1], one.params))
+    for a, b in zip(jax.tree.leaves(alone.params), jax.tree.leaves(warm.params), strict=True):
+        np.testing.assert_allclose(a, b[1], rtol=1e-6, atol=1e-7)
+
+
 def test_fit_many_rejects_bad_layout_options(small):
     with pytest.raises(ValueError, match="batching must be None, 'vmap' or 'map'. Got 'pmap'"):
         fit_many(MLPSpec((2, 3, 1)), TrainConfig(2), small, keys=[0], batching="pmap")
@@ -245,8 +277,12 @@ one = fit_many(MLPSpec((1, 4, 1)), cfg, d, Hparams(1e-2), keys=[0, 1, 2],
                devices=jax.devices()[:1])
 two = fit_many(MLPSpec((1, 4, 1)), cfg, d, Hparams(1e-2), keys=[0, 1, 2])
 loop = fit_many(MLPSpec((1, 4, 1)), cfg, d, Hparams(1e-2), keys=[0, 1, 2], batching="map")
+seen = []
+chunks = fit_many(MLPSpec((1, 4, 1)), cfg, d, Hparams(1e-2), keys=[0, 1, 2], chunk_epochs=5,
+                  callback=lambda p: seen.append((p.epoch, p.state.epoch.shape)))
+assert seen == [(5, (3,)), (10, (3,)), (15, (3,))], seen
 assert two.val_mse.shape == (3, 1)
-for other in (two, loop):
+for other in (two, loop, chunks):
     np.testing.assert_allclose(one.val_mse, other.val_mse, rtol=1e-6)
     np.testing.assert_allclose(one.params[0].W, other.params[0].W, rtol=1e-6)
 print("OK")

@@ -19,11 +19,11 @@ Writes are atomic: the tensor file gets a fresh name and is fsynced first; then
 are removed afterwards. A kill at any moment leaves either the previous checkpoint or the
 new one, never a mixture.
 
-``fit_resumable`` trains the members of an ensemble one after another with
-``jaxreg.train.fit`` in equal compiled chunks and writes a checkpoint every ``every``
-epochs; after a crash, the same call with ``resume=True`` continues from the checkpoint and
-ends with exactly the parameters of an uninterrupted run (the engine draws epoch ``e``'s
-minibatches from ``fold_in(key, e)``, so any cut gives the same result).
+``fit_resumable`` trains the members of an ensemble together (``jaxreg.train.fit_many``;
+one member with ``jaxreg.train.fit``) in equal compiled chunks and writes a checkpoint
+every ``every`` epochs; after a crash, the same call with ``resume=True`` continues from the
+checkpoint and ends with exactly the parameters of an uninterrupted run (the engine draws
+epoch ``e``'s minibatches from ``fold_in(key, e)``, so any cut gives the same result).
 """
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ from jaxreg.train import (
     Progress,
     TrainConfig,
     TrainResult,
-    check_finite,
     fit,
+    fit_many,
     make_engine,
 )
 
@@ -60,7 +60,7 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "META_FILE", "CheckpointError", "RunOutco
            "save_checkpoint", "state_template"]
 
 FORMAT = "jaxreg-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: one state for all members (member axis first)
 META_FILE = "checkpoint.json"
 _PREFIX = "state-"
 _SUFFIX = ".safetensors"
@@ -276,114 +276,89 @@ def _history_template(data: Dataset) -> History:
 
 
 class RunOutcome(NamedTuple):
-    """What ``fit_resumable`` returns: one ``TrainResult`` per member, the point it resumed
-    from (``(member, epoch)``, or None for a fresh start) and the summed timings."""
+    """What ``fit_resumable`` returns: a ``TrainResult`` with a leading member axis, the
+    epoch it resumed from (None for a fresh start) and the timings of this call."""
 
-    results: list[TrainResult]
-    resumed_from: tuple[int, int] | None
+    result: TrainResult
+    resumed_from: int | None
     compile_seconds: float
     run_seconds: float
 
 
 def _finished(state, cfg: TrainConfig) -> bool:
-    return int(state.epoch) >= cfg.epochs or (cfg.patience is not None and bool(state.stopped))
+    done = np.asarray(state.epoch) >= cfg.epochs
+    if cfg.patience is not None:
+        done = done | np.asarray(state.stopped)
+    return bool(np.all(done))
 
 
 def fit_resumable(spec: MLPSpec, cfg: TrainConfig, data: Dataset, hparams: Hparams, keys,
                   *, chunk_epochs: int, path=None, every: int | None = None,
                   resume: bool = False, fingerprint: dict | None = None,
-                  callback: Callable[[int, Progress], None] | None = None) -> RunOutcome:
-    """Train ``len(keys)`` models one after another in equal compiled chunks, with
-    checkpoints.
+                  callback: Callable[[Progress], None] | None = None) -> RunOutcome:
+    """Train the ``len(keys)`` members of an ensemble together in equal compiled chunks,
+    with checkpoints.
 
     Args:
       spec, cfg, data, hparams: as for ``jaxreg.train.fit``.
-      keys: one PRNG key per ensemble member.
+      keys: one PRNG key per ensemble member (one member trains with ``fit``, several with
+        ``fit_many``).
       chunk_epochs: epochs per compiled chunk (divides ``cfg.epochs`` and ``every``).
       path: checkpoint folder; None writes no checkpoint.
-      every: write a checkpoint when a member's epoch count is a multiple of this, and
-        whenever a member finishes.
+      every: write a checkpoint when the run's epoch count is a multiple of this, and when
+        every member has finished.
       resume: continue from the checkpoint in ``path`` if there is one.
       fingerprint: JSON values identifying the run (data, options); resuming from a
         checkpoint whose fingerprint differs raises ``CheckpointError``.
-      callback: ``callback(member, progress)`` after every chunk.
+      callback: ``callback(progress)`` after every chunk, the member axis first in
+        ``progress.state`` and ``progress.history`` (also for one member).
     """
-    keys = [jnp.asarray(k) for k in keys]
-    m = len(keys)
+    keys = jnp.stack([jnp.asarray(k) for k in keys])
+    m = int(keys.shape[0])
     fingerprint = json.loads(json.dumps(fingerprint or {}, default=_json_default))
     if every is not None and (every < 1 or every % chunk_epochs):
         raise ValueError(f"every must be a positive multiple of chunk_epochs ({chunk_epochs})."
                          f" Got {every!r}.")
-    engine = make_engine(spec, cfg)
-    done: list[tuple[Any, History]] = []  # (final state, history) per finished member
-    current: tuple[Any, History] | None = None
-    resumed_from = None
+    start, resumed_from = None, None
     if resume and path is not None and read_checkpoint_meta(path) is not None:
-        done, current, resumed_from = _restore(path, spec, cfg, data, hparams, keys,
-                                               fingerprint)
+        start, resumed_from = _restore(path, spec, cfg, data, hparams, keys, fingerprint)
+        if resumed_from % chunk_epochs:
+            raise ValueError(f"chunk_epochs must divide the epoch the checkpoint was written "
+                             f"at ({resumed_from}). Got {chunk_epochs}.")
 
-    def write(member_states):
-        trees = {"keys": jnp.stack(keys)}
-        for i, (s, h) in enumerate(member_states):
-            trees[f"member{i}.state"] = s
-            trees[f"member{i}.history"] = h
-        last_state = member_states[-1][0]
-        save_checkpoint(path, trees, {
-            "fingerprint": fingerprint,
-            "n_members": m,
-            "member": len(member_states) - 1,
-            "epoch": int(last_state.epoch),
-            "epochs": cfg.epochs,
-        })
+    def members(tree):  # the member axis first, also for a single model
+        return tree if m > 1 else jax.tree.map(lambda a: np.asarray(a)[None], tree)
 
-    results: list[TrainResult] = []
-    compile_s = run_s = 0.0
-    finish = jax.jit(lambda s, d: engine.finish(s, d, None))
-    for i in range(m):
-        resume_i = None
-        if i < len(done):
-            resume_i = done[i]
-        elif i == len(done) and current is not None:
-            resume_i = current
-        if resume_i is not None and _finished(resume_i[0], cfg):
-            state, history = resume_i
-            state = jax.tree.map(jnp.asarray, state)
-            result = finish(state, data)._replace(history=history)
-            check_finite(result, hparams)
-            results.append(result)
-            if i >= len(done):
-                done.append(resume_i)
-            if callback is not None:
-                callback(i, Progress(int(state.epoch), cfg.epochs, state, history, 0.0, 0.0))
-            continue
-        last: list = [resume_i]
+    def on_chunk(progress: Progress):
+        state, history = members(progress.state), members(progress.history)
+        if path is not None and every is not None and (
+                progress.epoch % every == 0 or _finished(state, cfg)):
+            save_checkpoint(path, {"keys": keys, "state": jax.tree.map(np.asarray, state),
+                                   "history": history},
+                            {"fingerprint": fingerprint, "n_members": m,
+                             "epoch": progress.epoch, "epochs": cfg.epochs})
+        if callback is not None:
+            callback(progress._replace(state=state, history=history))
 
-        def on_chunk(progress: Progress, i=i, last=last):
-            last[0] = (progress.state, progress.history)
-            if path is not None and every is not None and (
-                    progress.epoch % every == 0 or _finished(progress.state, cfg)):
-                host = (jax.tree.map(np.asarray, progress.state), progress.history)
-                write([*done[:i], host])
-            if callback is not None:
-                callback(i, progress)
-
-        if resume_i is not None:
-            if int(resume_i[0].epoch) % chunk_epochs:
-                raise ValueError(f"chunk_epochs must divide the epoch the checkpoint was "
-                                 f"written at ({int(resume_i[0].epoch)}). Got {chunk_epochs}.")
-            resume_i = (jax.tree.map(jnp.asarray, resume_i[0]), resume_i[1])
-        result = fit(spec, cfg, data, hparams, key=keys[i], chunk_epochs=chunk_epochs,
-                     callback=on_chunk, resume=resume_i)
-        compile_s += result.compile_seconds
-        run_s += result.run_seconds
-        results.append(result)
-        state, history = last[0]
-        done.append((jax.tree.map(np.asarray, state), history))
-    return RunOutcome(results, resumed_from, compile_s, run_s)
+    if m == 1:
+        first = None if start is None else jax.tree.map(lambda a: a[0], start)
+        one = fit(spec, cfg, data, hparams, key=keys[0], chunk_epochs=chunk_epochs,
+                  callback=on_chunk, resume=first)
+        result = jax.tree.map(lambda a: np.asarray(a)[None], one._replace(
+            compile_seconds=0.0, run_seconds=0.0))._replace(
+            compile_seconds=one.compile_seconds, run_seconds=one.run_seconds)
+    else:
+        result = fit_many(spec, cfg, data, hparams, keys=keys, chunk_epochs=chunk_epochs,
+                          callback=on_chunk, resume=start)
+    return RunOutcome(result, resumed_from, result.compile_seconds, result.run_seconds)
 
 
 def _restore(path, spec, cfg, data, hparams, keys, fingerprint):
     doc = read_checkpoint_meta(path)
+    if doc["format_version"] < 2:
+        raise CheckpointError(f"The checkpoint in {str(path)!r} was written by an older "
+                              f"jaxreg (format version {doc['format_version']}); delete it "
+                              "or run without --resume.")
     meta = dict(doc.get("meta") or {})
     saved = meta.get("fingerprint")
     if saved != fingerprint:
@@ -392,23 +367,21 @@ def _restore(path, spec, cfg, data, hparams, keys, fingerprint):
         raise CheckpointError(f"The checkpoint in {str(path)!r} was written by a different "
                               f"run (differs in: {', '.join(diff) or 'everything'}); delete it "
                               "or run without --resume.")
-    n = meta.get("member")
-    if not isinstance(n, int) or not 0 <= n < len(keys) or meta.get("n_members") != len(keys):
-        raise CheckpointError(f"The checkpoint in {str(path)!r} is inconsistent: member {n!r} "
-                              f"of {meta.get('n_members')!r}, expected {len(keys)} member(s).")
-    st = state_template(spec, cfg, data, hparams)
-    ht = _history_template(data)
-    templates = {"keys": jax.ShapeDtypeStruct((len(keys), *np.shape(keys[0])),
-                                              np.asarray(keys[0]).dtype)}
-    for i in range(n + 1):
-        templates[f"member{i}.state"] = st
-        templates[f"member{i}.history"] = ht
-    trees, _ = load_checkpoint(path, templates,
-                               flexible=tuple(f"member{i}.history" for i in range(n + 1)))
-    if not np.array_equal(trees["keys"], np.stack([np.asarray(k) for k in keys])):
+    m = int(keys.shape[0])
+    epoch = meta.get("epoch")
+    if meta.get("n_members") != m or not isinstance(epoch, int) or epoch < 0:
+        raise CheckpointError(f"The checkpoint in {str(path)!r} is inconsistent: "
+                              f"{meta.get('n_members')!r} member(s) at epoch {epoch!r}, "
+                              f"expected {m} member(s).")
+
+    def members(t):
+        return jax.ShapeDtypeStruct((m, *t.shape), t.dtype)
+
+    templates = {"keys": members(jax.ShapeDtypeStruct(keys.shape[1:], keys.dtype)),
+                 "state": jax.tree.map(members, state_template(spec, cfg, data, hparams)),
+                 "history": jax.tree.map(members, _history_template(data))}
+    trees, _ = load_checkpoint(path, templates, flexible=("history",))
+    if not np.array_equal(trees["keys"], np.asarray(keys)):
         raise CheckpointError(f"The checkpoint in {str(path)!r} was written with other random "
                               "keys (another --seed); delete it or run without --resume.")
-    members = [(trees[f"member{i}.state"], History(*trees[f"member{i}.history"]))
-               for i in range(n + 1)]
-    done, current = members[:n], members[n]
-    return done, current, (n, int(current[0].epoch))
+    return (trees["state"], History(*trees["history"])), epoch

@@ -93,11 +93,6 @@ def _member_keys(seed: int, n: int):
     return jax.random.split(jax.random.PRNGKey(seed), n)
 
 
-def _vmap_warm(fn):
-    # Members: own key and own initial params; data and hyperparameters shared.
-    return jax.vmap(fn, in_axes=(0, None, None, 0))
-
-
 def _stack_layers(members):
     return tuple(Layer(np.stack([m[i].W for m in members]), np.stack([m[i].b for m in members]))
                  for i in range(len(members[0])))
@@ -357,8 +352,8 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
           callback: with ``chunk_epochs``, called as ``callback(progress)`` after every
             chunk with a ``jaxreg.train.Progress`` (epoch, epochs, state, history,
             compile and run seconds): a progress bar or a checkpoint writer. With
-            ``n_ensemble > 1`` members are then trained one after another and
-            ``progress.epoch``/``progress.epochs`` count over all members.
+            ``n_ensemble > 1`` the members advance together and ``progress.state`` and
+            ``progress.history`` carry the member axis first.
           chunk_epochs: run training in equal compiled chunks of this many epochs (it must
             divide ``epochs``); one compilation, and the result equals the unchunked
             single-model run exactly.
@@ -444,54 +439,19 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
 
     def _train(self, spec, cfg, data, hp, keys, init_params, chunk_epochs, callback):
         """Train all members; returns a TrainResult with a leading member axis."""
-        m = keys.shape[0]
-        if chunk_epochs is not None:
-            results = []
-            for i in range(m):
-                cb = None
-                if callback is not None:
-                    def cb(progress, i=i):
-                        callback(progress._replace(epoch=i * cfg.epochs + progress.epoch,
-                                                   epochs=m * cfg.epochs))
-                params_i = None if init_params is None else jax.tree.map(
-                    lambda a, i=i: a[i], init_params)
-                results.append(engine_mod.fit(spec, cfg, data, hp, keys[i], params_i,
-                                              chunk_epochs=chunk_epochs, callback=cb))
-            # Members stopped early at different chunks have histories of different
-            # lengths: hold each one's last record so they stack.
-            longest = max(len(r.history.epoch) for r in results)
-
-            def hold_last(a):
-                a = np.asarray(a)
-                if a.shape[0] in (0, longest):
-                    return a
-                return np.concatenate([a, np.repeat(a[-1:], longest - a.shape[0], axis=0)])
-
-            stacked = jax.tree.map(lambda *a: jnp.stack(a), *[r._replace(
-                compile_seconds=0.0, run_seconds=0.0,
-                history=jax.tree.map(hold_last, r.history)) for r in results])
-            return stacked._replace(compile_seconds=sum(r.compile_seconds for r in results),
-                                    run_seconds=sum(r.run_seconds for r in results))
-        if m == 1:
-            # One model: the plain compiled run (equal to its chunked run bit for bit).
+        if keys.shape[0] == 1:
+            # One model: the plain single-model run, chunked or not (the two are equal bit
+            # for bit).
             params_0 = None if init_params is None else jax.tree.map(lambda a: a[0],
                                                                      init_params)
-            result = engine_mod.fit(spec, cfg, data, hp, keys[0], params_0)
+            result = engine_mod.fit(spec, cfg, data, hp, keys[0], params_0,
+                                    chunk_epochs=chunk_epochs, callback=callback)
             return jax.tree.map(lambda a: jnp.asarray(a)[None], result._replace(
                 compile_seconds=0.0, run_seconds=0.0))._replace(
                 compile_seconds=result.compile_seconds, run_seconds=result.run_seconds)
-        if init_params is None:
-            return engine_mod.fit_many(spec, cfg, data, hp, keys=keys)
-        engine_mod.check_hparams(hp)
-        hp_j = Hparams(*(jnp.asarray(v, data.x.dtype) for v in hp))
-        exe, compile_s = engine_mod.compiled_train(spec, cfg, keys, data, hp_j, init_params,
-                                                   wrap=_vmap_warm)
-        t0 = time.perf_counter()
-        result = jax.block_until_ready(exe(keys, data, hp_j, init_params))
-        result = result._replace(compile_seconds=compile_s,
-                                 run_seconds=time.perf_counter() - t0)
-        engine_mod.check_finite(result, hp)
-        return result
+        # Members train together: one compiled call, or equal compiled chunks of all of them.
+        return engine_mod.fit_many(spec, cfg, data, hp, keys=keys, params=init_params,
+                                   chunk_epochs=chunk_epochs, callback=callback)
 
     def _store_result(self, result, spec, cfg, x_sc, y_sc, y_1d, dtype, warm, x_val):
         sq = np.asarray(y_sc.scale, np.float64) ** 2

@@ -449,7 +449,12 @@ def compiled_train(spec: MLPSpec, cfg: TrainConfig, *args, wrap=None):
 
 
 class Progress(NamedTuple):
-    """What a chunked ``fit`` reports after each chunk (host-side values)."""
+    """What a chunked ``fit`` (or ``fit_many``) reports after each chunk.
+
+    ``epoch`` counts the epochs the run has gone through; with a model axis, ``state`` and
+    ``history`` carry it first (``history`` arrays ``(M, R, ...)``) and a member stopped
+    early keeps its own smaller ``state.epoch``.
+    """
 
     epoch: int
     epochs: int
@@ -459,7 +464,10 @@ class Progress(NamedTuple):
     run_seconds: float
 
 
-def _fit_chunked(spec, cfg, data, hp, key, params, chunk_epochs, callback, resume):
+def _fit_chunked(spec, cfg, data, hp, key, params, chunk_epochs, callback, resume,
+                 layout=None):
+    """The chunked run of one model, or of a model axis when ``layout`` is
+    ``(batching, devices)`` (then ``key``, ``hp`` and ``params`` carry it first)."""
     if not cfg.record_every:
         raise ValueError("chunk_epochs needs cfg.record_every >= 1. Got record_every=0.")
     if (not isinstance(chunk_epochs, int) or chunk_epochs < 1
@@ -468,37 +476,55 @@ def _fit_chunked(spec, cfg, data, hp, key, params, chunk_epochs, callback, resum
                          f"({cfg.record_every}) that divides epochs ({cfg.epochs}). "
                          f"Got {chunk_epochs!r}.")
     engine = make_engine(spec, cfg)
+
+    def per_model(fn, mapped):
+        return fn if layout is None else _over_models(fn, mapped, *layout)
+
     compile_s = 0.0
     if resume is None:
         init_args = (key, data, hp) if params is None else (key, data, hp, params)
-        exe, c = _compiled(("init", spec, cfg), lambda: engine.init, init_args)
+        mapped = (True, False, True, True)[:len(init_args)]
+        exe, c = _compiled(("init", spec, cfg, layout),
+                           lambda: per_model(engine.init, mapped), init_args)
         compile_s += c
         state = exe(*init_args)
         history = None
     else:
         state, history = resume
     run_args = (state, key, data, hp)
-    exe_run, c = _compiled(("run", spec, cfg, chunk_epochs),
-                           lambda: lambda s, k, d, h: engine.run(s, k, d, h, chunk_epochs),
-                           run_args)
+    exe_run, c = _compiled(
+        ("run", spec, cfg, chunk_epochs, layout),
+        lambda: per_model(lambda s, k, d, h: engine.run(s, k, d, h, chunk_epochs),
+                          (True, True, False, True)), run_args)
     compile_s += c
-    exe_finish, c = _compiled(("finish", spec, cfg),
-                              lambda: lambda s, d: engine.finish(s, d, None), (state, data))
+    exe_finish, c = _compiled(
+        ("finish", spec, cfg, layout),
+        lambda: per_model(lambda s, d: engine.finish(s, d, None), (True, False)), (state, data))
     compile_s += c
     run_s = 0.0
-    while int(state.epoch) < cfg.epochs:
+    axis = 0 if layout is None else 1  # the history's record axis
+
+    def finished(state) -> bool:
+        done = np.asarray(state.epoch) >= cfg.epochs
+        if cfg.patience is not None:
+            done = done | np.asarray(state.stopped)
+        return bool(np.all(done))
+
+    while not finished(state):
         t0 = time.perf_counter()
         state, h = jax.block_until_ready(exe_run(state, key, data, hp))
         run_s += time.perf_counter() - t0
         h = jax.tree.map(np.asarray, h)
         history = h if history is None else jax.tree.map(
-            lambda a, b: np.concatenate([a, b]), history, h)
+            lambda a, b: np.concatenate([a, b], axis=axis), history, h)
         if callback is not None:
-            callback(Progress(int(state.epoch), cfg.epochs, state, history, compile_s, run_s))
-        if cfg.patience is not None and bool(state.stopped):
-            break
+            callback(Progress(int(np.max(state.epoch)), cfg.epochs, state, history, compile_s,
+                              run_s))
     if history is None:
         history = jax.tree.map(np.asarray, _empty_history(data))
+        if layout is not None:
+            m = int(np.shape(key)[0])
+            history = jax.tree.map(lambda a: np.broadcast_to(a, (m, *a.shape)), history)
     t0 = time.perf_counter()
     result = jax.block_until_ready(exe_finish(state, data))
     run_s += time.perf_counter() - t0
@@ -606,47 +632,53 @@ def fit(spec: MLPSpec, cfg: TrainConfig, data: Dataset, hparams: Hparams = Hpara
     return result
 
 
-def _vmap_models(fn):
-    return jax.vmap(fn, in_axes=(0, None, 0, 0))
+def _over_models(fn, mapped: tuple[bool, ...], batching: str, devices: tuple | None):
+    """``fn`` applied to every model of a model axis.
 
+    ``mapped[i]`` says whether argument ``i`` carries the model axis first (the others,
+    such as the data, are shared). ``batching`` is ``vmap`` (one batched program) or ``map``
+    (a loop over models of the single-model program; XLA:CPU can compile that loop's body
+    into one native function with the CLI's options, see ``jaxreg.runtime``). ``devices``
+    splits the model axis with ``shard_map``: each device trains its own models and no
+    value crosses devices.
+    """
 
-def _map_models(fn):
-    return lambda keys, data, hp, params: lax.map(
-        lambda a: fn(a[0], data, a[1], a[2]), (keys, hp, params))
+    def looped(*args):
+        if batching == "vmap":
+            return jax.vmap(fn, in_axes=tuple(0 if m else None for m in mapped))(*args)
+
+        def one(own):
+            it = iter(own)
+            return fn(*(next(it) if m else a for a, m in zip(args, mapped, strict=True)))
+
+        return lax.map(one, tuple(a for a, m in zip(args, mapped, strict=True) if m))
+
+    if devices is None:
+        return looped
+    from jax.sharding import Mesh, PartitionSpec
+
+    mesh = Mesh(np.array(devices), ("models",))
+    # check_vma=False: the lane layout's custom VJP (model._affine) returns a cotangent for
+    # the replicated data, which the check would want summed over devices.
+    return jax.shard_map(looped, mesh=mesh,
+                         in_specs=tuple(PartitionSpec("models") if m else PartitionSpec()
+                                        for m in mapped),
+                         out_specs=PartitionSpec("models"), check_vma=False)
 
 
 @functools.cache
 def _models_wrap(batching: str, devices: tuple | None):
-    """How ``fit_many`` lays its model axis out (cached: the same object for the same
-    layout, so ``compiled_train`` finds its executable again).
-
-    ``batching`` is ``vmap`` (one batched program) or ``map`` (a loop over models of the
-    single-model program, which XLA:CPU can compile into one native loop when the CLI's
-    options are set; see ``jaxreg.runtime``). ``devices`` splits the model axis with
-    ``shard_map``: each device trains its own models and no value crosses devices.
-    """
-    inner = _vmap_models if batching == "vmap" else _map_models
-    if devices is None:
-        return inner
-    from jax.sharding import Mesh, PartitionSpec
-
-    mesh = Mesh(np.array(devices), ("models",))
-    split = PartitionSpec("models")
-
-    def wrap(fn):
-        # check_vma=False: the lane layout's custom VJP (model._affine) returns a cotangent
-        # for the replicated data, which the check would want summed over devices.
-        return jax.shard_map(inner(fn), mesh=mesh, in_specs=(split, PartitionSpec(), split,
-                                                            split),
-                             out_specs=split, check_vma=False)
-
-    return wrap
+    """``fit_many``'s wrap of ``train(keys, data, hp, params)`` (cached: the same object for
+    the same layout, so ``compiled_train`` finds its executable again)."""
+    return lambda fn: _over_models(fn, (True, False, True, True), batching, devices)
 
 
 def fit_many(spec: MLPSpec, cfg: TrainConfig, data: Dataset, hparams: Hparams = Hparams(),
              keys=None, n_models: int | None = None, check: bool = True,
-             devices=None, threads: int | None = None,
-             batching: str | None = None) -> TrainResult:
+             devices=None, threads: int | None = None, batching: str | None = None, *,
+             params=None, chunk_epochs: int | None = None,
+             callback: Callable[[Progress], None] | None = None,
+             resume: tuple[TrainState, History] | None = None) -> TrainResult:
     """Train ``M`` models of one architecture in one compiled call.
 
     Args:
@@ -661,11 +693,15 @@ def fit_many(spec: MLPSpec, cfg: TrainConfig, data: Dataset, hparams: Hparams = 
         many equal parts that run at once from host threads, one compiled executable for
         all parts: XLA runs one execution's small operations one after another on one
         core, so this is how the other cores get work. None uses one part per available
-        core on a CPU device and 1 elsewhere; 1 disables it.
+        core on a CPU device and 1 elsewhere; 1 disables it. Chunked runs use one part.
       batching: ``vmap`` (one batched program) or ``map`` (a loop over models of the
         single-model program). None picks ``map`` on CPU (as fast for tens of models, much
         faster and smaller for hundreds, whose batched activations outgrow the caches;
         benchmarks/README.md) and ``vmap`` on accelerators.
+      params: initial parameters with a leading model axis instead of ``init(key, spec)``.
+      chunk_epochs, callback, resume: as for ``fit``, with the model axis first in
+        ``Progress.state``/``Progress.history`` and in ``resume``; all models advance
+        together, chunk by chunk, until every one has finished or stopped early.
 
     Returns:
       A ``TrainResult`` whose arrays have a leading model axis of length ``M``.
@@ -683,6 +719,8 @@ def fit_many(spec: MLPSpec, cfg: TrainConfig, data: Dataset, hparams: Hparams = 
         _check_int("threads", threads, 1)
     if batching not in (None, "vmap", "map"):
         raise ValueError(f"batching must be None, 'vmap' or 'map'. Got {batching!r}.")
+    if resume is not None and chunk_epochs is None:
+        raise ValueError("resume needs chunk_epochs. Got chunk_epochs=None.")
     check_hparams(hparams)
     hp = Hparams(*(jnp.broadcast_to(jnp.asarray(v, data.x.dtype), (m,)) for v in hparams))
     devices = tuple(jax.local_devices() if devices is None else devices)
@@ -690,38 +728,61 @@ def fit_many(spec: MLPSpec, cfg: TrainConfig, data: Dataset, hparams: Hparams = 
     if batching is None:
         batching = "map" if on_cpu else "vmap"
     parts = 1
-    if len(devices) == 1:
+    if len(devices) == 1 and chunk_epochs is None:
         parts = min(m, (cpu_cores() if on_cpu else 1) if threads is None else threads)
-    groups = len(devices) * parts
-    pad = -m % groups
-    if pad:  # repeat the last model; its copies are dropped below
-        keys, hp = jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, 0)]),
-                                (keys, hp))
-    params = jax.vmap(lambda k: init(k, spec, dtype=data.x.dtype))(keys)  # see fit
-    wrap = _models_wrap(batching, devices if len(devices) > 1 else None)
-    size = (m + pad) // parts
-    chunks = [(keys[i:i + size], data, jax.tree.map(lambda a, i=i: a[i:i + size], hp),
-               jax.tree.map(lambda a, i=i: a[i:i + size], params))
-              for i in range(0, m + pad, size)]
+    pad = -m % (len(devices) * parts)
+
+    def padded(tree, xp=jnp):  # repeat the last model; its copies are dropped again
+        return tree if not pad else jax.tree.map(
+            lambda a: xp.concatenate([a, xp.repeat(xp.asarray(a)[-1:], pad, 0)]), tree)
+
+    def unpadded(tree):
+        return tree if not pad else jax.tree.map(lambda a: a[:m], tree)
+
+    keys, hp = padded((keys, hp))
+    if params is None and resume is None:
+        params = jax.vmap(lambda k: init(k, spec, dtype=data.x.dtype))(keys)  # see fit
+    elif params is not None:
+        params = padded(jax.tree.map(lambda a: jnp.asarray(a, data.x.dtype), params))
+    split = whole = None
     if len(devices) > 1:
         from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
         mesh = Mesh(np.array(devices), ("models",))
         split, whole = (NamedSharding(mesh, PartitionSpec("models")),
                         NamedSharding(mesh, PartitionSpec()))
-        chunks = [(jax.device_put(k, split), jax.device_put(d, whole),
-                   jax.device_put(h, split), jax.device_put(p, split))
-                  for k, d, h, p in chunks]
-    exe, compile_s = compiled_train(spec, cfg, *chunks[0], wrap=wrap)
-    t0 = time.perf_counter()
-    if parts > 1:
-        result = _run_in_threads(exe, chunks)
+
+    def place(k, d, h, p):  # the model axis split over the devices, the data on each
+        if split is None:
+            return k, d, h, p
+        return (jax.device_put(k, split), jax.device_put(d, whole), jax.device_put(h, split),
+                None if p is None else jax.device_put(p, split))
+
+    layout = (batching, devices if len(devices) > 1 else None)
+    if chunk_epochs is not None:
+        if resume is not None:
+            state, history = resume
+            state = padded(jax.tree.map(jnp.asarray, state))
+            resume = (state if split is None else jax.device_put(state, split),
+                      padded(jax.tree.map(np.asarray, history), np))
+        k, d, h, p = place(keys, data, hp, params)
+        cb = None if callback is None else (lambda pr: callback(pr._replace(
+            state=unpadded(pr.state), history=unpadded(pr.history))))
+        result, compile_s, run_s = _fit_chunked(spec, cfg, d, h, k, p, chunk_epochs, cb,
+                                                resume, layout=layout)
     else:
-        result = jax.block_until_ready(exe(*chunks[0]))
-    run_s = time.perf_counter() - t0
-    if pad:
-        result = jax.tree.map(lambda a: a[:m], result)
-    result = result._replace(compile_seconds=compile_s, run_seconds=run_s)
+        size = (m + pad) // parts
+        chunks = [place(keys[i:i + size], data, jax.tree.map(lambda a, i=i: a[i:i + size], hp),
+                        jax.tree.map(lambda a, i=i: a[i:i + size], params))
+                  for i in range(0, m + pad, size)]
+        exe, compile_s = compiled_train(spec, cfg, *chunks[0], wrap=_models_wrap(*layout))
+        t0 = time.perf_counter()
+        if parts > 1:
+            result = _run_in_threads(exe, chunks)
+        else:
+            result = jax.block_until_ready(exe(*chunks[0]))
+        run_s = time.perf_counter() - t0
+    result = unpadded(result)._replace(compile_seconds=compile_s, run_seconds=run_s)
     if check:
         check_finite(result, hparams)
     return result

@@ -248,6 +248,7 @@ def run_fit(args: argparse.Namespace) -> int:
 def _train(args, checked, table, tr, val, ckpt):
     import hashlib
 
+    import jax
     import jax.numpy as jnp
     import numpy as np
 
@@ -302,10 +303,8 @@ def _train(args, checked, table, tr, val, ckpt):
                                 resume=resume,
                                 fingerprint=fingerprint, callback=bar.update)
     if outcome.resumed_from is not None:
-        m, e = outcome.resumed_from
-        member = f"member {m + 1} of {args.ensemble}, " if args.ensemble > 1 else ""
-        print(f"Resumed from the checkpoint in {ckpt} ({member}epoch {e}).")
-    result = _stack_results(outcome)
+        print(f"Resumed from the checkpoint in {ckpt} (epoch {outcome.resumed_from}).")
+    result = jax.tree.map(np.asarray, outcome.result)
     model._store_result(result, spec, cfg, x_sc, y_sc, y.shape[1] == 1, "float32", False,
                         data.x_val)
     model._seed = seed
@@ -314,26 +313,6 @@ def _train(args, checked, table, tr, val, ckpt):
     model.feature_names_in_ = np.asarray(table.feature_names, dtype=object)
     model.target_names_in_ = list(table.target_names)
     return model, outcome
-
-
-def _stack_results(outcome):
-    """One TrainResult with a leading member axis (histories padded to equal length)."""
-    import jax
-    import numpy as np
-
-    results = [jax.tree.map(np.asarray, r._replace(compile_seconds=0.0, run_seconds=0.0))
-               for r in outcome.results]
-    longest = max(len(r.history.epoch) for r in results)
-
-    def pad(a):
-        if a.shape[0] == longest or a.shape[0] == 0:
-            return a
-        return np.concatenate([a, np.repeat(a[-1:], longest - a.shape[0], axis=0)])
-
-    results = [r._replace(history=jax.tree.map(pad, r.history)) for r in results]
-    stacked = jax.tree.map(lambda *a: np.stack(a), *results)
-    return stacked._replace(compile_seconds=outcome.compile_seconds,
-                            run_seconds=outcome.run_seconds)
 
 
 class _ProgressBar:
@@ -365,25 +344,30 @@ class _ProgressBar:
             self.progress.__exit__(*exc)
         return False
 
-    def update(self, member: int, progress) -> None:
+    def update(self, progress) -> None:
+        """One chunk done: ``progress`` carries the member axis first."""
         if self.progress is None:
             return
         import numpy as np
 
         h = progress.history
         train = val = "-"
-        if len(h.epoch):
-            train = f"{float(np.mean(np.asarray(h.train_mse[-1]) * self.scale2)):.4g}"
-            v = np.asarray(h.val_mse[-1])
-            if np.all(np.isfinite(v)):
-                val = f"{float(np.mean(v * self.scale2)):.4g}"
-        done = member * self.epochs + progress.epoch
-        stopped = bool(np.asarray(progress.state.stopped))
-        if stopped or progress.epoch >= self.epochs:
-            done = (member + 1) * self.epochs
-        desc = (f"member {member + 1}/{self.members}" if self.members > 1 else "training")
-        if stopped:
-            desc += " (stopped early)"
+        if h.epoch.shape[-1]:
+            # Members stopped early record NaN from then on: average the others.
+            last_train = np.asarray(h.train_mse[:, -1], np.float64) * self.scale2
+            if np.isfinite(last_train).any():
+                train = f"{float(np.nanmean(last_train)):.4g}"
+            last_val = np.asarray(h.val_mse[:, -1], np.float64) * self.scale2
+            if np.isfinite(last_val).any():
+                val = f"{float(np.nanmean(last_val)):.4g}"
+        epochs = np.asarray(progress.state.epoch).reshape(-1)
+        stopped = np.asarray(progress.state.stopped).reshape(-1)
+        # A member that stopped early counts as done.
+        done = int(np.where(stopped | (epochs >= self.epochs), self.epochs, epochs).sum())
+        desc = f"{self.members} members" if self.members > 1 else "training"
+        if stopped.any():
+            desc += (" (stopped early)" if self.members == 1 else
+                     f" ({int(stopped.sum())} stopped early)")
         self.progress.update(self.task, completed=done, description=desc,
                              epoch=f"{progress.epoch}/{self.epochs}", train=train, val=val)
 
