@@ -447,7 +447,8 @@ def _print(res, args, plan, wall: float) -> None:
             t.add_column(SHORT.get(c, c), justify="left" if left else "right")
         best = int(res.best["config"])
         for _, r in table.iterrows():
-            t.add_row(*(f"{r[c]:.2f}" if c == "gap_pct" else _fmt(r[c]) for c in cols),
+            t.add_row(*(f"{r[c]:.2f}" if c in ("gap_pct", "time_s") else _fmt(r[c])
+                        for c in cols),
                       style="bold green" if int(r["config"]) == best else None)
         console = Console(highlight=False)
         if not console.is_terminal:  # pipes and files: do not squeeze columns to 80
