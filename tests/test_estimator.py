@@ -63,6 +63,15 @@ def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 
 
+def test_the_sample_weight_check_passes_in_float64():
+    # The reason given for the float32 xfail above: in float64 the same check passes.
+    from sklearn.utils.estimator_checks import check_sample_weight_equivalence_on_dense_data
+
+    check_sample_weight_equivalence_on_dense_data(
+        "MLPRegressor", MLPRegressor(hidden_layer_sizes=(8,), epochs=100, learning_rate=1e-2,
+                                     dtype="float64"))
+
+
 # ---------------------------------------------------------------- behaviour
 
 
