@@ -19,8 +19,8 @@ Writes are atomic: the tensor file gets a fresh name and is fsynced first; then
 are removed afterwards. A kill at any moment leaves either the previous checkpoint or the
 new one, never a mixture.
 
-``fit_resumable`` trains the members of an ensemble together (``jaxreg.train.fit_many``;
-one member with ``jaxreg.train.fit``) in equal compiled chunks and writes a checkpoint
+``fit_resumable`` trains the members of an ensemble together (``jaxreg.train.fit_many``)
+in equal compiled chunks and writes a checkpoint
 every ``every`` epochs; after a crash, the same call with ``resume=True`` continues from the
 checkpoint and ends with exactly the parameters of an uninterrupted run (the engine draws
 epoch ``e``'s minibatches from ``fold_in(key, e)``, so any cut gives the same result).
@@ -50,7 +50,6 @@ from jaxreg.train import (
     Progress,
     TrainConfig,
     TrainResult,
-    fit,
     fit_many,
     make_engine,
 )
@@ -301,8 +300,7 @@ def fit_resumable(spec: MLPSpec, cfg: TrainConfig, data: Dataset, hparams: Hpara
 
     Args:
       spec, cfg, data, hparams: as for ``jaxreg.train.fit``.
-      keys: one PRNG key per ensemble member (one member trains with ``fit``, several with
-        ``fit_many``).
+      keys: one PRNG key per ensemble member.
       chunk_epochs: epochs per compiled chunk (divides ``cfg.epochs`` and ``every``).
       path: checkpoint folder; None writes no checkpoint.
       every: write a checkpoint when the run's epoch count is a multiple of this, and when
@@ -326,30 +324,19 @@ def fit_resumable(spec: MLPSpec, cfg: TrainConfig, data: Dataset, hparams: Hpara
             raise ValueError(f"chunk_epochs must divide the epoch the checkpoint was written "
                              f"at ({resumed_from}). Got {chunk_epochs}.")
 
-    def members(tree):  # the member axis first, also for a single model
-        return tree if m > 1 else jax.tree.map(lambda a: np.asarray(a)[None], tree)
-
-    def on_chunk(progress: Progress):
-        state, history = members(progress.state), members(progress.history)
+    def on_chunk(progress: Progress):  # the member axis first, also for one member
         if path is not None and every is not None and (
-                progress.epoch % every == 0 or _finished(state, cfg)):
-            save_checkpoint(path, {"keys": keys, "state": jax.tree.map(np.asarray, state),
-                                   "history": history},
+                progress.epoch % every == 0 or _finished(progress.state, cfg)):
+            save_checkpoint(path, {"keys": keys,
+                                   "state": jax.tree.map(np.asarray, progress.state),
+                                   "history": progress.history},
                             {"fingerprint": fingerprint, "n_members": m,
                              "epoch": progress.epoch, "epochs": cfg.epochs})
         if callback is not None:
-            callback(progress._replace(state=state, history=history))
+            callback(progress)
 
-    if m == 1:
-        first = None if start is None else jax.tree.map(lambda a: a[0], start)
-        one = fit(spec, cfg, data, hparams, key=keys[0], chunk_epochs=chunk_epochs,
-                  callback=on_chunk, resume=first)
-        result = jax.tree.map(lambda a: np.asarray(a)[None], one._replace(
-            compile_seconds=0.0, run_seconds=0.0))._replace(
-            compile_seconds=one.compile_seconds, run_seconds=one.run_seconds)
-    else:
-        result = fit_many(spec, cfg, data, hparams, keys=keys, chunk_epochs=chunk_epochs,
-                          callback=on_chunk, resume=start)
+    result = fit_many(spec, cfg, data, hparams, keys=keys, chunk_epochs=chunk_epochs,
+                      callback=on_chunk, resume=start)
     return RunOutcome(result, resumed_from, result.compile_seconds, result.run_seconds)
 
 

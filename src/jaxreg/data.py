@@ -85,18 +85,25 @@ def _first_non_numeric(arr: np.ndarray, strict: bool = False):
     return None if strict or not arr.size else arr.ravel()[0]
 
 
+def _first_non_numeric_text(values):
+    """The first string (or bytes) among ``values`` that ``float`` refuses, else None;
+    other objects are left to the caller's own validation."""
+    text = [v for v in np.asarray(values, dtype=object).ravel() if isinstance(v, str | bytes)]
+    return _first_non_numeric(np.array(text, dtype=object), strict=True)
+
+
 def check_not_text(name: str, a) -> None:
     """Refuse text in what should be numbers, naming ``name``, the column (for a
     DataFrame) and the first offending value (plain, not ``np.str_('a')``)."""
     dtypes = getattr(a, "dtypes", None)
     if dtypes is not None and not hasattr(a, "dtype"):  # a DataFrame
         for col, dt in zip(a.columns, dtypes, strict=True):
+            bad = None
             if getattr(dt, "kind", "O") in "OUS":
-                col_values = [v for v in np.asarray(a[col]).ravel() if isinstance(v, str | bytes)]
-                bad = _first_non_numeric(np.array(col_values, object), strict=True)
-                if bad is not None:
-                    raise ValueError(f"{name} must be numeric. Column {str(col)!r} holds the "
-                                     f"non-numeric value {str(bad)!r}.")
+                bad = _first_non_numeric_text(a[col])
+            if bad is not None:
+                raise ValueError(f"{name} must be numeric. Column {str(col)!r} holds the "
+                                 f"non-numeric value {str(bad)!r}.")
         return
     kind = getattr(getattr(a, "dtype", None), "kind", None)
     if kind is None and isinstance(a, list | tuple):
@@ -104,14 +111,9 @@ def check_not_text(name: str, a) -> None:
             kind = np.asarray(a).dtype.kind
         except Exception:  # ragged: the caller's own validation reports it
             return
-    if kind in ("U", "S", "O"):
-        arr = np.asarray(a)
-        if kind == "O":  # only text is this check's business; other objects fail later
-            arr = np.array([v for v in arr.ravel() if isinstance(v, str | bytes)], object)
-        bad = _first_non_numeric(arr, strict=True)
-        if bad is not None:
-            raise ValueError(f"{name} must be numeric. Got the non-numeric value "
-                             f"{str(bad)!r}.")
+    bad = _first_non_numeric_text(a) if kind in ("U", "S", "O") else None
+    if bad is not None:
+        raise ValueError(f"{name} must be numeric. Got the non-numeric value {str(bad)!r}.")
 
 
 def check_xy(x, y, *, dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:

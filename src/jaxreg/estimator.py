@@ -438,18 +438,9 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         return self
 
     def _train(self, spec, cfg, data, hp, keys, init_params, chunk_epochs, callback):
-        """Train all members; returns a TrainResult with a leading member axis."""
-        if keys.shape[0] == 1:
-            # One model: the plain single-model run, chunked or not (the two are equal bit
-            # for bit).
-            params_0 = None if init_params is None else jax.tree.map(lambda a: a[0],
-                                                                     init_params)
-            result = engine_mod.fit(spec, cfg, data, hp, keys[0], params_0,
-                                    chunk_epochs=chunk_epochs, callback=callback)
-            return jax.tree.map(lambda a: jnp.asarray(a)[None], result._replace(
-                compile_seconds=0.0, run_seconds=0.0))._replace(
-                compile_seconds=result.compile_seconds, run_seconds=result.run_seconds)
-        # Members train together: one compiled call, or equal compiled chunks of all of them.
+        """Train all members (one compiled call, or equal compiled chunks of all of them);
+        returns a TrainResult with a leading member axis. One member is the plain
+        single-model run, chunked or not (the two are equal bit for bit)."""
         return engine_mod.fit_many(spec, cfg, data, hp, keys=keys, params=init_params,
                                    chunk_epochs=chunk_epochs, callback=callback)
 

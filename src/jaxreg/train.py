@@ -558,7 +558,7 @@ def check_finite(result: TrainResult, hparams: Hparams | None = None,
     if ok.all():
         return
     i = int(np.argmin(ok))
-    who = f" in model {i} of {ok.size}" if batched else ""
+    who = f" in model {i} of {ok.size}" if ok.size > 1 else ""
     where = "by the end of training"
     tr = np.asarray(result.history.train_mse)
     epochs = np.asarray(result.history.epoch)
@@ -703,6 +703,9 @@ def fit_many(spec: MLPSpec, cfg: TrainConfig, data: Dataset, hparams: Hparams = 
         ``Progress.state``/``Progress.history`` and in ``resume``; all models advance
         together, chunk by chunk, until every one has finished or stopped early.
 
+    One model (``M == 1``) is ``fit``'s single-model run, equal to it bit for bit, with
+    the model axis added.
+
     Returns:
       A ``TrainResult`` whose arrays have a leading model axis of length ``M``.
     """
@@ -723,6 +726,9 @@ def fit_many(spec: MLPSpec, cfg: TrainConfig, data: Dataset, hparams: Hparams = 
         raise ValueError("resume needs chunk_epochs. Got chunk_epochs=None.")
     check_hparams(hparams)
     hp = Hparams(*(jnp.broadcast_to(jnp.asarray(v, data.x.dtype), (m,)) for v in hparams))
+    if m == 1:
+        return _fit_one_as_many(spec, cfg, data, hp, keys, params, check, chunk_epochs,
+                                callback, resume)
     devices = tuple(jax.local_devices() if devices is None else devices)
     on_cpu = devices[0].platform == "cpu"
     if batching is None:
@@ -786,6 +792,27 @@ def fit_many(spec: MLPSpec, cfg: TrainConfig, data: Dataset, hparams: Hparams = 
     if check:
         check_finite(result, hparams)
     return result
+
+
+def _fit_one_as_many(spec, cfg, data, hp, keys, params, check, chunk_epochs, callback,
+                     resume) -> TrainResult:
+    """One model: the single-model run (equal bit for bit to ``fit``, chunked or not), its
+    results, progress and resume state carrying a model axis of length 1."""
+
+    def first(tree):
+        return None if tree is None else jax.tree.map(lambda a: a[0], tree)
+
+    def with_axis(tree):  # device arrays stay on the device, host values on the host
+        return jax.tree.map(lambda a: a[None] if hasattr(a, "ndim") else np.asarray(a)[None],
+                            tree)
+
+    cb = None if callback is None else (lambda pr: callback(pr._replace(
+        state=with_axis(pr.state), history=with_axis(pr.history))))
+    one = fit(spec, cfg, data, Hparams(*(v[0] for v in hp)), key=keys[0],
+              params=first(params), check=check, chunk_epochs=chunk_epochs, callback=cb,
+              resume=None if resume is None else (first(resume[0]), first(resume[1])))
+    return with_axis(one._replace(compile_seconds=0.0, run_seconds=0.0))._replace(
+        compile_seconds=one.compile_seconds, run_seconds=one.run_seconds)
 
 
 def _run_in_threads(exe, chunks):
