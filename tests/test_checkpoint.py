@@ -112,7 +112,7 @@ def test_load_refuses_corrupted_mismatched_newer_and_missing(tmp_path, data):
     (tmp_path / "junk" / "x.txt").write_text("mine")
     with pytest.raises(ck.CheckpointError, match="not empty and holds no checkpoint"):
         ck.save_checkpoint(tmp_path / "junk", {"s": state})
-    with pytest.raises(ck.CheckpointError, match="not a checkpoint folder"):
+    with pytest.raises(ck.CheckpointError, match="holds no checkpoint; refusing to touch it"):
         ck.clear_checkpoint(tmp_path / "junk")
 
 

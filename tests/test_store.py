@@ -7,7 +7,7 @@ import pytest
 
 from jaxreg.data import Standardizer
 from jaxreg.model import Layer, MLPSpec
-from jaxreg.store import FORMAT_VERSION, META_FILE, WEIGHTS_FILE, load_model, save_model
+from jaxreg.store import FORMAT_VERSION, META_FILE, load_model, save_model
 
 SPEC = MLPSpec((2, 3, 1), init="glorot_uniform", bias_init="zeros", key_scheme="split")
 
@@ -25,6 +25,10 @@ def _save(path, params=None, **kw):
     return save_model(path, SPEC, _params() if params is None else params, xs, ys,
                       config={"epochs": 10}, feature_names=["a", "b"], target_names=["t"],
                       metadata={"loss_curve": [1.0, 0.5]}, **kw)
+
+
+def _weights(path):
+    return path / json.loads((path / META_FILE).read_text())["files"]["weights"]
 
 
 def test_round_trip_is_exact(tmp_path):
@@ -89,8 +93,8 @@ def test_a_file_or_empty_folder_is_not_a_model(tmp_path):
 
 def test_missing_files(tmp_path):
     _save(tmp_path / "m")
-    (tmp_path / "m" / WEIGHTS_FILE).unlink()
-    with pytest.raises(FileNotFoundError, match=WEIGHTS_FILE):
+    _weights(tmp_path / "m").unlink()
+    with pytest.raises(FileNotFoundError, match="weights"):
         load_model(tmp_path / "m")
     _save(tmp_path / "n")
     (tmp_path / "n" / META_FILE).unlink()
@@ -124,7 +128,7 @@ def test_newer_format_version(tmp_path):
 
 def test_truncated_weights(tmp_path):
     _save(tmp_path / "m")
-    w = tmp_path / "m" / WEIGHTS_FILE
+    w = _weights(tmp_path / "m")
     w.write_bytes(w.read_bytes()[:-7])
     with pytest.raises(ValueError, match="truncated or corrupted"):
         load_model(tmp_path / "m")
@@ -132,7 +136,7 @@ def test_truncated_weights(tmp_path):
 
 def test_corrupted_weight_bytes(tmp_path):
     _save(tmp_path / "m")
-    w = tmp_path / "m" / WEIGHTS_FILE
+    w = _weights(tmp_path / "m")
     blob = bytearray(w.read_bytes())
     blob[-3] ^= 0xFF  # inside the tensor data: safetensors alone would not notice
     w.write_bytes(bytes(blob))
@@ -145,9 +149,16 @@ def _rewrite_weights(path, tensors):
 
     from safetensors.numpy import save
 
+    from jaxreg.files import checksum
+
+    # A consistent rewrite (weights, their SHA-256 and the checksum), to reach the checks
+    # behind the checksum.
     blob = save(tensors)
-    (path / WEIGHTS_FILE).write_bytes(blob)
-    _edit_meta(path, weights_sha256=hashlib.sha256(blob).hexdigest())
+    _weights(path).write_bytes(blob)
+    meta = json.loads((path / META_FILE).read_text())
+    meta["model"]["weights_sha256"] = hashlib.sha256(blob).hexdigest()
+    meta["checksum"] = checksum(meta["model"])
+    (path / META_FILE).write_text(json.dumps(meta))
 
 
 def test_shapes_that_disagree_with_the_spec(tmp_path):

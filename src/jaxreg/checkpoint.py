@@ -32,8 +32,7 @@ import hashlib
 import json
 import os
 import pathlib
-import shutil
-import uuid
+import re
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -41,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxreg import __version__
+from jaxreg import __version__, files
 from jaxreg.data import Dataset
 from jaxreg.model import MLPSpec
 from jaxreg.optim import Hparams
@@ -55,7 +54,7 @@ from jaxreg.train import (
 )
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "META_FILE", "CheckpointError", "RunOutcome",
-           "clear_checkpoint", "fit_resumable", "load_checkpoint", "read_checkpoint_meta",
+           "check_checkpoint_folder", "clear_checkpoint", "fit_resumable", "load_checkpoint", "read_checkpoint_meta",
            "save_checkpoint", "state_template"]
 
 FORMAT = "jaxreg-checkpoint"
@@ -63,6 +62,24 @@ FORMAT_VERSION = 2  # 2: one state for all members (member axis first)
 META_FILE = "checkpoint.json"
 _PREFIX = "state-"
 _SUFFIX = ".safetensors"
+_OWNED = re.compile(r"state-[0-9a-f]{16}\.safetensors")
+_LAYOUT = {"type": "object", "additionalProperties": {
+    "type": "array", "items": {"type": "object", "required": ["path", "shape", "dtype"],
+                               "properties": {"path": {"type": "string"},
+                                              "shape": {"type": "array",
+                                                        "items": {"type": "integer",
+                                                                  "minimum": 0}},
+                                              "dtype": {"type": "string"}}}}}
+_SCHEMA_V1 = {"type": "object", "required": ["format", "format_version"]}
+_SCHEMA = {
+    "type": "object",
+    "required": ["format", "format_version", "tensors_file", "tensors_sha256", "layout", "meta"],
+    "properties": {"tensors_file": {"type": "string",
+                                    "pattern": r"^state-[0-9a-f]{16}\.safetensors$"},
+                   "tensors_sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                   "layout": _LAYOUT, "meta": {"type": "object"},
+                   "created_folder": {"type": "boolean"}},
+}
 
 
 class CheckpointError(ValueError):
@@ -75,32 +92,6 @@ class CheckpointError(ValueError):
 def _leaves(tree) -> list[tuple[str, Any]]:
     flat, _ = jax.tree_util.tree_flatten_with_path(tree)
     return [(jax.tree_util.keystr(path), leaf) for path, leaf in flat]
-
-
-def _fsync_write(path: pathlib.Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:12]}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _fsync_dir(path: pathlib.Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def save_checkpoint(path, trees: dict[str, Any], meta: dict | None = None) -> pathlib.Path:
@@ -116,12 +107,8 @@ def save_checkpoint(path, trees: dict[str, Any], meta: dict | None = None) -> pa
     from safetensors.numpy import save as st_save
 
     path = pathlib.Path(path)
-    if path.exists() and not path.is_dir():
-        raise CheckpointError(f"Cannot write a checkpoint to {str(path)!r}: it exists and is "
-                              "not a folder.")
-    if path.is_dir() and any(path.iterdir()) and not (path / META_FILE).is_file():
-        raise CheckpointError(f"Cannot write a checkpoint to {str(path)!r}: the folder is not "
-                              "empty and holds no checkpoint; refusing to overwrite it.")
+    previous = check_checkpoint_folder(path)
+    created = not path.exists()
     path.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, np.ndarray] = {}
     layout: dict[str, list] = {}
@@ -135,24 +122,40 @@ def save_checkpoint(path, trees: dict[str, Any], meta: dict | None = None) -> pa
             entries.append({"path": key, "shape": list(arr.shape), "dtype": arr.dtype.name})
         layout[tree_name] = entries
     blob = st_save(tensors, metadata={"format": FORMAT})
-    name = f"{_PREFIX}{uuid.uuid4().hex[:16]}{_SUFFIX}"
-    _fsync_write(path / name, blob)
+    digest = hashlib.sha256(blob).hexdigest()
+    name = f"{_PREFIX}{digest[:16]}{_SUFFIX}"
     doc = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "jaxreg_version": __version__,
         "tensors_file": name,
-        "tensors_sha256": hashlib.sha256(blob).hexdigest(),
+        "tensors_sha256": digest,
         "layout": layout,
         "meta": dict(meta or {}),
+        # Whether jaxreg made the folder (then clear_checkpoint removes it when empty).
+        "created_folder": created if previous is None else bool(
+            previous.get("created_folder", False)),
     }
-    text = json.dumps(doc, indent=1, allow_nan=False, default=_json_default)
-    _fsync_write(path / META_FILE, text.encode())  # the commit point
-    _fsync_dir(path)
-    for old in path.glob(f"{_PREFIX}*{_SUFFIX}"):
-        if old.name != name:
-            old.unlink(missing_ok=True)
+    files.commit(path, META_FILE, files.dumps(doc, "the checkpoint document"),
+                 files={name: blob}, owned=_OWNED)
     return path
+
+
+def check_checkpoint_folder(path) -> dict | None:
+    """Refuse a checkpoint folder jaxreg must not write into; return its checkpoint document
+    (None when there is none). A fine folder does not exist, is empty, or holds a jaxreg
+    checkpoint."""
+    path = pathlib.Path(path)
+    if os.path.lexists(path) and not path.is_dir():
+        raise CheckpointError(f"Cannot write a checkpoint to {str(path)!r}: it is a file, not "
+                              "a folder.")
+    if not path.is_dir():
+        return None
+    doc = read_checkpoint_meta(path)
+    if doc is None and any(not e.name.startswith(files.TMP_PREFIX) for e in path.iterdir()):
+        raise CheckpointError(f"Cannot write a checkpoint to {str(path)!r}: the folder is not "
+                              "empty and holds no checkpoint; refusing to touch it.")
+    return doc
 
 
 def _json_default(obj):
@@ -169,10 +172,9 @@ def read_checkpoint_meta(path) -> dict | None:
     if not doc_path.is_file():
         return None
     try:
-        doc = json.loads(doc_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"Checkpoint {str(doc_path)!r} is not valid JSON ({exc}); it is "
-                              "corrupted.") from None
+        doc = files.load_json(doc_path, "Checkpoint")
+    except ValueError as exc:
+        raise CheckpointError(f"{exc} The checkpoint is corrupted.") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r} is not a jaxreg checkpoint: {META_FILE} does not "
                               f"declare format {FORMAT!r}.")
@@ -184,6 +186,11 @@ def read_checkpoint_meta(path) -> dict | None:
         raise CheckpointError(f"Checkpoint {str(path)!r} has format version {version}, newer "
                               f"than this jaxreg ({__version__}) reads (up to "
                               f"{FORMAT_VERSION}).")
+    try:
+        files.validate_document(doc, _SCHEMA if version >= 2 else _SCHEMA_V1,
+                                f"Checkpoint {str(doc_path)!r}")
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
     return doc
 
 
@@ -245,16 +252,14 @@ def load_checkpoint(path, templates: dict[str, Any], *,
 
 
 def clear_checkpoint(path) -> None:
-    """Remove a checkpoint folder written by ``save_checkpoint`` (no-op when absent)."""
+    """Remove the files ``save_checkpoint`` wrote in ``path`` (no-op when absent); the folder
+    goes too when jaxreg created it and nothing else is in it."""
     path = pathlib.Path(path)
     if not path.is_dir():
         return
-    if not (path / META_FILE).is_file() and any(
-            not p.name.startswith((f".{META_FILE}", _PREFIX, f".{_PREFIX}"))
-            for p in path.iterdir()):
-        raise CheckpointError(f"Refusing to remove {str(path)!r}: it is not a checkpoint "
-                              "folder.")
-    shutil.rmtree(path, ignore_errors=True)
+    doc = check_checkpoint_folder(path)
+    created = bool(doc and doc.get("created_folder"))
+    files.remove_owned(path, META_FILE, _OWNED, remove_folder=created)
 
 
 # ---------------------------------------------------------------- resumable training

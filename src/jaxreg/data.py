@@ -139,14 +139,38 @@ class Standardizer(NamedTuple):
     scale: np.ndarray
 
     @classmethod
-    def fit(cls, a, *, enabled: bool = True) -> Standardizer:
+    def fit(cls, a, *, weights=None, enabled: bool = True, what: str = "x",
+            names=None) -> Standardizer:
+        """Per-column (weighted) mean and population standard deviation of ``a`` ``(n, d)``.
+
+        A column whose statistics are not representable (its mean, standard deviation or
+        variance overflows) is a ``ValueError`` naming ``what`` and the column (``names``
+        or its index): standardizing it would silently give a broken model.
+        """
         a = np.asarray(a)
         if not enabled:
             return cls(np.zeros(a.shape[1], a.dtype), np.ones(a.shape[1], a.dtype))
-        mean = a.mean(axis=0)
-        scale = a.std(axis=0)
-        scale = np.where(scale > 0, scale, 1).astype(a.dtype)
-        return cls(mean.astype(a.dtype), scale)
+        with np.errstate(over="ignore", invalid="ignore"):
+            if weights is None:
+                mean = a.mean(axis=0)
+                scale = a.std(axis=0)
+            else:
+                mean = np.average(a, axis=0, weights=weights)
+                scale = np.sqrt(np.average((a - mean) ** 2, axis=0, weights=weights))
+            ok = np.isfinite(mean) & np.isfinite(scale) & np.isfinite(
+                np.square(scale, dtype=np.float64))
+        if not ok.all():
+            j = int(np.argmin(ok))
+            col = repr(str(names[j])) if names is not None else str(j)
+            big = float(np.max(np.abs(a[:, j])))
+            raise ValueError(
+                f"{what} column {col} cannot be standardized: its mean or spread is not "
+                f"representable in {a.dtype} (values up to {big:.3g} in magnitude; the "
+                "variance overflows). Rescale the column, e.g. change its units.")
+        if weights is None:
+            scale = np.where(scale > 0, scale, 1).astype(a.dtype)
+            return cls(mean.astype(a.dtype), scale)
+        return cls(mean, np.where(scale > 0, scale, 1.0))
 
     def transform(self, a):
         return (a - self.mean) / self.scale

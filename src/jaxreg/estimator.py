@@ -338,6 +338,13 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             # Equal weights are the unweighted fit; keep its arithmetic identical.
             if np.all(w == w[0]):
                 w = None
+            else:
+                # Only ratios matter (the loss divides by the weights' sum): rescale weights
+                # whose sum would overflow, or that float32 would flush to zero.
+                with np.errstate(over="ignore"):
+                    total = np.float32(np.sum(w))
+                if not np.isfinite(total) or w.min() < 1e-30:
+                    w = w / w.max()
         return X, y2, w, y_1d
 
     # ------------------------------------------------------------ fitting
@@ -403,8 +410,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         if warm:
             x_sc, y_sc = self.x_scaler_, self.y_scaler_
         else:
-            x_sc = _weighted_scaler(x_tr, w_tr, p["standardize"])
-            y_sc = _weighted_scaler(y_tr, w_tr, p["standardize"])
+            x_sc, y_sc = self._scalers(x_tr, y_tr, w_tr, p["standardize"], targets)
         spec, cfg = self._spec_cfg(p, X.shape[1], y2.shape[1], x_tr.shape[0])
         m = p["n_ensemble"]
         hp = Hparams(learning_rate=p["learning_rate"], l2=p["l2"])
@@ -436,6 +442,13 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
                   f"{self.loss_curve_[-1]:.6g}, compile {self.compile_seconds_:.3f} s, "
                   f"run {self.run_seconds_:.3f} s")
         return self
+
+    def _scalers(self, x, y, w, enabled, targets):
+        names = getattr(self, "feature_names_in_", None)
+        return (Standardizer.fit(x, weights=w, enabled=enabled, what="X", names=names),
+                Standardizer.fit(y, weights=w, enabled=enabled, what="y",
+                                 names=targets if targets and len(targets) == y.shape[1]
+                                 else None))
 
     def _train(self, spec, cfg, data, hp, keys, init_params, chunk_epochs, callback):
         """Train all members (one compiled call, or equal compiled chunks of all of them);
@@ -503,8 +516,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
                              f"{self.n_outputs_} outputs as input.")
         if not fitted:
             self._seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
-            x_sc = _weighted_scaler(X, w, p["standardize"])
-            y_sc = _weighted_scaler(y2, w, p["standardize"])
+            x_sc, y_sc = self._scalers(X, y2, w, p["standardize"], _target_names(y))
             dtype = p["dtype"]
         else:
             x_sc, y_sc, dtype = self.x_scaler_, self.y_scaler_, self._dtype
@@ -540,7 +552,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
                        for layer in state.params)
         if not all(np.all(np.isfinite(a)) for a in jax.tree.leaves(params)):
             raise engine_mod.TrainingDivergedError(
-                "Training diverged: the parameters became NaN or infinite in partial_fit "
+                f"{engine_mod.NON_FINITE_MESSAGE} Training diverged in partial_fit "
                 f"(learning_rate={p['learning_rate']!r}). Lower the learning rate, "
                 "standardize x and y, or add an L2 penalty.")
         sq = np.asarray(y_sc.scale, np.float64) ** 2
@@ -599,8 +611,18 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
 
     # ------------------------------------------------------------ persistence
 
-    def save(self, path):
-        """Write the fitted model to the folder ``path`` (safetensors + JSON, atomic)."""
+    def save(self, path, *, overwrite: bool = True):
+        """Write the fitted model to the folder ``path`` (safetensors + JSON, atomic).
+
+        With ``overwrite=True`` (as Keras's ``Model.save``) a jaxreg model already at ``path``
+        is replaced atomically; anything else there is refused untouched.
+        """
+        store.save_model_document(path, self.document(), overwrite=overwrite)
+        return path
+
+    def document(self, run: dict | None = None) -> store.ModelDocument:
+        """The fitted model as a ``jaxreg.store.ModelDocument`` (in memory, checked), with
+        ``run`` (how it was made: data, split, metrics) recorded beside it."""
         check_is_fitted(self, "params_")
         params = self.get_params()
         if not isinstance(params["random_state"], numbers.Integral | type(None)):
@@ -622,13 +644,11 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
                              "batch_size": self._cfg.batch_size,
                              "sampling": self._cfg.sampling, "patience": self._cfg.patience},
         }
-        store.save_model(path, self._spec, self._params_stack, self.x_scaler_, self.y_scaler_,
-                         config=params,
-                         feature_names=getattr(self, "feature_names_in_", None),
-                         target_names=targets if targets is not None and len(targets) == n_out
-                         else None,
-                         metadata=metadata)
-        return path
+        return store.build_document(
+            self._spec, self._params_stack, self.x_scaler_, self.y_scaler_, config=params,
+            feature_names=getattr(self, "feature_names_in_", None),
+            target_names=targets if targets is not None and len(targets) == n_out else None,
+            metadata=metadata, y_ndim=1 if self._y_1d else 2, run=run)
 
 
 def _target_names(y):
@@ -637,17 +657,6 @@ def _target_names(y):
         return [str(c) for c in cols]
     name = getattr(y, "name", None)
     return None if name is None or not hasattr(y, "to_numpy") else [str(name)]
-
-
-def _weighted_scaler(a: np.ndarray, w, enabled: bool) -> Standardizer:
-    """Per-column (weighted) mean and population std; zero spread gets scale 1."""
-    if not enabled:
-        return Standardizer(np.zeros(a.shape[1]), np.ones(a.shape[1]))
-    if w is None:
-        return Standardizer.fit(a)
-    mean = np.average(a, axis=0, weights=w)
-    scale = np.sqrt(np.average((a - mean) ** 2, axis=0, weights=w))
-    return Standardizer(mean, np.where(scale > 0, scale, 1.0))
 
 
 def load(path) -> MLPRegressor:
@@ -681,7 +690,7 @@ def load(path) -> MLPRegressor:
     except (TypeError, ValueError):
         model._cfg = TrainConfig()
     model._dtype = params["dtype"]
-    model._y_1d = meta.get("y_ndim", 2) == 1 and spec.n_outputs == 1
+    model._y_1d = saved.y_ndim == 1
     model._params_stack = tuple(Layer(np.asarray(a.W), np.asarray(a.b)) for a in saved.params)
     model._seed = 0
     model._state = None

@@ -1,19 +1,23 @@
-"""Saved models: a folder with ``weights.safetensors`` and ``model.json``. Rank 3.
+"""Saved models: a folder with one manifest (``model.json``) and the files it names. Rank 3.
 
-Layout of a model folder::
+Layout of a model folder (format version 2)::
 
     MODEL_DIR/
-      weights.safetensors   layers.{i}.W (M, fan_in, fan_out), layers.{i}.b (M, 1, fan_out)
-      model.json            format, format_version, jaxreg_version, spec, scalers,
-                            config, feature/target names, n_ensemble, metadata, checksum
+      model.json                        the manifest: format, version, the files below, the
+                                        ``model`` section and its checksum, config, metadata, run
+      weights-<16 hex>.safetensors      layers.{i}.W (M, fan_in, fan_out), layers.{i}.b (M, 1, fan_out)
+      report-<16 hex>/                  the report written with the model (optional)
+      report -> report-<16 hex>         a link with a stable name to it
 
-Ensemble members are stacked on the leading axis ``M`` (``M = 1`` for a single model).
-Nothing is pickled: weights are safetensors (read with ``safetensors.numpy``) and the rest
-is JSON, so loading a model never executes code. ``save_model`` writes a temporary sibling
-folder, fsyncs it and renames it into place, so a crash never leaves a half-written model.
-``load_model`` refuses, naming the problem, a missing folder or file, a folder that is not
-a jaxreg model, a newer format version, a truncated or corrupted weights file (the JSON
-holds the weights' SHA-256), shapes that disagree with the spec, and non-finite values.
+The ``model`` section holds everything that determines predictions: the spec, dtype,
+member count, scalers, feature and target names, the shape of ``y`` and the weights'
+SHA-256; ``checksum`` is the SHA-256 of its canonical JSON, so an edit to any of them (or to
+the weights) is refused at load. Nothing is pickled: loading never executes code.
+
+A save never deletes what jaxreg did not create and is atomic: the weights are written under
+a content-addressed name, then ``model.json`` is replaced in one rename (the commit point),
+then the files nothing names any more are removed (``jaxreg.files.commit``). A folder counts
+as a jaxreg model only when its ``model.json`` declares jaxreg's format and a version.
 """
 
 from __future__ import annotations
@@ -23,23 +27,25 @@ import hashlib
 import json
 import os
 import pathlib
-import shutil
-import uuid
+import re
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from jaxreg import __version__
+from jaxreg import __version__, files
 from jaxreg.data import Standardizer
-from jaxreg.model import Layer, MLPSpec
+from jaxreg.model import ACTIVATIONS, INITIALIZERS, Layer, MLPSpec
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "META_FILE", "WEIGHTS_FILE", "SavedModel",
-           "is_model_dir", "load_model", "save_model"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "META_FILE", "ModelDocument", "ModelWriter",
+           "SavedModel", "build_document", "check_target", "is_model_dir", "load_model",
+           "save_model", "save_model_document"]
 
 FORMAT = "jaxreg-model"
-FORMAT_VERSION = 1
-WEIGHTS_FILE = "weights.safetensors"
+FORMAT_VERSION = 2  # 2: manifest naming content-addressed files, checksum over the model
 META_FILE = "model.json"
+REPORT_LINK = "report"
+_OWNED = re.compile(r"(weights-[0-9a-f]{16}\.safetensors|report-[0-9a-f]{16})")
+_LEGACY = ("weights.safetensors", "run.json")  # format 1 (the report/ folder is handled apart)
 _DTYPES = ("float32", "float64")
 
 
@@ -61,37 +67,102 @@ class SavedModel(NamedTuple):
     metadata: dict
     format_version: int
     jaxreg_version: str
+    y_ndim: int = 2
+    run: dict | None = None
 
 
-def is_model_dir(path) -> bool:
-    """True when ``path`` is a folder holding a ``model.json`` (cheap; no validation)."""
-    p = pathlib.Path(path)
-    return p.is_dir() and (p / META_FILE).is_file()
+class ModelDocument(NamedTuple):
+    """A model ready to commit: the manifest (``doc``) and the weights file's bytes."""
+
+    doc: dict
+    weights: bytes
+    saved: SavedModel
 
 
-# ---------------------------------------------------------------- save
+# ---------------------------------------------------------------- schema
+
+_NUMBERS = {"type": "array", "items": {"type": "number"}}
+_SCALER = {"type": "object", "required": ["mean", "scale", "dtype"],
+           "properties": {"mean": _NUMBERS, "scale": _NUMBERS, "dtype": {"enum": list(_DTYPES)}}}
+_NAMES = {"type": ["array", "null"], "items": {"type": "string"}}
+_SPEC = {"type": "object", "required": ["layer_sizes", "activation", "init", "bias_init",
+                                        "key_scheme"],
+         "properties": {"layer_sizes": {"type": "array", "minItems": 2,
+                                        "items": {"type": "integer", "minimum": 1}},
+                        "activation": {"enum": sorted(ACTIVATIONS)},
+                        "init": {"enum": list(INITIALIZERS)},
+                        "gain": {"type": ["number", "null"], "exclusiveMinimum": 0},
+                        "bias_init": {"type": "string"}, "key_scheme": {"type": "string"}},
+         "additionalProperties": False}
+_MODEL = {"type": "object",
+          "required": ["spec", "dtype", "n_ensemble", "x_scaler", "y_scaler", "feature_names",
+                       "target_names", "y_ndim", "weights_sha256"],
+          "properties": {"spec": _SPEC, "dtype": {"enum": list(_DTYPES)},
+                         "n_ensemble": {"type": "integer", "minimum": 1},
+                         "x_scaler": _SCALER, "y_scaler": _SCALER, "feature_names": _NAMES,
+                         "target_names": _NAMES, "y_ndim": {"enum": [1, 2]},
+                         "weights_sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}}
+SCHEMA = {
+    "type": "object",
+    "required": ["format", "format_version", "jaxreg_version", "files", "model", "checksum",
+                 "config", "metadata"],
+    "properties": {
+        "format": {"const": FORMAT},
+        "format_version": {"type": "integer", "minimum": 1},
+        "jaxreg_version": {"type": "string"},
+        "files": {"type": "object", "required": ["weights"],
+                  "properties": {"weights": {"type": "string",
+                                             "pattern": r"^weights-[0-9a-f]{16}\.safetensors$"},
+                                 "report": {"type": ["string", "null"],
+                                            "pattern": "^report-[0-9a-f]{16}$"}}},
+        "model": _MODEL,
+        "checksum": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+        "config": {"type": "object"},
+        "metadata": {"type": "object",
+                     "properties": {"n_iter": {"type": "integer", "minimum": 0},
+                                    "loss_curve": _NUMBERS,
+                                    "validation_loss_curve": {"type": ["array", "null"],
+                                                              "items": {"type": "number"}},
+                                    "compile_seconds": {"type": "number"},
+                                    "run_seconds": {"type": "number"}}},
+        "run": {"type": ["object", "null"]},
+    },
+}
+# Format 1 (jaxreg 0.1): a flat document; its checksum covered the weights only.
+_SCHEMA_V1 = {
+    "type": "object",
+    "required": ["format", "format_version", "spec", "n_ensemble", "x_scaler", "y_scaler",
+                 "weights_sha256", "dtype"],
+    "properties": {"spec": _SPEC, "dtype": {"enum": list(_DTYPES)},
+                   "n_ensemble": {"type": "integer", "minimum": 1}, "x_scaler": _SCALER,
+                   "y_scaler": _SCALER, "feature_names": _NAMES, "target_names": _NAMES,
+                   "weights_sha256": {"type": "string"}, "config": {"type": "object"},
+                   "metadata": SCHEMA["properties"]["metadata"]},
+}
 
 
-def save_model(path, spec: MLPSpec, params, x_scaler: Standardizer, y_scaler: Standardizer,
-               *, config: dict | None = None, feature_names=None, target_names=None,
-               metadata: dict | None = None) -> pathlib.Path:
-    """Write a model folder at ``path`` atomically and return its path.
+# ---------------------------------------------------------------- building a document
+
+
+def build_document(spec: MLPSpec, params, x_scaler: Standardizer, y_scaler: Standardizer, *,
+                   config: dict | None = None, feature_names=None, target_names=None,
+                   metadata: dict | None = None, y_ndim: int = 2,
+                   run: dict | None = None) -> ModelDocument:
+    """Everything a save writes, built and checked in memory (nothing touches the disk).
 
     Args:
-      path: the model folder. An existing jaxreg model there is replaced (atomically:
-        the new folder is complete before it takes the name); any other existing file or
-        non-empty folder is refused.
       spec: the architecture.
       params: layers stacked on a leading member axis (``W`` ``(M, fan_in, fan_out)``),
         or one model's layers (``W`` ``(fan_in, fan_out)``), which is saved with ``M = 1``.
       x_scaler, y_scaler: the standardizers of inputs and targets.
-      config: the training configuration (JSON-serializable values).
+      config: the training configuration (JSON values).
       feature_names, target_names: column names, or None.
       metadata: anything else JSON-serializable (e.g. the fitted loss curves).
+      y_ndim: 1 when predictions are 1-D (one target given as a vector), else 2.
+      run: how the model was made (data file, split, metrics), or None.
     """
     from safetensors.numpy import save as st_save
 
-    path = pathlib.Path(path)
     layers = _stack(params)
     _check_params(spec, layers, "params")
     dtype = np.asarray(layers[0].W).dtype
@@ -102,38 +173,32 @@ def save_model(path, spec: MLPSpec, params, x_scaler: Standardizer, y_scaler: St
     for i, layer in enumerate(layers):
         tensors[f"layers.{i}.W"] = np.ascontiguousarray(layer.W, dtype=dtype)
         tensors[f"layers.{i}.b"] = np.ascontiguousarray(layer.b, dtype=dtype)
-    for name, arr in tensors.items():
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"Refusing to save non-finite weights: {name} holds NaN or inf.")
     blob = st_save(tensors, metadata={"format": FORMAT})
-    meta = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "jaxreg_version": __version__,
-        "dtype": dtype.name,
+    digest = hashlib.sha256(blob).hexdigest()
+    model = {
         "spec": _spec_to_json(spec),
+        "dtype": dtype.name,
         "n_ensemble": m,
         "x_scaler": _scaler_to_json(x_scaler, spec.n_inputs, "x_scaler"),
         "y_scaler": _scaler_to_json(y_scaler, spec.n_outputs, "y_scaler"),
-        "config": dict(config or {}),
         "feature_names": _names(feature_names, spec.n_inputs, "feature_names"),
         "target_names": _names(target_names, spec.n_outputs, "target_names"),
-        "metadata": dict(metadata or {}),
-        "weights_sha256": hashlib.sha256(blob).hexdigest(),
+        "y_ndim": 1 if (y_ndim == 1 and spec.n_outputs == 1) else 2,
+        "weights_sha256": digest,
     }
-    text = json.dumps(meta, indent=2, allow_nan=False, default=_json_default)
-    _atomic_write_dir(path, {WEIGHTS_FILE: blob, META_FILE: text.encode()})
-    return path
-
-
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, tuple):
-        return list(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+    doc = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "jaxreg_version": __version__,
+        "files": {"weights": f"weights-{digest[:16]}.safetensors", "report": None},
+        "model": model,
+        "checksum": files.checksum(model),
+        "config": dict(config or {}),
+        "metadata": dict(metadata or {}),
+        "run": None if run is None else dict(run),
+    }
+    text = files.dumps(doc, "the model document")  # every value JSON and finite, or named
+    return ModelDocument(doc, blob, _saved(json.loads(text), tensors, "the model"))
 
 
 def _stack(params) -> tuple[Layer, ...]:
@@ -155,9 +220,12 @@ def _scaler_to_json(scaler: Standardizer, width: int, name: str) -> dict:
     if mean.shape != (width,) or scale.shape != (width,):
         raise ValueError(f"{name} must have {width} columns. Got mean {mean.shape} and "
                          f"scale {scale.shape}.")
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(scale)) and np.all(scale > 0)):
+        raise ValueError(f"{name} must have finite means and finite positive scales. Got mean "
+                         f"{mean.tolist()} and scale {scale.tolist()}.")
     # float32 -> float64 -> repr -> float64 -> float32 is exact, so JSON keeps every bit.
     return {"mean": [float(v) for v in mean], "scale": [float(v) for v in scale],
-            "dtype": mean.dtype.name}
+            "dtype": mean.dtype.name if mean.dtype.name in _DTYPES else "float64"}
 
 
 def _names(names, width: int, what: str):
@@ -169,54 +237,136 @@ def _names(names, width: int, what: str):
     return names
 
 
-def _fsync_dir(path: pathlib.Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # e.g. platforms without directory file descriptors
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+# ---------------------------------------------------------------- the target folder
 
 
-def _atomic_write_dir(path: pathlib.Path, files: dict[str, bytes]) -> None:
-    parent = path.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        if not path.is_dir():
-            raise ValueError(f"Cannot save a model to {str(path)!r}: it exists and is not a "
-                             "folder.")
-        if any(path.iterdir()) and not is_model_dir(path):
-            raise ValueError(f"Cannot save a model to {str(path)!r}: the folder is not empty "
-                             "and is not a jaxreg model; refusing to overwrite it.")
-    tag = uuid.uuid4().hex[:12]
-    tmp = parent / f".{path.name}.tmp-{tag}"
-    old = parent / f".{path.name}.old-{tag}"
-    tmp.mkdir()
+def _manifest_version(path: pathlib.Path) -> int | None:
+    """The format version when ``path`` holds a jaxreg model document, else None."""
     try:
-        for name, data in files.items():
-            with open(tmp / name, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-        _fsync_dir(tmp)
-        if path.exists():
-            # A folder cannot be os.replace'd over a non-empty one: move the old model
-            # aside first; the new one is complete on disk before it takes the name.
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-        _fsync_dir(parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not path.exists():
-            os.replace(old, path)
-        raise
+        doc = files.load_json(path / META_FILE, "model document")
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        return None
+    version = doc.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        return None
+    return version
+
+
+def is_model_dir(path) -> bool:
+    """True when ``path`` is a folder whose ``model.json`` declares jaxreg's model format."""
+    p = pathlib.Path(path)
+    return p.is_dir() and _manifest_version(p) is not None
+
+
+def _only_temporaries(path: pathlib.Path) -> bool:
+    return all(e.name.startswith(files.TMP_PREFIX) for e in path.iterdir())
+
+
+def check_target(path, *, overwrite: bool) -> bool:
+    """Refuse a model path that a save must not touch; True when a model is there already.
+
+    A path is fine when it does not exist, is an empty folder, or (with ``overwrite``) holds
+    a jaxreg model. A file, a folder with anything else, or a model without ``overwrite`` is
+    a ``ValueError`` and nothing is touched.
+    """
+    p = pathlib.Path(path)
+    if os.path.lexists(p) and not p.is_dir():
+        raise ValueError(f"Cannot save a model to {str(p)!r}: it is a file, not a folder.")
+    if not p.exists() or _only_temporaries(p):
+        return False
+    if not is_model_dir(p):
+        raise ValueError(f"Cannot save a model to {str(p)!r}: the folder is not empty and is "
+                         f"not a jaxreg model; refusing to touch it (it has no valid "
+                         f"{META_FILE}).")
+    if not overwrite:
+        raise FileExistsError(f"{str(p)!r} already holds a jaxreg model; refusing to replace "
+                              "it without overwrite.")
+    return True
+
+
+class ModelWriter:
+    """Write one model folder: check the target first, stage extras, commit last.
+
+    ``with ModelWriter(path, overwrite=...) as w:`` checks the target (nothing is created
+    when it is refused), creates the folder if needed, lets the caller stage a report
+    (``w.stage_folder()``) and ``w.commit(document, report=...)``. Leaving the block with an
+    error removes what was staged, and the folder when this writer created it and it is
+    still empty: a failed save changes nothing.
+    """
+
+    def __init__(self, path, *, overwrite: bool = True) -> None:
+        self.path = pathlib.Path(path)
+        self.overwrite = overwrite
+        self.created = False
+        self._staging: files.Staging | None = None
+
+    def __enter__(self) -> ModelWriter:
+        check_target(self.path, overwrite=self.overwrite)
+        if not self.path.exists():
+            self.path.mkdir(parents=True)
+            self.created = True
+        self._staging = files.Staging(self.path)
+        return self
+
+    def stage_folder(self) -> pathlib.Path:
+        assert self._staging is not None, "use ModelWriter as a context manager"
+        return self._staging.folder()
+
+    def commit(self, document: ModelDocument, *, report: pathlib.Path | None = None) -> None:
+        """Make ``document`` the folder's model (with ``report``, a staged folder)."""
+        check_target(self.path, overwrite=True)  # again: something may have moved in
+        doc = dict(document.doc)
+        folders = {}
+        if report is not None:
+            name = f"report-{os.urandom(8).hex()}"
+            doc["files"] = {**doc["files"], "report": name}
+            folders[name] = report
+        weights_name = doc["files"]["weights"]
+        self._clear_legacy_report()
+        files.commit(self.path, META_FILE, files.dumps(doc, "the model document"),
+                     files={weights_name: document.weights}, folders=folders, owned=_OWNED,
+                     link=(REPORT_LINK, next(iter(folders))) if folders else None,
+                     legacy=_LEGACY)
+
+    def _clear_legacy_report(self) -> None:
+        """Format 1 wrote ``report/`` as a folder of plain files: make room for the link."""
+        old = self.path / REPORT_LINK
+        if old.is_dir() and not old.is_symlink() and _manifest_version(self.path) == 1:
+            files.remove_entry(old)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._staging is not None:
+            self._staging.close()
+        if exc_type is not None and self.created:
+            try:
+                self.path.rmdir()
+            except OSError:  # not empty: a concurrent save put something there
+                pass
+
+
+def save_model(path, spec: MLPSpec, params, x_scaler: Standardizer, y_scaler: Standardizer,
+               *, config: dict | None = None, feature_names=None, target_names=None,
+               metadata: dict | None = None, y_ndim: int = 2, run: dict | None = None,
+               overwrite: bool = True) -> pathlib.Path:
+    """Write a model folder at ``path`` atomically and return its path.
+
+    ``overwrite=True`` replaces a jaxreg model already there (atomically); any other file or
+    non-empty folder is refused untouched. The other arguments are ``build_document``'s.
+    """
+    document = build_document(spec, params, x_scaler, y_scaler, config=config,
+                              feature_names=feature_names, target_names=target_names,
+                              metadata=metadata, y_ndim=y_ndim, run=run)
+    return save_model_document(path, document, overwrite=overwrite)
+
+
+def save_model_document(path, document: ModelDocument, *, overwrite: bool = True
+                        ) -> pathlib.Path:
+    """Commit a built ``ModelDocument`` to the folder ``path`` (see ``save_model``)."""
+    with ModelWriter(path, overwrite=overwrite) as writer:
+        writer.commit(document)
+    return pathlib.Path(path)
 
 
 # ---------------------------------------------------------------- load
@@ -226,9 +376,10 @@ def load_model(path) -> SavedModel:
     """Read and validate a model folder written by ``save_model``.
 
     Raises:
-      FileNotFoundError: the folder, ``model.json`` or ``weights.safetensors`` is missing.
+      FileNotFoundError: the folder or a file its manifest names is missing.
       ValueError: the folder is not a jaxreg model, was written by a newer format version,
-        or its weights are truncated, corrupted, non-finite or disagree with its spec.
+        its document breaks the schema or was edited (checksum), or its weights are
+        truncated, corrupted, non-finite or disagree with its spec.
     """
     from safetensors import SafetensorError
     from safetensors.numpy import load as st_load
@@ -238,43 +389,39 @@ def load_model(path) -> SavedModel:
         raise FileNotFoundError(f"Model folder {str(path)!r} does not exist.")
     if not path.is_dir():
         raise ValueError(f"{str(path)!r} is not a jaxreg model: a model is a folder with "
-                         f"{META_FILE} and {WEIGHTS_FILE}, and this is a file.")
-    meta_path, weights_path = path / META_FILE, path / WEIGHTS_FILE
+                         f"{META_FILE}, and this is a file.")
+    meta_path = path / META_FILE
     if not meta_path.is_file():
-        if not weights_path.is_file():
-            raise ValueError(f"{str(path)!r} is not a jaxreg model: it has no {META_FILE} "
-                             f"and no {WEIGHTS_FILE}.")
-        raise FileNotFoundError(f"Model folder {str(path)!r} is missing {META_FILE}.")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{str(meta_path)!r} is not valid JSON ({exc}); the model is "
-                         "corrupted.") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        if any(_OWNED.fullmatch(e.name) or e.name in _LEGACY for e in path.iterdir()):
+            raise FileNotFoundError(f"Model folder {str(path)!r} is missing {META_FILE}.")
+        raise ValueError(f"{str(path)!r} is not a jaxreg model: it has no {META_FILE}.")
+    what = f"Model document {str(meta_path)!r}"
+    doc = files.load_json(meta_path, "Model document")
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ValueError(f"{str(path)!r} is not a jaxreg model: {META_FILE} does not declare "
                          f"format {FORMAT!r}.")
-    version = meta.get("format_version")
+    version = doc.get("format_version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ValueError(f"{str(meta_path)!r} has an invalid format_version. Got {version!r}.")
+        raise ValueError(f"{what} has an invalid format_version. Got {version!r}.")
     if version > FORMAT_VERSION:
         raise ValueError(f"Model {str(path)!r} has format version {version}, newer than this "
                          f"jaxreg ({__version__}) reads (up to {FORMAT_VERSION}); upgrade "
                          "jaxreg to load it.")
-    missing = [k for k in ("spec", "n_ensemble", "x_scaler", "y_scaler", "weights_sha256",
-                           "dtype") if k not in meta]
-    if missing:
-        raise ValueError(f"{str(meta_path)!r} is missing the field(s) {missing}; the model is "
-                         "corrupted.")
-    try:
-        spec_d = dict(meta["spec"])
-        spec_d["layer_sizes"] = tuple(spec_d["layer_sizes"])
-        spec = MLPSpec(**spec_d)
-    except (TypeError, ValueError, KeyError) as exc:
-        raise ValueError(f"{str(meta_path)!r} holds an invalid spec: {exc}") from None
+    if version == 1:
+        files.validate_document(doc, _SCHEMA_V1, what)
+        doc = _upgrade_v1(doc)
+    else:
+        files.validate_document(doc, SCHEMA, what)
+        if files.checksum(doc["model"]) != doc["checksum"]:
+            raise ValueError(f"{what} was modified after it was saved: its checksum does not "
+                             "match its spec, scalers, names and weights; refusing to load a "
+                             "model that may predict differently.")
+    weights_path = path / doc["files"]["weights"]
     if not weights_path.is_file():
-        raise FileNotFoundError(f"Model folder {str(path)!r} is missing {WEIGHTS_FILE}.")
+        raise FileNotFoundError(f"Model folder {str(path)!r} is missing its weights file "
+                                f"{weights_path.name}.")
     blob = weights_path.read_bytes()
-    if hashlib.sha256(blob).hexdigest() != meta["weights_sha256"]:
+    if hashlib.sha256(blob).hexdigest() != doc["model"]["weights_sha256"]:
         raise ValueError(f"Weights file {str(weights_path)!r} is truncated or corrupted: its "
                          f"SHA-256 does not match the one recorded in {META_FILE} "
                          f"({len(blob)} bytes on disk).")
@@ -283,41 +430,59 @@ def load_model(path) -> SavedModel:
     except (SafetensorError, ValueError, OverflowError) as exc:
         raise ValueError(f"Weights file {str(weights_path)!r} is truncated or corrupted: "
                          f"{exc}") from None
-    m = meta["n_ensemble"]
-    if isinstance(m, bool) or not isinstance(m, int) or m < 1:
-        raise ValueError(f"{str(meta_path)!r}: n_ensemble must be a positive integer. "
-                         f"Got {m!r}.")
+    return _saved(doc, tensors, f"Weights file {str(weights_path)!r}", what)
+
+
+def _upgrade_v1(doc: dict) -> dict:
+    model = {k: doc.get(k) for k in _MODEL["required"]}
+    meta = dict(doc.get("metadata") or {})
+    model["y_ndim"] = 1 if meta.get("y_ndim") == 1 else 2
+    return {**doc, "model": model, "files": {"weights": _LEGACY[0], "report": None},
+            "run": None}
+
+
+def _saved(doc: dict, tensors: dict, where: str, what: str = "the model") -> SavedModel:
+    model = doc["model"]
+    try:
+        spec_d = dict(model["spec"])
+        spec_d["layer_sizes"] = tuple(spec_d["layer_sizes"])
+        spec = MLPSpec(**spec_d)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ValueError(f"{what} holds an invalid spec: {exc}") from None
+    m = model["n_ensemble"]
     n_layers = len(spec.layer_sizes) - 1
     expected = {f"layers.{i}.{p}" for i in range(n_layers) for p in "Wb"}
     if set(tensors) != expected:
-        raise ValueError(f"Weights file {str(weights_path)!r} disagrees with the spec "
-                         f"{spec.layer_sizes}: expected tensors {sorted(expected)}, found "
-                         f"{sorted(tensors)}.")
-    dtype = meta["dtype"]
-    if dtype not in _DTYPES:
-        raise ValueError(f"{str(meta_path)!r}: dtype must be one of {list(_DTYPES)}. "
-                         f"Got {dtype!r}.")
-    layers = tuple(Layer(tensors[f"layers.{i}.W"], tensors[f"layers.{i}.b"])
-                   for i in range(n_layers))
+        raise ValueError(f"{where} disagrees with the spec {spec.layer_sizes}: expected "
+                         f"tensors {sorted(expected)}, found {sorted(tensors)}.")
+    dtype = model["dtype"]
     for name, arr in tensors.items():
         if arr.dtype.name != dtype:
-            raise ValueError(f"Weights file {str(weights_path)!r}: {name} has dtype "
-                             f"{arr.dtype}, but {META_FILE} says {dtype}.")
-    _check_params(spec, layers, f"Weights file {str(weights_path)!r}", m=m)
-    x_scaler = _scaler_from_json(meta["x_scaler"], spec.n_inputs, "x_scaler", meta_path)
-    y_scaler = _scaler_from_json(meta["y_scaler"], spec.n_outputs, "y_scaler", meta_path)
+            raise ValueError(f"{where}: {name} has dtype {arr.dtype}, but {META_FILE} says "
+                             f"{dtype}.")
+    layers = tuple(Layer(tensors[f"layers.{i}.W"], tensors[f"layers.{i}.b"])
+                   for i in range(n_layers))
+    _check_params(spec, layers, where, m=m)
+    for name in ("feature_names", "target_names"):
+        names = model.get(name)
+        width = spec.n_inputs if name == "feature_names" else spec.n_outputs
+        if names is not None and len(names) != width:
+            raise ValueError(f"{what}: {name} must list {width} names for the spec. Got "
+                             f"{len(names)}.")
     return SavedModel(
         spec=spec,
         params=layers,
-        x_scaler=x_scaler,
-        y_scaler=y_scaler,
-        config=dict(meta.get("config") or {}),
-        feature_names=meta.get("feature_names"),
-        target_names=meta.get("target_names"),
+        x_scaler=_scaler_from_json(model["x_scaler"], spec.n_inputs, "x_scaler", what),
+        y_scaler=_scaler_from_json(model["y_scaler"], spec.n_outputs, "y_scaler", what),
+        config=dict(doc.get("config") or {}),
+        feature_names=model.get("feature_names"),
+        target_names=model.get("target_names"),
         n_ensemble=m,
-        metadata=dict(meta.get("metadata") or {}),
-        format_version=version,
-        jaxreg_version=str(meta.get("jaxreg_version", "unknown")),
+        metadata=dict(doc.get("metadata") or {}),
+        format_version=int(doc["format_version"]),
+        jaxreg_version=str(doc.get("jaxreg_version", "unknown")),
+        y_ndim=int(model.get("y_ndim", 2)),
+        run=doc.get("run"),
     )
 
 
@@ -339,20 +504,17 @@ def _check_params(spec: MLPSpec, layers, what: str, m: int | None = None) -> Non
                 raise ValueError(f"{what}: layers.{i}.{name} holds NaN or infinite values.")
 
 
-def _scaler_from_json(d: Any, width: int, name: str, meta_path) -> Standardizer:
-    try:
-        dtype = np.dtype(d.get("dtype", "float32"))
-        mean = np.asarray(d["mean"], dtype=np.float64)
-        scale = np.asarray(d["scale"], dtype=np.float64)
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{str(meta_path)!r} holds an invalid {name}: {exc}") from None
+def _scaler_from_json(d: Any, width: int, name: str, what: str) -> Standardizer:
+    dtype = np.dtype(d["dtype"])
+    mean = np.asarray(d["mean"], dtype=np.float64)
+    scale = np.asarray(d["scale"], dtype=np.float64)
     if mean.shape != (width,) or scale.shape != (width,):
-        raise ValueError(f"{str(meta_path)!r}: {name} must have {width} values for the spec. "
-                         f"Got mean {mean.shape} and scale {scale.shape}.")
+        raise ValueError(f"{what}: {name} must have {width} values for the spec. Got mean "
+                         f"{mean.shape} and scale {scale.shape}.")
     if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(scale)) and np.all(scale > 0)):
-        raise ValueError(f"{str(meta_path)!r}: {name} must be finite with positive scale.")
-    if dtype.name not in _DTYPES:
-        raise ValueError(f"{str(meta_path)!r}: {name} dtype must be one of {list(_DTYPES)}. "
-                         f"Got {dtype.name!r}.")
-    return Standardizer(mean.astype(dtype), scale.astype(dtype))
-
+        raise ValueError(f"{what}: {name} must be finite with positive scale.")
+    with np.errstate(over="ignore"):
+        cast_mean, cast_scale = mean.astype(dtype), scale.astype(dtype)
+    if not (np.all(np.isfinite(cast_mean)) and np.all(np.isfinite(cast_scale))):
+        raise ValueError(f"{what}: {name} does not fit in {dtype.name}.")
+    return Standardizer(cast_mean, cast_scale)

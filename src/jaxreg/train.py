@@ -53,8 +53,13 @@ OBJECTIVES = ("mse", "rmse")
 _SAMPLE_SALT = 0x5A3D  # fold_in constant separating the sampling stream from init keys
 
 
-class TrainingDivergedError(FloatingPointError):
-    """Training produced non-finite losses or parameters."""
+NON_FINITE_MESSAGE = ("Solver produced non-finite parameter weights. The input data may "
+                      "contain large values and need to be preprocessed.")
+
+
+class TrainingDivergedError(ValueError, FloatingPointError):
+    """Training produced non-finite losses or parameters (a ``ValueError``, as scikit-learn
+    raises for non-finite weights, and a ``FloatingPointError``)."""
 
 
 @dataclass(frozen=True)
@@ -573,8 +578,9 @@ def check_finite(result: TrainResult, hparams: Hparams | None = None,
         rates = np.asarray(hparams.learning_rate, dtype=float).reshape(-1)
         lr = f" (learning_rate={rates[i if rates.size > 1 else 0]:g})"
     raise TrainingDivergedError(
-        f"Training diverged{who}: the loss or the parameters became NaN or infinite "
-        f"{where}{lr}. Lower the learning rate, standardize x and y, or add an L2 penalty.")
+        f"{NON_FINITE_MESSAGE} Training diverged{who}: the loss or the parameters became NaN "
+        f"or infinite {where}{lr}. Lower the learning rate, standardize x and y, or add an L2 "
+        "penalty.")
 
 
 def fit(spec: MLPSpec, cfg: TrainConfig, data: Dataset, hparams: Hparams = Hparams(),
