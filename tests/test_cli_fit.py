@@ -66,7 +66,7 @@ def test_diabetes_fit_predict_report(tmp_path, diabetes_csv, capsys):
     assert "353 training and 89 validation rows" in out
     assert "Ridge baseline (validation)" in out and "network (validation)" in out
     assert "Compile" in out and "training" in out
-    run = json.loads((model_dir / "run.json").read_text())
+    run = json.loads((model_dir / "model.json").read_text())["run"]
     net = run["metrics"]["network (validation)"]
     ridge = run["metrics"]["Ridge baseline (validation)"]
     # Ridge on diabetes explains roughly half of the variance; the network is in that range.
@@ -169,10 +169,11 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run_and_the_estimator(tmp_
         out, err = resumed.communicate(timeout=120)
     assert resumed.returncode == 0, err
     assert f"Resumed from the checkpoint in {ckpt} (epoch {epoch})" in out
-    assert (tmp_path / "straight" / "weights.safetensors").read_bytes() == (
-        tmp_path / "killed" / "weights.safetensors").read_bytes()
-    meta = [json.loads((tmp_path / d / "model.json").read_text())["metadata"]
-            for d in ("straight", "killed")]
+    docs = [json.loads((tmp_path / d / "model.json").read_text()) for d in ("straight", "killed")]
+    assert docs[0]["files"]["weights"] == docs[1]["files"]["weights"]  # content-addressed
+    assert (tmp_path / "straight" / docs[0]["files"]["weights"]).read_bytes() == (
+        tmp_path / "killed" / docs[1]["files"]["weights"]).read_bytes()
+    meta = [doc["metadata"] for doc in docs]
     assert meta[0]["loss_curve"] == meta[1]["loss_curve"]
     assert meta[0]["validation_loss_curve"] == meta[1]["validation_loss_curve"]
     assert not ckpt.exists()  # a finished run removes its checkpoint
@@ -284,7 +285,7 @@ def test_bad_model_folders_and_prediction_data(tmp_path, capsys):
         (["predict", str(tmp_path / "nothing"), data], "predict", "does not exist"),
         (["report", str(tmp_path / "notmodel")], "report", "is not a jaxreg model"),
         (["fit", data, "--target", "y", "--out", str(tmp_path / "notmodel")], "fit",
-         "not a jaxreg model; refusing to overwrite"),
+         "not a jaxreg model; refusing to touch it"),
     ]
     for argv, cmd, piece in cases:
         code, _, err = _run(argv, capsys)

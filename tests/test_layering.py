@@ -13,6 +13,8 @@ RANKS = {
     "plots": 0,
     "runtime": 0,
     "errors": 0,
+    "files": 0,
+    "interrupts": 0,
     "tabular": 0,
     "model": 1,
     "loss": 2,

@@ -54,8 +54,8 @@ from jaxreg.train import (
 )
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "META_FILE", "CheckpointError", "RunOutcome",
-           "check_checkpoint_folder", "clear_checkpoint", "fit_resumable", "load_checkpoint", "read_checkpoint_meta",
-           "save_checkpoint", "state_template"]
+           "check_checkpoint_folder", "clear_checkpoint", "fit_resumable", "load_checkpoint",
+           "read_checkpoint_meta", "save_checkpoint", "state_template"]
 
 FORMAT = "jaxreg-checkpoint"
 FORMAT_VERSION = 2  # 2: one state for all members (member axis first)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 
 # command module names under jaxreg.apps, in the order --help lists them
@@ -45,31 +46,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "run", None):
-        parser.print_help()
-        return 0
-    from jaxreg.errors import UsageError
-    from jaxreg.runtime import configure_process, cpu_cores
+def _one_line(exc: BaseException) -> str:
+    """An error as one line: an OS error names the path and the system's reason."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        reason = exc.strerror or str(exc)
+        return f"{reason}: {str(exc.filename)!r}"
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
-    # One CPU device per core: fit_many (sweeps, ensembles) splits its models over them.
-    configure_process(
-        compilation_cache=False if args.no_cache else (args.cache_dir or True),
-        fast_cpu=not args.default_xla,
-        n_cpu_devices=None if args.default_xla else cpu_cores(),
-    )
+
+def main(argv: list[str] | None = None) -> int:
+    # First, before JAX is imported: an interrupt must end the command with nothing replaced.
+    from jaxreg import interrupts
+
+    interrupts.install()
+    command = "jaxreg"
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "run", None):
+            parser.print_help()
+            return 0
+        command = f"jaxreg {args.command}"
+        import warnings
+
+        from jaxreg.runtime import configure_process, cpu_cores
+
+        # Every numerical problem is checked and reported in words; NumPy's and JAX's
+        # RuntimeWarnings would only repeat it on stderr.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        # One CPU device per core: fit_many (sweeps, ensembles) splits its models over them.
+        configure_process(
+            compilation_cache=False if args.no_cache else (args.cache_dir or True),
+            fast_cpu=not args.default_xla,
+            n_cpu_devices=None if args.default_xla else cpu_cores(),
+        )
         return int(args.run(args) or 0)
-    except (UsageError, ValueError, FileNotFoundError, IsADirectoryError, FloatingPointError,
-            UnicodeDecodeError) as exc:
-        # Bad input is one line on stderr and exit code 2; JAXREG_DEBUG=1 shows the traceback.
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C while exiting
+        print(f"{command}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, FloatingPointError) as exc:
+        # Bad input and failed writes are one line on stderr and exit code 2;
+        # JAXREG_DEBUG=1 shows the traceback.
         if os.environ.get("JAXREG_DEBUG"):
             raise
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"jaxreg {args.command}: error: {message}", file=sys.stderr)
+        print(f"{command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130

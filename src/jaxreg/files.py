@@ -28,7 +28,8 @@ from collections.abc import Iterator
 from typing import Any
 
 __all__ = ["TMP_PREFIX", "Staging", "check_output_folder", "checksum", "commit", "dumps",
-           "folder_lock", "fsync_dir", "load_json", "remove_entry", "remove_owned", "validate_document"]
+           "folder_lock", "fsync_dir", "load_json", "remove_entry", "remove_owned",
+           "validate_document"]
 
 TMP_PREFIX = ".jaxreg-tmp-"
 
@@ -71,11 +72,11 @@ class Staging:
     """
 
     def __init__(self, folder) -> None:
-        self.folder = pathlib.Path(folder)
+        self.parent = pathlib.Path(folder)
         self._held: list[tuple[pathlib.Path, int]] = []
 
     def file(self, data: bytes) -> pathlib.Path:
-        path = self.folder / _tmp_name()
+        path = self.parent / _tmp_name()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         self._held.append((path, fd))
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -86,7 +87,7 @@ class Staging:
         return path
 
     def folder(self) -> pathlib.Path:
-        path = self.folder / _tmp_name()
+        path = self.parent / _tmp_name()
         path.mkdir()
         fd = os.open(path, os.O_RDONLY)
         self._held.append((path, fd))

@@ -4,28 +4,28 @@ its ensemble band, as PNG files and one self-contained HTML page. Rank 4.
 The HTML page embeds every image as a base64 ``data:`` URI and has no scripts, styles or
 links from elsewhere, so it opens in a browser with no network.
 
-A model folder may hold ``run.json`` (written by ``write_run_info``, e.g. by
-``jaxreg fit``): the data file it was fitted on, its columns, the validation split and the
-metrics printed at fit time. With it, ``write_report(model_dir)`` needs nothing else;
-without it, pass the data.
+A model's document may record how it was made (its ``run`` section, written by
+``jaxreg fit``): the data file, its columns, the validation split and the metrics printed at
+fit time. With it, ``write_report(model_dir)`` needs nothing else; without it, pass the data.
+The default report of a model folder is committed with the model (staged, then named by
+the model's manifest), so an interrupted report never replaces a complete one.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import json
 import pathlib
 from typing import NamedTuple
 
 import numpy as np
 
-from jaxreg import plots
+from jaxreg import files, plots, store
 from jaxreg.model import ACTIVATIONS, Layer
 from jaxreg.store import SavedModel, load_model
 
 __all__ = ["RUN_FILE", "Report", "member_predictions", "read_run_info", "regression_metrics",
-           "split_rows", "write_report", "write_run_info"]
+           "split_rows", "write_report"]
 
 RUN_FILE = "run.json"
 REPORT_DIR = "report"
@@ -41,30 +41,17 @@ class Report(NamedTuple):
 # ---------------------------------------------------------------- run info
 
 
-def write_run_info(model_dir, info: dict) -> pathlib.Path:
-    """Write ``run.json`` into a model folder (atomic): data path, columns, split, metrics."""
-    text = json.dumps(info, indent=2, allow_nan=False, default=_json_default)
-    return plots.write_text(pathlib.Path(model_dir) / RUN_FILE, text + "\n")
-
-
 def read_run_info(model_dir) -> dict:
-    """The folder's ``run.json`` as a dict; empty when there is none."""
+    """How a model was made: the ``run`` section of its document, or the ``run.json`` that
+    format 1 folders hold; empty when there is none."""
+    saved = load_model(model_dir)
+    if saved.run is not None:
+        return dict(saved.run)
     p = pathlib.Path(model_dir) / RUN_FILE
     if not p.is_file():
         return {}
-    try:
-        info = json.loads(p.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{str(p)!r} is not valid JSON ({exc}).") from None
+    info = files.load_json(p, "Run information")
     return info if isinstance(info, dict) else {}
-
-
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
 
 
 def split_rows(n: int, validation_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -245,14 +232,17 @@ def _names(saved: SavedModel, run: dict):
     return list(feats), list(targets)
 
 
-def write_report(model_dir, data=None, out_dir=None, *, feature=None, drop_na=None) -> Report:
-    """Write the report of the model in ``model_dir``.
+def write_report(model, data=None, out_dir=None, *, feature=None, drop_na=None) -> Report:
+    """Write the report of a model.
 
     Args:
-      model_dir: a folder written by ``MLPRegressor.save`` / ``jaxreg fit``.
+      model: a model folder (written by ``MLPRegressor.save`` / ``jaxreg fit``) or a
+        ``SavedModel`` in memory.
       data: a CSV/Parquet path, or ``(x, y)`` arrays (``y`` may be None), used for the
-        prediction plots; None uses the data recorded in ``run.json`` (when it exists).
-      out_dir: where to write; default ``model_dir/report``.
+        prediction plots; None uses the data recorded with the model (when there is one).
+      out_dir: where to write. Default for a model folder: a new report committed with the
+        model (``MODEL/report`` links to it; the model's document is replaced atomically,
+        its predictions untouched); a ``SavedModel`` needs one.
       feature: the input feature (name or index) of the fitted-curve plot; default the one
         that moves the prediction most.
       drop_na: drop rows with missing values when reading ``data``; default as recorded.
@@ -260,12 +250,31 @@ def write_report(model_dir, data=None, out_dir=None, *, feature=None, drop_na=No
     Returns:
       A ``Report`` with the HTML page and the PNG files.
     """
+    if isinstance(model, SavedModel):
+        if out_dir is None:
+            raise ValueError("out_dir must name a folder when model is a SavedModel. Got None.")
+        return _write_report(model, dict(model.run or {}), data, pathlib.Path(out_dir),
+                             feature, drop_na)
+    run = read_run_info(model)
+    if out_dir is not None:
+        saved = load_model(model)
+        return _write_report(saved, run, data, files.check_output_folder(out_dir, "out_dir"),
+                             feature, drop_na)
+    document = store.read_document(model)
+    with store.ModelWriter(model, overwrite=True) as writer:
+        staged = writer.stage_folder()
+        rep = _write_report(document.saved, run, data, staged, feature, drop_na)
+        writer.commit(document, report=staged)
+    # The staged folder now lives under its final name behind the link.
+    final = pathlib.Path(model) / store.REPORT_LINK
+    return Report(final / rep.html.name, [final / p.name for p in rep.images])
+
+
+def _write_report(saved: SavedModel, run: dict, data, out: pathlib.Path, feature,
+                  drop_na) -> Report:
     from jaxreg import tabular
 
-    saved = load_model(model_dir)
-    run = read_run_info(model_dir)
     feats, targets = _names(saved, run)
-    out = pathlib.Path(out_dir) if out_dir is not None else pathlib.Path(model_dir) / REPORT_DIR
     val_mask = None
     source = None
     if data is None and run.get("data"):

@@ -41,7 +41,11 @@ def configure_process(*, compilation_cache: bool | str | os.PathLike = True,
     if compilation_cache:
         path = (pathlib.Path(compilation_cache) if not isinstance(compilation_cache, bool)
                 else pathlib.Path(os.environ.get(ENV_CACHE) or default_cache_dir()))
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"The compilation cache folder {str(path)!r} cannot be used: "
+                             f"{exc.strerror or exc}.") from None
         jax.config.update("jax_compilation_cache_dir", str(path))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

@@ -3,11 +3,11 @@
 Layout of a model folder (format version 2)::
 
     MODEL_DIR/
-      model.json                        the manifest: format, version, the files below, the
-                                        ``model`` section and its checksum, config, metadata, run
-      weights-<16 hex>.safetensors      layers.{i}.W (M, fan_in, fan_out), layers.{i}.b (M, 1, fan_out)
-      report-<16 hex>/                  the report written with the model (optional)
-      report -> report-<16 hex>         a link with a stable name to it
+      model.json                    the manifest: format, version, the files below, the
+                                    ``model`` section and its checksum, config, metadata, run
+      weights-<16 hex>.safetensors  layers.{i}.W (M, fan_in, fan_out), layers.{i}.b (M, 1, fan_out)
+      report-<16 hex>/              the report written with the model (optional)
+      report -> report-<16 hex>     a link with a stable name to it
 
 The ``model`` section holds everything that determines predictions: the spec, dtype,
 member count, scalers, feature and target names, the shape of ``y`` and the weights'
@@ -22,6 +22,7 @@ as a jaxreg model only when its ``model.json`` declares jaxreg's format and a ve
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -38,6 +39,7 @@ from jaxreg.model import ACTIVATIONS, INITIALIZERS, Layer, MLPSpec
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "META_FILE", "ModelDocument", "ModelWriter",
            "SavedModel", "build_document", "check_target", "is_model_dir", "load_model",
+           "read_document",
            "save_model", "save_model_document"]
 
 FORMAT = "jaxreg-model"
@@ -373,7 +375,12 @@ def save_model_document(path, document: ModelDocument, *, overwrite: bool = True
 
 
 def load_model(path) -> SavedModel:
-    """Read and validate a model folder written by ``save_model``.
+    """Read and validate a model folder written by ``save_model``; see ``read_document``."""
+    return read_document(path).saved
+
+
+def read_document(path) -> ModelDocument:
+    """Read and validate a model folder: its manifest, weights and the loaded model.
 
     Raises:
       FileNotFoundError: the folder or a file its manifest names is missing.
@@ -430,7 +437,19 @@ def load_model(path) -> SavedModel:
     except (SafetensorError, ValueError, OverflowError) as exc:
         raise ValueError(f"Weights file {str(weights_path)!r} is truncated or corrupted: "
                          f"{exc}") from None
-    return _saved(doc, tensors, f"Weights file {str(weights_path)!r}", what)
+    saved = _saved(doc, tensors, f"Weights file {str(weights_path)!r}", what)
+    if version == 1:  # rebuilt as a current document, so that a commit upgrades the folder
+        run = None
+        legacy_run = path / "run.json"
+        if legacy_run.is_file():
+            with contextlib.suppress(ValueError):
+                found = files.load_json(legacy_run, "Run information")
+                run = found if isinstance(found, dict) else None
+        return build_document(saved.spec, saved.params, saved.x_scaler, saved.y_scaler,
+                              config=saved.config, feature_names=saved.feature_names,
+                              target_names=saved.target_names, metadata=saved.metadata,
+                              y_ndim=saved.y_ndim, run=run)
+    return ModelDocument(doc, blob, saved)
 
 
 def _upgrade_v1(doc: dict) -> dict:

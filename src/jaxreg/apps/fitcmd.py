@@ -69,7 +69,12 @@ def add_parser(sub) -> None:
     p.add_argument("--encoding", default="utf-8", help="text encoding of CSV files")
     p.add_argument("--no-report", action="store_true", help="do not write the report")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--out", required=True, metavar="MODEL_DIR", help="model folder to write")
+    p.add_argument("--out", required=True, metavar="MODEL_DIR",
+                   help="model folder to write (a new or empty folder, or with --overwrite a "
+                        "jaxreg model to replace)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the jaxreg model already in MODEL_DIR (checked before "
+                        "training; anything that is not a jaxreg model is never touched)")
     p.set_defaults(run=run_fit)
 
     q = sub.add_parser(
@@ -164,15 +169,33 @@ def _check_fit_args(args) -> dict:
     return {"hidden": hidden, "features": features}
 
 
-def _check_out(out: pathlib.Path) -> None:
-    from jaxreg.store import is_model_dir
+def _check_paths(args) -> tuple[pathlib.Path, pathlib.Path]:
+    """Every path check that can come before reading and training: the model folder and the
+    checkpoint folder must be writable and hold nothing jaxreg must not touch."""
+    from jaxreg import files, store
+    from jaxreg.checkpoint import check_checkpoint_folder
 
-    if out.exists():
-        if not out.is_dir():
-            raise _usage(f"--out {str(out)!r} exists and is not a folder.")
-        if any(out.iterdir()) and not is_model_dir(out):
-            raise _usage(f"--out {str(out)!r} is a non-empty folder that is not a jaxreg "
-                         "model; refusing to overwrite it.")
+    out = pathlib.Path(args.out)
+    try:
+        store.check_target(out, overwrite=args.overwrite)
+    except FileExistsError:
+        raise _usage(f"--out {str(out)!r} already holds a jaxreg model; pass --overwrite to "
+                     "replace it.") from None
+    except ValueError as exc:
+        raise _usage(f"--out: {exc}") from None
+    files.check_output_folder(out, "--out")
+    absolute = out.resolve()
+    ckpt = (pathlib.Path(args.checkpoint_dir) if args.checkpoint_dir
+            else absolute.with_name(absolute.name + ".checkpoint"))
+    if ckpt.resolve() == absolute:
+        raise _usage(f"--checkpoint-dir must differ from --out. Got {str(ckpt)!r} for both.")
+    if args.checkpoint_every is not None or args.resume:
+        doc = check_checkpoint_folder(ckpt)
+        if doc is not None and not args.resume:
+            raise _usage(f"--checkpoint-dir {str(ckpt)!r} holds the checkpoint of an earlier "
+                         "run; pass --resume to continue it, or choose another folder.")
+        files.check_output_folder(ckpt, "--checkpoint-dir")
+    return out, ckpt
 
 
 def _chunk_epochs(epochs: int, every: int | None) -> int:
@@ -195,14 +218,11 @@ def _training_seed(seed: int) -> int:
 
 def run_fit(args: argparse.Namespace) -> int:
     checked = _check_fit_args(args)
-    out = pathlib.Path(args.out)
-    _check_out(out)
-    ckpt = pathlib.Path(args.checkpoint_dir) if args.checkpoint_dir else out.with_name(
-        out.name + ".checkpoint")
+    out, ckpt = _check_paths(args)
 
     import numpy as np
 
-    from jaxreg import tabular
+    from jaxreg import interrupts, store, tabular
     from jaxreg.report import split_rows
 
     table = tabular.load_xy(args.data, args.target, checked["features"], drop_na=args.drop_na,
@@ -220,29 +240,44 @@ def run_fit(args: argparse.Namespace) -> int:
           f"{', '.join(table.target_names)}; {len(tr)} training and {len(val)} validation "
           "rows.")
     model, outcome = _train(args, checked, table, tr, val, ckpt)
+    interrupts.check()
     _print_timing(model, outcome)
     metrics = _metrics(model, table, tr, val)
     _print_metrics(metrics)
-
-    from jaxreg.report import write_report, write_run_info
-
-    model.save(out)
-    write_run_info(out, {
+    document = model.document(run={
         "data": str(pathlib.Path(args.data).resolve()), "targets": table.target_names,
         "features": table.feature_names, "drop_na": bool(args.drop_na),
         "split": {"seed": args.seed, "validation_fraction": args.val_fraction, "n_rows": n},
         "metrics": metrics, "compile_seconds": outcome.compile_seconds,
         "run_seconds": outcome.run_seconds,
     })
-    print(f"Saved the model to {out}/")
-    if args.checkpoint_every is not None or args.resume:
-        from jaxreg.checkpoint import clear_checkpoint
+    # Everything that can fail happens before the commit; the commit is the last step.
+    with store.ModelWriter(out, overwrite=args.overwrite) as writer:
+        report = None
+        if not args.no_report:
+            from jaxreg.report import write_report
 
-        clear_checkpoint(ckpt)
-    if not args.no_report:
-        rep = write_report(out)
-        print(f"Report: {rep.html}")
+            report = writer.stage_folder()
+            write_report(document.saved, out_dir=report)
+        with interrupts.deferred():
+            writer.commit(document, report=report)
+            print(f"Saved the model to {out}/")
+            if report is not None:
+                print(f"Report: {out / store.REPORT_LINK / 'report.html'}")
+            if args.checkpoint_every is not None or args.resume:
+                _clear_checkpoint(ckpt)
     return 0
+
+
+def _clear_checkpoint(ckpt: pathlib.Path) -> None:
+    """The model is committed: the checkpoint has served. A failure to remove it is a
+    warning, not a failed command."""
+    from jaxreg.checkpoint import clear_checkpoint
+
+    try:
+        clear_checkpoint(ckpt)
+    except (OSError, ValueError) as exc:
+        print(f"warning: could not remove the checkpoint in {ckpt}: {exc}", file=sys.stderr)
 
 
 def _train(args, checked, table, tr, val, ckpt):
@@ -346,6 +381,9 @@ class _ProgressBar:
 
     def update(self, progress) -> None:
         """One chunk done: ``progress`` carries the member axis first."""
+        from jaxreg import interrupts
+
+        interrupts.check()  # an interrupt swallowed by a callback inside JAX ends it here
         if self.progress is None:
             return
         import numpy as np
@@ -424,7 +462,20 @@ def _print_metrics(metrics: dict) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    import os
+
     import numpy as np
+
+    if args.out is not None:
+        target = pathlib.Path(args.out)
+        if target.is_dir():
+            raise _usage(f"--out must be a file. Got {args.out!r}, which is a folder.")
+        if target.exists() and os.path.samefile(target, args.data):
+            raise _usage(f"--out must not be the input file. Got {args.out!r} for both DATA and "
+                         "--out; choose another file.")
+        if not target.parent.is_dir():
+            raise _usage(f"--out {args.out!r}: the folder {str(target.parent)!r} does not "
+                         "exist.")
 
     from jaxreg import tabular
     from jaxreg.estimator import load
@@ -480,7 +531,10 @@ def run_predict(args: argparse.Namespace) -> int:
 def run_report(args: argparse.Namespace) -> int:
     from jaxreg.report import write_report
 
-    feature = args.feature
-    rep = write_report(args.model, data=args.data, out_dir=args.out, feature=feature)
+    if args.out is not None:
+        from jaxreg import files
+
+        files.check_output_folder(args.out, "--out")
+    rep = write_report(args.model, data=args.data, out_dir=args.out, feature=args.feature)
     print(f"Wrote {len(rep.images)} image(s) and {rep.html}")
     return 0

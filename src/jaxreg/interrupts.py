@@ -1,0 +1,53 @@
+"""Ctrl-C in the CLI: an interrupt ends the command with nothing replaced. Rank 0.
+
+Python raises ``KeyboardInterrupt`` wherever the main thread happens to be, and where that is
+a callback whose exceptions are swallowed (a garbage-collection callback of JAX, say) the
+interrupt is lost and the command goes on. So the handler also remembers that an interrupt
+came: ``check()`` raises it again at the points that matter (between training chunks, just
+before a commit), and ``deferred()`` protects a commit: inside it an interrupt is only
+remembered, and once the commit has begun it completes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Iterator
+
+__all__ = ["check", "deferred", "install"]
+
+_seen = False
+_depth = 0
+
+
+def _handler(signum, frame) -> None:
+    global _seen
+    _seen = True
+    if not _depth:
+        raise KeyboardInterrupt
+
+
+def install() -> None:
+    """Route SIGINT through this module (call it first, before JAX is imported)."""
+    global _seen
+    _seen = False
+    signal.signal(signal.SIGINT, _handler)
+
+
+def check() -> None:
+    """Raise ``KeyboardInterrupt`` when an interrupt came, even one that was swallowed."""
+    if _seen:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Run the block to its end: an interrupt that came before it is raised on entry, one
+    that comes during it is ignored (the work it protects has already begun to commit)."""
+    global _depth
+    check()
+    _depth += 1
+    try:
+        yield
+    finally:
+        _depth -= 1
