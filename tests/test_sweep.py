@@ -208,7 +208,7 @@ def test_cli_lecture_reports_the_noise_floor(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, match", [
-    (["--target", "nope"], "'--target' column 'nope' is not in"),
+    (["--target", "nope"], r"'nope' \(--target\) not found in"),
     (["--target", "y", "--lr", "abc"], "'--lr' option must be a comma-separated list"),
     (["--target", "y", "--lr", "-1"], "'learning_rate' hyperparameter must be a float"),
     (["--target", "y", "--hidden", "4,x"], "'--hidden' option must be positive integer"),
@@ -228,4 +228,4 @@ def test_cli_rejects_a_non_numeric_column(tmp_path, capsys):
     csv = tmp_path / "d.csv"
     csv.write_text("x,y\n1,2\n2,three\n3,4\n")
     assert cli.main(["--no-cache", "sweep", "--data", str(csv), "--target", "y"]) == 2
-    assert "Column 'y' of" in capsys.readouterr().err
+    assert "Target column 'y' in" in capsys.readouterr().err

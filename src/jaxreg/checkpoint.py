@@ -152,7 +152,7 @@ def check_checkpoint_folder(path) -> dict | None:
     if not path.is_dir():
         return None
     doc = read_checkpoint_meta(path)
-    if doc is None and any(not e.name.startswith(files.TMP_PREFIX) for e in path.iterdir()):
+    if doc is None and not files.only_leftovers(path, _OWNED):
         raise CheckpointError(f"Cannot write a checkpoint to {str(path)!r}: the folder is not "
                               "empty and holds no checkpoint; refusing to touch it.")
     return doc
@@ -213,14 +213,17 @@ def load_checkpoint(path, templates: dict[str, Any], *,
     from safetensors.numpy import load as st_load
 
     path = pathlib.Path(path)
-    doc = read_checkpoint_meta(path)
-    if doc is None:
+    if not path.is_dir():
         raise FileNotFoundError(f"No checkpoint in {str(path)!r} (no {META_FILE}).")
-    name = doc.get("tensors_file")
-    if not isinstance(name, str) or "/" in name or not (path / name).is_file():
-        raise CheckpointError(f"Checkpoint {str(path)!r} is missing its tensor file "
-                              f"{name!r}.")
-    blob = (path / name).read_bytes()
+    with files.folder_lock(path, shared=True):  # the document and its tensors as one pair
+        doc = read_checkpoint_meta(path)
+        if doc is None:
+            raise FileNotFoundError(f"No checkpoint in {str(path)!r} (no {META_FILE}).")
+        name = doc.get("tensors_file")
+        if not isinstance(name, str) or "/" in name or not (path / name).is_file():
+            raise CheckpointError(f"Checkpoint {str(path)!r} is missing its tensor file "
+                                  f"{name!r}.")
+        blob = (path / name).read_bytes()
     if hashlib.sha256(blob).hexdigest() != doc.get("tensors_sha256"):
         raise CheckpointError(f"Checkpoint tensor file {str(path / name)!r} is truncated or "
                               f"corrupted: its SHA-256 does not match {META_FILE}.")

@@ -81,15 +81,28 @@ def main(argv: list[str] | None = None) -> int:
             fast_cpu=not args.default_xla,
             n_cpu_devices=None if args.default_xla else cpu_cores(),
         )
+        interrupts.check()  # one that came while JAX was being imported
         return int(args.run(args) or 0)
     except KeyboardInterrupt:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C while exiting
-        print(f"{command}: interrupted", file=sys.stderr)
-        return 130
+        return _interrupted(command)
     except (ValueError, OSError, FloatingPointError) as exc:
+        if interrupts.seen():
+            return _interrupted(command)
         # Bad input and failed writes are one line on stderr and exit code 2;
         # JAXREG_DEBUG=1 shows the traceback.
         if os.environ.get("JAXREG_DEBUG"):
             raise
         print(f"{command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except Exception:
+        # An interrupt can surface as another error (an extension module interrupted while
+        # it initializes raises ImportError).
+        if interrupts.seen():
+            return _interrupted(command)
+        raise
+
+
+def _interrupted(command: str) -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C while exiting
+    print(f"{command}: interrupted", file=sys.stderr)
+    return 130

@@ -175,6 +175,24 @@ class Standardizer(NamedTuple):
     def transform(self, a):
         return (a - self.mean) / self.scale
 
+    def transform_checked(self, a, dtype, *, what: str = "x", names=None) -> np.ndarray:
+        """``transform(a)`` as a NumPy array of ``dtype``, refusing values that it cannot
+        represent (a row far outside the range the statistics came from), naming ``what``,
+        the column and the value."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = np.asarray(self.transform(np.asarray(a, np.float64)), np.float64)
+            out = z.astype(dtype)
+        bad = ~np.isfinite(out)
+        if bad.any():
+            r, c = (int(v) for v in np.argwhere(bad)[0])
+            col = repr(str(names[c])) if names is not None else str(c)
+            raise ValueError(
+                f"{what} column {col} holds the value {float(np.asarray(a)[r, c]):.6g}, "
+                f"{z[r, c]:.3g} standard deviations from the training rows' mean, which "
+                f"{np.dtype(dtype).name} cannot represent. Remove or fix that row, or rescale "
+                "the column.")
+        return out
+
     def inverse(self, z):
         return z * self.scale + self.mean
 

@@ -308,8 +308,9 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
     def _validate_xy(self, X, y, sample_weight, reset: bool):
         check_not_text("X", X)
         check_not_text("y", y)
-        X, y = validate_data(self, X, y, reset=reset, multi_output=True, y_numeric=True,
-                             dtype=np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):  # huge values: checked below
+            X, y = validate_data(self, X, y, reset=reset, multi_output=True, y_numeric=True,
+                                 dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)  # y_numeric leaves integer targets as ints
         y_1d = y.ndim == 1
         y2 = y.reshape(-1, 1) if y_1d else y
@@ -417,10 +418,11 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         dtype = p["dtype"]
         with _x64(dtype):
             jdt = jnp.dtype(dtype)
+            fx, fy = self._standardizers(x_sc, y_sc, dtype, targets)
             data = Dataset(
-                jnp.asarray(x_sc.transform(x_tr), jdt), jnp.asarray(y_sc.transform(y_tr), jdt),
-                None if val_idx is None else jnp.asarray(x_sc.transform(X[val_idx]), jdt),
-                None if val_idx is None else jnp.asarray(y_sc.transform(y2[val_idx]), jdt),
+                jnp.asarray(fx(x_tr)), jnp.asarray(fy(y_tr)),
+                None if val_idx is None else jnp.asarray(fx(X[val_idx])),
+                None if val_idx is None else jnp.asarray(fy(y2[val_idx])),
                 None if w_tr is None else jnp.asarray(w_tr, jdt))
             keys = _member_keys(seed, m)
             init_params = None
@@ -449,6 +451,20 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
                 Standardizer.fit(y, weights=w, enabled=enabled, what="y",
                                  names=targets if targets and len(targets) == y.shape[1]
                                  else None))
+
+    def _standardizers(self, x_sc, y_sc, dtype, targets):
+        """Functions standardizing X and y into the training dtype, refusing (naming the
+        column) values that the dtype cannot represent."""
+        names = getattr(self, "feature_names_in_", None)
+        t_names = targets if targets and len(targets) == np.size(y_sc.mean) else None
+
+        def fx(a):
+            return x_sc.transform_checked(a, dtype, what="X", names=names)
+
+        def fy(a):
+            return y_sc.transform_checked(a, dtype, what="y", names=t_names)
+
+        return fx, fy
 
     def _train(self, spec, cfg, data, hp, keys, init_params, chunk_epochs, callback):
         """Train all members (one compiled call, or equal compiled chunks of all of them);
@@ -530,8 +546,8 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         state = getattr(self, "_state", None)
         with _x64(dtype):
             jdt = jnp.dtype(dtype)
-            data = Dataset(jnp.asarray(x_sc.transform(X), jdt),
-                           jnp.asarray(y_sc.transform(y2), jdt), None, None,
+            fx, fy = self._standardizers(x_sc, y_sc, dtype, _target_names(y))
+            data = Dataset(jnp.asarray(fx(X)), jnp.asarray(fy(y2)), None, None,
                            None if w is None else jnp.asarray(w, jdt))
             hp_j = Hparams(*(jnp.asarray(v, jdt) for v in hp))
             keys = _member_keys(self._seed, m)

@@ -28,7 +28,8 @@ from collections.abc import Iterator
 from typing import Any
 
 __all__ = ["TMP_PREFIX", "Staging", "check_output_folder", "checksum", "commit", "dumps",
-           "folder_lock", "fsync_dir", "load_json", "remove_entry", "remove_owned",
+           "folder_lock", "fsync_dir", "load_json", "only_leftovers", "remove_entry",
+           "remove_owned",
            "validate_document"]
 
 TMP_PREFIX = ".jaxreg-tmp-"
@@ -53,11 +54,13 @@ def fsync_dir(path) -> None:
 
 
 @contextlib.contextmanager
-def folder_lock(folder) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``folder`` (released on exit or when the process dies)."""
+def folder_lock(folder, *, shared: bool = False) -> Iterator[None]:
+    """Hold an exclusive (or shared) ``flock`` on ``folder``, released on exit or when the
+    process dies. Commits hold it exclusively; readers of a manifest and the files it names
+    hold it shared, so they never see a manifest whose files a commit just removed."""
     fd = os.open(folder, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)
@@ -71,15 +74,22 @@ class Staging:
     temporaries that were not published and releases the locks.
     """
 
-    def __init__(self, folder) -> None:
+    def __init__(self, folder, *, folder_locked: bool = False) -> None:
         self.parent = pathlib.Path(folder)
         self._held: list[tuple[pathlib.Path, int]] = []
+        self._folder_locked = folder_locked
+
+    def _locked_creation(self):
+        # A temporary is created and locked under the folder lock, so that a concurrent
+        # commit's clean-up (which holds that lock) never sees it unlocked.
+        return contextlib.nullcontext() if self._folder_locked else folder_lock(self.parent)
 
     def file(self, data: bytes) -> pathlib.Path:
         path = self.parent / _tmp_name()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        self._held.append((path, fd))
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        with self._locked_creation():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            self._held.append((path, fd))
+            fcntl.flock(fd, fcntl.LOCK_EX)
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
@@ -88,10 +98,11 @@ class Staging:
 
     def folder(self) -> pathlib.Path:
         path = self.parent / _tmp_name()
-        path.mkdir()
-        fd = os.open(path, os.O_RDONLY)
-        self._held.append((path, fd))
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        with self._locked_creation():
+            path.mkdir()
+            fd = os.open(path, os.O_RDONLY)
+            self._held.append((path, fd))
+            fcntl.flock(fd, fcntl.LOCK_EX)
         return path
 
     def close(self) -> None:
@@ -121,6 +132,13 @@ def remove_entry(path: pathlib.Path) -> None:
             child.unlink(missing_ok=True)
     with contextlib.suppress(OSError):  # something else inside: leave the folder
         path.rmdir()
+
+
+def only_leftovers(folder, owned: re.Pattern[str]) -> bool:
+    """True when ``folder`` holds nothing but jaxreg's temporaries and owned entries with no
+    manifest: what a first commit killed before its commit point leaves."""
+    return all(e.name.startswith(TMP_PREFIX) or owned.fullmatch(e.name)
+               for e in pathlib.Path(folder).iterdir())
 
 
 def _remove_stale_temporaries(folder: pathlib.Path) -> None:
@@ -165,7 +183,7 @@ def commit(folder, manifest_name: str, manifest: bytes, *, files: dict[str, byte
     folder = pathlib.Path(folder)
     files, folders = dict(files or {}), dict(folders or {})
     keep = set(files) | set(folders) | {manifest_name}
-    with folder_lock(folder), Staging(folder) as staging:
+    with folder_lock(folder), Staging(folder, folder_locked=True) as staging:
         _remove_stale_temporaries(folder)
         for name, data in files.items():
             if not (folder / name).is_file():
@@ -235,7 +253,7 @@ def check_output_folder(path, option: str) -> pathlib.Path:
     finally:
         if fd is not None:
             os.close(fd)
-            os.unlink(tmp)
+            tmp.unlink(missing_ok=True)  # a concurrent commit may have cleaned it already
     return p
 
 

@@ -5,7 +5,8 @@ a callback whose exceptions are swallowed (a garbage-collection callback of JAX,
 interrupt is lost and the command goes on. So the handler also remembers that an interrupt
 came: ``check()`` raises it again at the points that matter (between training chunks, just
 before a commit), and ``deferred()`` protects a commit: inside it an interrupt is only
-remembered, and once the commit has begun it completes.
+remembered, and once the commit has begun it completes. An interrupt during an import is
+remembered too and raised by the next ``check()``.
 """
 
 from __future__ import annotations
@@ -14,16 +15,26 @@ import contextlib
 import signal
 from collections.abc import Iterator
 
-__all__ = ["check", "deferred", "install"]
+__all__ = ["check", "deferred", "install", "seen"]
 
 _seen = False
 _depth = 0
 
 
+def _importing(frame) -> bool:
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _handler(signum, frame) -> None:
     global _seen
     _seen = True
-    if not _depth:
+    # Inside a commit, or inside an import (where extension modules turn the interrupt into
+    # an ImportError with a traceback of their own), it is only remembered: check() raises it.
+    if not _depth and not _importing(frame):
         raise KeyboardInterrupt
 
 
@@ -32,6 +43,11 @@ def install() -> None:
     global _seen
     _seen = False
     signal.signal(signal.SIGINT, _handler)
+
+
+def seen() -> bool:
+    """Whether an interrupt came since ``install()``."""
+    return _seen
 
 
 def check() -> None:

@@ -100,14 +100,16 @@ def member_predictions(saved: SavedModel, x) -> np.ndarray:
 
 
 def regression_metrics(y_true, y_pred) -> dict:
-    """R², MSE and MAE averaged over outputs (``(n, k)`` arrays)."""
+    """R², MSE and MAE averaged over outputs (``(n, k)`` arrays); R² is None where it is
+    undefined (fewer than two rows, or a constant target)."""
     y_true = np.asarray(y_true, np.float64).reshape(len(y_true), -1)
     y_pred = np.asarray(y_pred, np.float64).reshape(len(y_pred), -1)
     err = y_pred - y_true
     ss_res = np.sum(err**2, axis=0)
     ss_tot = np.sum((y_true - y_true.mean(axis=0)) ** 2, axis=0)
     r2 = np.where(ss_tot > 0, 1 - ss_res / np.where(ss_tot > 0, ss_tot, 1), np.nan)
-    return {"r2": float(np.mean(r2)), "mse": float(np.mean(err**2)),
+    r2_mean = float(np.mean(r2)) if len(y_true) > 1 else float("nan")
+    return {"r2": r2_mean if np.isfinite(r2_mean) else None, "mse": float(np.mean(err**2)),
             "mae": float(np.mean(np.abs(err)))}
 
 
@@ -340,6 +342,11 @@ def _write_report(saved: SavedModel, run: dict, data, out: pathlib.Path, feature
     return Report(html_path, images)
 
 
+def _r2(metrics: dict) -> str:
+    r2 = metrics.get("r2")
+    return "n/a" if r2 is None else f"{r2:.4f}"
+
+
 def _img(path: pathlib.Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
@@ -365,7 +372,7 @@ def _html(saved, run, source, feats, targets, sections, metrics_rows) -> str:
         facts.append(("training", ", ".join(f"{k}={v}" for k, v in cfg.items())))
     rows = "\n".join(f"<tr><th>{esc(k)}</th><td>{esc(str(v))}</td></tr>" for k, v in facts)
     mrows = "\n".join(
-        f"<tr><td>{esc(label)}</td><td>{m['r2']:.4f}</td><td>{m['mse']:.6g}</td>"
+        f"<tr><td>{esc(label)}</td><td>{_r2(m)}</td><td>{m['mse']:.6g}</td>"
         f"<td>{m['mae']:.6g}</td></tr>" for label, m in metrics_rows)
     metrics = ("<h2>Metrics</h2><table><tr><th></th><th>R²</th><th>MSE</th><th>MAE</th></tr>"
                f"{mrows}</table>") if metrics_rows else ""

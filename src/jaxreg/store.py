@@ -262,10 +262,6 @@ def is_model_dir(path) -> bool:
     return p.is_dir() and _manifest_version(p) is not None
 
 
-def _only_temporaries(path: pathlib.Path) -> bool:
-    return all(e.name.startswith(files.TMP_PREFIX) for e in path.iterdir())
-
-
 def check_target(path, *, overwrite: bool) -> bool:
     """Refuse a model path that a save must not touch; True when a model is there already.
 
@@ -276,7 +272,7 @@ def check_target(path, *, overwrite: bool) -> bool:
     p = pathlib.Path(path)
     if os.path.lexists(p) and not p.is_dir():
         raise ValueError(f"Cannot save a model to {str(p)!r}: it is a file, not a folder.")
-    if not p.exists() or _only_temporaries(p):
+    if not p.exists() or (not (p / META_FILE).exists() and files.only_leftovers(p, _OWNED)):
         return False
     if not is_model_dir(p):
         raise ValueError(f"Cannot save a model to {str(p)!r}: the folder is not empty and is "
@@ -306,9 +302,11 @@ class ModelWriter:
 
     def __enter__(self) -> ModelWriter:
         check_target(self.path, overwrite=self.overwrite)
-        if not self.path.exists():
+        try:
             self.path.mkdir(parents=True)
             self.created = True
+        except FileExistsError:  # it was there, or a concurrent save just made it
+            pass
         self._staging = files.Staging(self.path)
         return self
 
@@ -397,6 +395,13 @@ def read_document(path) -> ModelDocument:
     if not path.is_dir():
         raise ValueError(f"{str(path)!r} is not a jaxreg model: a model is a folder with "
                          f"{META_FILE}, and this is a file.")
+    # Shared with other readers, exclusive of commits: the manifest and the weights it
+    # names are read as one consistent pair.
+    with files.folder_lock(path, shared=True):
+        return _read_document(path, st_load, SafetensorError)
+
+
+def _read_document(path: pathlib.Path, st_load, SafetensorError) -> ModelDocument:
     meta_path = path / META_FILE
     if not meta_path.is_file():
         if any(_OWNED.fullmatch(e.name) or e.name in _LEGACY for e in path.iterdir()):

@@ -69,6 +69,7 @@ def read_table(path, *, encoding: str = "utf-8"):
     if p.stat().st_size == 0:
         raise ValueError(f"Data file {str(path)!r} is empty (0 bytes).")
     if fmt == "parquet":
+        _check_unique(_parquet_names(p), path, "schema")
         try:
             df = pd.read_parquet(p)
         except ImportError as exc:
@@ -81,10 +82,10 @@ def read_table(path, *, encoding: str = "utf-8"):
         try:
             df = pd.read_csv(p, sep=sep, encoding=encoding, skipinitialspace=True)
         except UnicodeDecodeError as exc:
-            raise ValueError(
-                f"Data file {str(path)!r} cannot be read as {encoding} text: byte "
-                f"0x{exc.object[exc.start]:02x} at offset {exc.start} is invalid; save the "
-                "file as UTF-8 or pass its encoding.") from None
+            raise ValueError(_decode_message(p, path, encoding, exc)) from None
+        except UnicodeError as exc:  # e.g. a UTF-16 file without a byte order mark
+            raise ValueError(f"Data file {str(path)!r} cannot be read as {encoding} text: "
+                             f"{_first_line(exc)}.") from None
         except LookupError:
             raise ValueError(f"Unknown text encoding {encoding!r} for {str(path)!r}.") from None
         except pd.errors.EmptyDataError:
@@ -93,6 +94,10 @@ def read_table(path, *, encoding: str = "utf-8"):
         except pd.errors.ParserError as exc:
             raise ValueError(f"Data file {str(path)!r} is not valid "
                              f"{fmt.upper()}: {_first_line(exc)}") from None
+        # pandas renames a repeated header name 'a' to 'a.1': read the header as written.
+        header = pd.read_csv(p, sep=sep, encoding=encoding, skipinitialspace=True,
+                             header=None, nrows=1, dtype=str, keep_default_na=False)
+        _check_unique(header.iloc[0].tolist() if len(header) else [], path, "header")
     df.columns = [str(c) for c in df.columns]
     if df.shape[1] == 0:
         raise ValueError(f"Data file {str(path)!r} has no columns.")
@@ -100,6 +105,101 @@ def read_table(path, *, encoding: str = "utf-8"):
         raise ValueError(f"Data file {str(path)!r} has a header but no data rows "
                          f"(columns: {_list(df.columns)}).")
     return df
+
+
+def _parquet_names(p: pathlib.Path) -> list[str]:
+    """Column names in a Parquet file's schema ([] when the schema cannot be read: the
+    full read then reports the problem)."""
+    try:
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(p).names)
+    except Exception:  # no pyarrow, or a damaged file
+        return []
+
+
+def _check_unique(names, path, where: str) -> None:
+    """Refuse a header (or schema) that names a column more than once; empty names, which
+    pandas calls 'Unnamed: i', are not names."""
+    names = [str(n) for n in names if n is not None and str(n) != ""]
+    dup = [n for i, n in enumerate(names) if names.count(n) > 1 and names.index(n) == i]
+    if dup:
+        counts = ", ".join(f"{n!r} ({names.count(n)} times)" for n in dup[:20])
+        raise ValueError(f"Data file {str(path)!r} names column(s) {counts} more than once "
+                         f"in its {where}; column names must be unique: rename them.")
+
+
+_OPENERS = {".gz": "gzip", ".bz2": "bz2", ".xz": "lzma"}
+
+
+def _open_text_bytes(p: pathlib.Path):
+    """A binary stream of the file's text (decompressed), or None when not supported."""
+    suffix = p.suffix.lower()
+    if suffix == ".zip":
+        import zipfile
+
+        zf = zipfile.ZipFile(p)
+        names = zf.namelist()
+        return zf.open(names[0]) if len(names) == 1 else None
+    if suffix == ".zst":
+        return None
+    if suffix in _OPENERS:
+        import importlib
+
+        return importlib.import_module(_OPENERS[suffix]).open(p, "rb")
+    return open(p, "rb")
+
+
+def _first_invalid_byte(p: pathlib.Path, encoding: str):
+    """``(offset, byte)`` of the first byte that ``encoding`` cannot decode, or None.
+
+    Decodes the file in 1 MiB pieces with an incremental decoder, so the offset counts from
+    the start of the (decompressed) file and memory stays bounded.
+    """
+    import codecs
+
+    try:
+        stream = _open_text_bytes(p)
+    except (OSError, ValueError, ImportError):
+        return None
+    if stream is None:
+        return None
+    with stream:
+        decoder = codecs.getincrementaldecoder(encoding)("strict")
+        fed = 0  # bytes passed to the decoder so far
+        while True:
+            chunk = stream.read(1 << 20)
+            held = bytes(decoder.getstate()[0])  # bytes held back from the last piece
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as exc:
+                # exc.object is the held-back bytes followed by this piece, less any prefix
+                # the codec skipped (utf-8-sig drops the BOM before decoding)
+                data = held + chunk
+                obj = bytes(exc.object)
+                skipped = len(data) - len(obj) if data.endswith(obj) else 0
+                return fed - len(held) + skipped + exc.start, obj[exc.start]
+            if not chunk:
+                return None
+            fed += len(chunk)
+
+
+def _decode_message(p: pathlib.Path, path, encoding: str, exc: UnicodeDecodeError) -> str:
+    """The one-line message for a file that is not valid ``encoding`` text.
+
+    pandas decodes in pieces, so ``exc.start`` counts from the start of a piece; the file is
+    decoded again here to report the byte's true offset.
+    """
+    found = _first_invalid_byte(p, encoding)
+    compressed = p.suffix.lower() in _COMPRESSION
+    if found is None:
+        where = f"byte 0x{exc.object[exc.start]:02x} is invalid"
+    else:
+        offset, byte = found
+        where = (f"byte 0x{byte:02x} at offset {offset}"
+                 f"{' of the decompressed text' if compressed else ''} is invalid")
+    return (f"Data file {str(path)!r} cannot be read as {encoding} text: {where}; save the "
+            "file as UTF-8 or pass its encoding.")
 
 
 def _first_line(exc) -> str:

@@ -345,6 +345,9 @@ def run_polynomial(args: argparse.Namespace) -> int:
 
     _check_positive("--epochs", args.epochs)
     _check_positive("--eager-epochs", args.eager_epochs)
+    from jaxreg.files import check_output_folder
+
+    check_output_folder(args.out, "--out")
     eager_epochs = args.eager_epochs or (10 if args.quick else 100)
     repeats = 1 if args.quick else 3
     before = jax.config.jax_threefry_partitionable
@@ -452,6 +455,9 @@ def run_linear(args: argparse.Namespace) -> int:
     _check_positive("--steps", args.steps)
     if args.seed < 0:
         raise UsageError(f"--seed must be a non-negative integer. Got {args.seed}.")
+    from jaxreg.files import check_output_folder
+
+    check_output_folder(args.out, "--out")
     run = linear_run(args.steps, args.seed)
     every = max(1, args.steps // 10)
     for i in range(every, args.steps + 1, every):

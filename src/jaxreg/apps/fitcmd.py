@@ -227,6 +227,7 @@ def run_fit(args: argparse.Namespace) -> int:
 
     table = tabular.load_xy(args.data, args.target, checked["features"], drop_na=args.drop_na,
                             dtype=np.float64, encoding=args.encoding)
+    interrupts.check()
     if table.n_dropped:
         print(f"Dropped {table.n_dropped} row(s) with missing values (--drop-na).")
     n = len(table.x)
@@ -301,13 +302,22 @@ def _train(args, checked, table, tr, val, ckpt):
         n_ensemble=args.ensemble, random_state=args.seed)
     p = model._checked()
     x_tr, y_tr = x[tr], y[tr]
-    x_sc, y_sc = Standardizer.fit(x_tr), Standardizer.fit(y_tr)
+    x_sc = Standardizer.fit(x_tr, what="Feature", names=table.feature_names)
+    y_sc = Standardizer.fit(y_tr, what="Target", names=table.target_names)
     spec, cfg = model._spec_cfg(p, x.shape[1], y.shape[1], len(tr))
     f32 = jnp.float32
     has_val = len(val) > 0
-    data = Dataset(jnp.asarray(x_sc.transform(x_tr), f32), jnp.asarray(y_sc.transform(y_tr), f32),
-                   jnp.asarray(x_sc.transform(x[val]), f32) if has_val else None,
-                   jnp.asarray(y_sc.transform(y[val]), f32) if has_val else None)
+
+    def fx(a):
+        return jnp.asarray(x_sc.transform_checked(a, f32, what="Feature",
+                                                  names=table.feature_names))
+
+    def fy(a):
+        return jnp.asarray(y_sc.transform_checked(a, f32, what="Target",
+                                                  names=table.target_names))
+
+    data = Dataset(fx(x_tr), fy(y_tr), fx(x[val]) if has_val else None,
+                   fy(y[val]) if has_val else None)
     seed = _training_seed(args.seed)
     keys = list(est._member_keys(seed, args.ensemble))
     hp = Hparams(learning_rate=args.lr, l2=args.l2)
@@ -454,7 +464,8 @@ def _print_metrics(metrics: dict) -> None:
     for col in ("model", "R²", "MSE", "MAE"):
         t.add_column(col, justify="left" if col == "model" else "right")
     for name, m in metrics.items():
-        t.add_row(name, f"{m['r2']:.4f}", f"{m['mse']:.5g}", f"{m['mae']:.5g}")
+        r2 = "n/a" if m["r2"] is None else f"{m['r2']:.4f}"
+        t.add_row(name, r2, f"{m['mse']:.5g}", f"{m['mae']:.5g}")
     Console(width=100).print(t)
 
 

@@ -64,7 +64,9 @@ def run(args: argparse.Namespace) -> int:
                          f"({args.epochs}). Got {args.record_every}.")
     if args.seeds is not None and (args.seeds < 2 or not args.exercise):
         raise UsageError(f"--seeds needs --exercise and a value >= 2. Got {args.seeds}.")
-    out = pathlib.Path(args.out)
+    from jaxreg.files import check_output_folder
+
+    out = check_output_folder(args.out, "--out")  # before hours of work, not after
     summary = run_lecture(out=out, epochs=args.epochs, seed=args.seed,
                           param_seed=args.param_seed, data_scheme=args.data_scheme,
                           keras=not args.no_keras, record_every=args.record_every)

@@ -1,6 +1,6 @@
 """``jaxreg sweep``: a vectorized grid of architectures × hyperparameters × seeds.
 
-Data: a CSV/Parquet file (``--data FILE --target COL``; ``--val-fraction`` of the rows held
+Data: a CSV/TSV/Parquet file (``--data FILE --target COL``; ``--val-fraction`` of the rows held
 out by a seeded shuffle) or the lecture's data (``--lecture``). The grid comes from the
 command line (``--hidden 10,10,10 --lr 1e-3,3e-3 --l2 0,1e-3 ...``) or a TOML file
 (``--grid grid.toml``; command-line values win). Writes ``sweep.csv``, ``sweep.md``,
@@ -59,14 +59,20 @@ def add_parser(sub) -> None:
                     "seeds.",
     )
     src = p.add_argument_group("data")
-    src.add_argument("--data", metavar="FILE", help="CSV or Parquet file")
+    src.add_argument("--data", metavar="FILE", help="a .csv, .tsv or .parquet file")
     src.add_argument("--target", metavar="COL", help="target column(s), comma-separated")
     src.add_argument("--features", metavar="A,B", help="feature columns (default: all others)")
     src.add_argument("--lecture", action="store_true",
                      help="the lecture's data (adds the noise floor and each row's gap to it)")
     src.add_argument("--val-fraction", type=float, default=0.2,
-                     help="fraction of file rows held out for validation (default: 0.2)")
-    src.add_argument("--split-seed", type=int, default=0, help="seed of the hold-out shuffle")
+                     help="fraction of file rows held out for validation, in (0, 1) "
+                          "(default: 0.2)")
+    src.add_argument("--split-seed", type=int, default=0,
+                     help="seed of the hold-out shuffle, in [0, 4294967295] (default: 0)")
+    src.add_argument("--drop-na", action="store_true",
+                     help="drop file rows with missing values instead of refusing them")
+    src.add_argument("--encoding", default="utf-8",
+                     help="text encoding of CSV/TSV files (default: utf-8)")
     src.add_argument("--no-standardize", action="store_true",
                      help="train on raw values (file data is standardized by default; "
                           "the lecture's data never is)")
@@ -193,53 +199,46 @@ def build_plan(args) -> dict:
     return plan
 
 
-def load_table(path: str, target: str | None, features: str | None):
-    """Read a CSV/Parquet file into numeric ``(x, y, feature_names, target_names)``."""
-    import numpy as np
-    import pandas as pd
+def load_table(path: str, target: str | None, features: str | None, *,
+               drop_na: bool = False, encoding: str = "utf-8"):
+    """Read a CSV/TSV/Parquet file into numeric ``(x, y, feature_names, target_names)``.
 
-    p = pathlib.Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"--data: no such file: {path}")
-    if not target:
-        raise _usage("The '--target' option is required with --data. Got nothing.")
-    if p.suffix.lower() in (".parquet", ".pq"):
-        df = pd.read_parquet(p)
-    else:
-        try:
-            df = pd.read_csv(p)
-        except pd.errors.EmptyDataError:
-            raise _usage(f"--data {path} is empty.") from None
-    targets = _names(target)
-    missing = [c for c in targets if c not in df.columns]
-    if missing:
-        raise _usage(f"The '--target' column {missing[0]!r} is not in {path}. "
-                     f"Columns: {list(df.columns)}.")
-    feats = _names(features) if features else [c for c in df.columns if c not in targets]
-    missing = [c for c in feats if c not in df.columns]
-    if missing:
-        raise _usage(f"The '--features' column {missing[0]!r} is not in {path}. "
-                     f"Columns: {list(df.columns)}.")
-    if not feats:
-        raise _usage(f"--data {path} has no feature column besides the target(s) {targets}.")
-    if len(df) < 2:
-        raise _usage(f"--data {path} must have at least 2 rows. Got {len(df)}.")
-    cols = {}
-    for c in [*feats, *targets]:
-        s = pd.to_numeric(df[c], errors="coerce")
-        bad = s.isna() & df[c].notna()
-        if bad.any():
-            i = int(np.argmax(bad.to_numpy()))
-            raise _usage(f"Column {c!r} of {path} must be numeric. Got {df[c].iloc[i]!r} in "
-                         f"data row {i + 1}.")
-        if s.isna().any() or not np.all(np.isfinite(s.to_numpy(dtype=float))):
-            i = int(np.argmax(~np.isfinite(s.to_numpy(dtype=float))))
-            raise _usage(f"Column {c!r} of {path} must be finite and complete. Got a missing "
-                         f"or infinite value in data row {i + 1}.")
-        cols[c] = s.to_numpy(dtype=np.float32)
-    x = np.stack([cols[c] for c in feats], axis=1)
-    y = np.stack([cols[c] for c in targets], axis=1)
-    return x, y, feats, targets
+    ``target`` and ``features`` are comma-separated column names. The file is read by
+    ``tabular.load_xy``, as ``jaxreg fit`` reads it: the same formats, checks and messages
+    (rows counted from 1; a constant target is refused).
+    """
+    import numpy as np
+
+    from jaxreg import tabular
+
+    table = tabular.load_xy(path, _names(target or ""),
+                            _names(features) if features else None, drop_na=drop_na,
+                            dtype=np.float32, encoding=encoding)
+    if table.n_dropped:
+        print(f"Dropped {table.n_dropped} row(s) with missing values (--drop-na).")
+    return table.x, table.y, table.feature_names, table.target_names
+
+
+def check_args(args) -> None:
+    """Options checked before any work: one line naming the option, the rule and the value."""
+    vf = args.val_fraction
+    if not (math.isfinite(vf) and 0 < vf < 1):
+        raise _usage(f"--val-fraction must be a float in (0, 1): the sweep needs validation "
+                     f"rows. Got {vf!r}.")
+    if not 0 <= args.split_seed < 2**32:
+        raise _usage(f"--split-seed must be an integer in [0, 4294967295]. "
+                     f"Got {args.split_seed}.")
+    from jaxreg.files import check_output_folder
+
+    check_output_folder(args.out, "--out")  # before the sweep, not after it
+
+
+def _check_split(n: int, val_fraction: float) -> None:
+    n_val = int(round(val_fraction * n))
+    if n_val < 1 or n - n_val < 1:
+        raise _usage(f"--val-fraction {val_fraction} of {n} rows holds out {n_val} row(s) "
+                     f"and leaves {n - n_val} for training; each needs at least 1. Change "
+                     "--val-fraction or add rows.")
 
 
 # ------------------------------------------------------------------ running
@@ -249,6 +248,7 @@ def run(args: argparse.Namespace) -> int:
     if bool(args.lecture) == bool(args.data):
         raise _usage("jaxreg sweep needs exactly one data source: --data FILE --target COL, "
                      "or --lecture.")
+    check_args(args)
     plan = build_plan(args)
     import time
 
@@ -264,7 +264,9 @@ def run(args: argparse.Namespace) -> int:
         feats, targets = ["x"], ["y"]
         standardize = False
     else:
-        x, y, feats, targets = load_table(args.data, args.target, args.features)
+        x, y, feats, targets = load_table(args.data, args.target, args.features,
+                                          drop_na=args.drop_na, encoding=args.encoding)
+        _check_split(len(x), args.val_fraction)
         data = (x, y)
         standardize = not args.no_standardize
     t0 = time.perf_counter()
@@ -411,6 +413,11 @@ def reproduce_command(res, args) -> str:
             parts += ["--split-seed", str(args.split_seed)]
         if args.no_standardize:
             parts.append("--no-standardize")
+        if getattr(args, "drop_na", False):
+            parts.append("--drop-na")
+        encoding = getattr(args, "encoding", "utf-8")
+        if encoding.lower().replace("_", "-") not in ("utf-8", "utf8"):
+            parts += ["--encoding", encoding]
     hidden = ",".join(b["architecture"].split("-")[1:-1])
     parts += ["--hidden", hidden, "--activation", b["activation"], "--optimizer",
               b["optimizer"], "--schedule", b["schedule"]]
