@@ -3,14 +3,16 @@
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from jaxreg import checkpoint as ck
+from jaxreg import runner
 from jaxreg.data import Dataset
+from jaxreg.engine import History, TrainConfig, make_engine
 from jaxreg.model import MLPSpec
 from jaxreg.optim import Hparams
-from jaxreg.train import History, TrainConfig, make_engine
 
 SPEC = MLPSpec((2, 6, 1), activation="tanh", key_scheme="split")
 CFG = TrainConfig(epochs=24, batch_size=8, sampling="shuffle", patience=4)
@@ -34,6 +36,27 @@ def _state(data):
     return _STATES["s"]
 
 
+def _template(data, hp, spec=SPEC):
+    """One model's state structure (the runner's template without the model axis)."""
+    state, _ = runner.state_template(spec, CFG, data, hp, 1)
+    return jax.tree.map(lambda t: jax.ShapeDtypeStruct(t.shape[1:], t.dtype), state)
+
+
+def _resumable(data, hp, keys, chunk_epochs, path=None, every=None, resume=False,
+               fingerprint=None, callback=None):
+    """A checkpointed run through the runner, as MLPRegressor.fit(checkpoint=...) does it."""
+    keys = jnp.stack(keys)
+    checkpointer, start = None, None
+    if path is not None:
+        checkpointer = ck.Checkpointer(path, every=every, resume=resume)
+        start = checkpointer.start(keys, runner.state_template(SPEC, CFG, data, hp,
+                                                               len(keys)), fingerprint or {})
+    callbacks = [c for c in (checkpointer, callback) if c is not None]
+    out = runner.run(SPEC, CFG, data, hp, keys, resume=start, chunk_epochs=chunk_epochs,
+                     callbacks=callbacks)
+    return out.result, checkpointer
+
+
 def _equal(a, b):
     la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
     assert jax.tree.structure(a) == jax.tree.structure(b)
@@ -49,7 +72,7 @@ def test_round_trip_is_exact_and_keeps_scalars_and_dtypes(tmp_path, data):
                    np.full((3, 1), np.nan, np.float32), np.zeros(3, np.float32))
     ck.save_checkpoint(tmp_path / "c", {"state": state, "history": hist,
                                         "key": jax.random.PRNGKey(7)}, {"epoch": 3})
-    tpl = ck.state_template(SPEC, CFG, data, Hparams(0.01))
+    tpl = _template(data, Hparams(0.01))
     trees, meta = ck.load_checkpoint(
         tmp_path / "c", {"state": tpl, "history": hist, "key": jax.random.PRNGKey(0)})
     _equal(trees["state"], state)
@@ -94,7 +117,7 @@ def test_load_refuses_corrupted_mismatched_newer_and_missing(tmp_path, data):
     with pytest.raises(FileNotFoundError, match="No checkpoint"):
         ck.load_checkpoint(tmp_path / "none", {"s": state})
     ck.save_checkpoint(tmp_path / "c", {"s": state})
-    other = ck.state_template(MLPSpec((2, 5, 1)), CFG, data, Hparams())
+    other = _template(data, Hparams(), MLPSpec((2, 5, 1)))
     with pytest.raises(ck.CheckpointError, match=r"does not match this run: s/.params\[0\].W"):
         ck.load_checkpoint(tmp_path / "c", {"s": other})
     tensors = next((tmp_path / "c").glob("state-*"))
@@ -123,11 +146,10 @@ class _Kill(Exception):
 def test_resume_after_an_interruption_equals_an_uninterrupted_run(tmp_path, data):
     keys = list(jax.random.split(jax.random.PRNGKey(0), 2))
     hp = Hparams(0.5)
-    full = ck.fit_resumable(SPEC, CFG, data, hp, keys, chunk_epochs=2)
-    assert full.resumed_from is None
+    full, _ = _resumable(data, hp, keys, 2)
     # The members train together and stop early (patience 4) at different epochs; cut the
     # run at epoch 10, after one member has stopped and before the other.
-    stops = sorted(int(e) for e in full.result.epochs_run)
+    stops = sorted(int(e) for e in full.epochs_run)
     assert stops[0] <= 10 < stops[1] < CFG.epochs
     seen = []
 
@@ -139,47 +161,38 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(tmp_path, data
 
     fp = {"run": 1}
     with pytest.raises(_Kill):
-        ck.fit_resumable(SPEC, CFG, data, hp, keys, chunk_epochs=2, path=tmp_path / "c",
-                         every=4, fingerprint=fp, callback=kill)
+        _resumable(data, hp, keys, 2, tmp_path / "c", every=4, fingerprint=fp, callback=kill)
     assert seen == [2, 4, 6, 8, 10]
     meta = ck.read_checkpoint_meta(tmp_path / "c")["meta"]
     assert (meta["n_members"], meta["epoch"]) == (2, 8)  # every 4 epochs
     with pytest.raises(ck.CheckpointError, match="different run .*differs in: run"):
-        ck.fit_resumable(SPEC, CFG, data, hp, keys, chunk_epochs=2, path=tmp_path / "c",
-                         every=4, resume=True, fingerprint={"run": 2})
+        _resumable(data, hp, keys, 2, tmp_path / "c", every=4, resume=True,
+                   fingerprint={"run": 2})
     with pytest.raises(ck.CheckpointError, match="inconsistent: 2 member"):
-        ck.fit_resumable(SPEC, CFG, data, hp, keys[:1], chunk_epochs=2, path=tmp_path / "c",
-                         every=4, resume=True, fingerprint=fp)
-    again = ck.fit_resumable(SPEC, CFG, data, hp, keys, chunk_epochs=2, path=tmp_path / "c",
-                             every=4, resume=True, fingerprint=fp)
-    assert again.resumed_from == 8
-    _equal(full.result._replace(compile_seconds=0.0, run_seconds=0.0),
-           jax.tree.map(np.asarray, again.result._replace(compile_seconds=0.0,
-                                                          run_seconds=0.0)))
+        _resumable(data, hp, keys[:1], 2, tmp_path / "c", every=4, resume=True, fingerprint=fp)
+    again, checkpointer = _resumable(data, hp, keys, 2, tmp_path / "c", every=4, resume=True,
+                                     fingerprint=fp)
+    assert checkpointer.resumed_from == 8
+    _equal(full, jax.tree.map(np.asarray, again))
 
 
 def test_one_member_resumes_too_and_old_checkpoints_are_refused(tmp_path, data):
     key = [jax.random.PRNGKey(5)]
     hp = Hparams(0.1)
-    full = ck.fit_resumable(SPEC, CFG, data, hp, key, chunk_epochs=4)
-    assert full.result.epochs_run.shape == (1,)
+    full, _ = _resumable(data, hp, key, 4)
+    assert full.epochs_run.shape == (1,)
 
     def kill(progress):
         if progress.epoch == 8:
             raise _Kill
 
     with pytest.raises(_Kill):
-        ck.fit_resumable(SPEC, CFG, data, hp, key, chunk_epochs=4, path=tmp_path / "c",
-                         every=4, callback=kill)
-    again = ck.fit_resumable(SPEC, CFG, data, hp, key, chunk_epochs=4, path=tmp_path / "c",
-                             every=4, resume=True)
-    assert again.resumed_from == 8
-    _equal(full.result._replace(compile_seconds=0.0, run_seconds=0.0),
-           jax.tree.map(np.asarray, again.result._replace(compile_seconds=0.0,
-                                                          run_seconds=0.0)))
+        _resumable(data, hp, key, 4, tmp_path / "c", every=4, callback=kill)
+    again, checkpointer = _resumable(data, hp, key, 4, tmp_path / "c", every=4, resume=True)
+    assert checkpointer.resumed_from == 8
+    _equal(full, jax.tree.map(np.asarray, again))
     doc = json.loads((tmp_path / "c" / ck.META_FILE).read_text())
     doc["format_version"] = 1
     (tmp_path / "c" / ck.META_FILE).write_text(json.dumps(doc))
     with pytest.raises(ck.CheckpointError, match="older jaxreg .*format version 1"):
-        ck.fit_resumable(SPEC, CFG, data, hp, key, chunk_epochs=4, path=tmp_path / "c",
-                         every=4, resume=True)
+        _resumable(data, hp, key, 4, tmp_path / "c", every=4, resume=True)

@@ -51,8 +51,8 @@ def test_diabetes_fit_predict_report(tmp_path, diabetes_csv, capsys):
 
     from jaxreg.estimator import MLPRegressor, load
     from jaxreg.report import member_predictions
+    from jaxreg.runner import compile_count
     from jaxreg.store import load_model
-    from jaxreg.train import compile_count
 
     model_dir = tmp_path / "model"
     compiles = compile_count()

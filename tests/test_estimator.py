@@ -14,8 +14,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+from jaxreg import errors, runner
 from jaxreg import estimator as est_mod
-from jaxreg import train
 from jaxreg.estimator import MLPRegressor, load
 
 BASE = dict(hidden_layer_sizes=(8,), epochs=50, learning_rate=1e-2, random_state=0)
@@ -97,11 +97,11 @@ def test_multi_output_predicts_2d():
 
 def test_refit_and_new_learning_rate_or_l2_do_not_recompile(fitted):
     model, X, y = fitted
-    before = train.compile_count()
+    before = runner.compile_count()
     again = clone(model).fit(X, y)
     np.testing.assert_array_equal(again.predict(X), model.predict(X))
     clone(model).set_params(learning_rate=3e-3, l2=1e-3).fit(X, y)
-    assert train.compile_count() == before
+    assert runner.compile_count() == before
 
 
 def test_early_stopping_restores_the_best_epoch():
@@ -187,14 +187,14 @@ def test_partial_fit_epochs_equal_a_fit_of_as_many_epochs():
 def test_chunked_fit_equals_the_plain_fit_and_reports_progress(fitted):
     model, X, y = fitted
     seen = []
-    chunked = clone(model).fit(X, y, chunk_epochs=25, callback=lambda p: seen.append(p.epoch))
+    chunked = clone(model).fit(X, y, chunk_epochs=25, callbacks=[lambda p: seen.append(p.epoch)])
     assert seen == [25, 50]
     np.testing.assert_array_equal(chunked.predict(X), model.predict(X))
 
 
 def test_divergence_raises_with_a_hint():
     X, y = _data()
-    with pytest.raises(train.TrainingDivergedError, match="Lower the learning rate"):
+    with pytest.raises(errors.TrainingDivergedError, match="Lower the learning rate"):
         MLPRegressor(**dict(BASE, optimizer="sgd", learning_rate=1e4)).fit(X, y)
 
 
@@ -203,11 +203,11 @@ def test_divergence_raises_with_a_hint():
 
 def test_pipeline_gridsearch_cross_val_and_transformed_target(fitted):
     _, X, y = fitted
-    before = train.compile_count()
+    before = runner.compile_count()
     grid = GridSearchCV(MLPRegressor(**BASE), {"learning_rate": [3e-3, 1e-2],
                                                "l2": [0.0, 1e-3]}, cv=2).fit(X, y)
     # Two folds of 20 rows share one shape: one compilation for the whole grid.
-    assert train.compile_count() - before <= 1
+    assert runner.compile_count() - before <= 1
     assert grid.best_params_["learning_rate"] in (3e-3, 1e-2)
     scores = cross_val_score(make_pipeline(StandardScaler(), MLPRegressor(**BASE)), X, y,
                              cv=2)

@@ -19,16 +19,17 @@ RANKS = {
     "model": 1,
     "loss": 2,
     "optim": 2,
-    "train": 3,
+    "engine": 3,
     "store": 3,
-    "sweeps": 4,
-    "estimator": 4,
-    "linear": 4,
+    "runner": 4,
     "checkpoint": 4,
-    "report": 4,
-    "apps": 5,  # every jaxreg.apps.* module
-    "cli": 6,
-    "__main__": 7,
+    "sweeps": 5,
+    "estimator": 5,
+    "linear": 5,
+    "report": 5,
+    "apps": 6,  # every jaxreg.apps.* module
+    "cli": 7,
+    "__main__": 8,
 }
 
 
@@ -80,5 +81,5 @@ def test_imports_only_go_down(path):
 
 def test_the_checker_sees_an_upward_import(tmp_path):
     bad = tmp_path / "bad.py"
-    bad.write_text("from jaxreg.train import fit\nimport jaxreg.cli\n")
-    assert list(_jaxreg_imports(bad)) == ["train", "cli"]
+    bad.write_text("from jaxreg.runner import fit\nimport jaxreg.cli\n")
+    assert list(_jaxreg_imports(bad)) == ["runner", "cli"]

@@ -15,7 +15,7 @@ from jaxreg.data import linear_blog_data
 from jaxreg.linear import LinearSGDRegressor
 from jaxreg.loss import rmse
 from jaxreg.model import Layer, MLPSpec, apply, init
-from jaxreg.train import compile_count
+from jaxreg.runner import compile_count
 
 BLOG_STEPS = 5000  # one compiled configuration shared by the blog-data tests
 

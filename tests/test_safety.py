@@ -162,11 +162,11 @@ def test_2_clear_checkpoint_keeps_what_jaxreg_did_not_write(tmp_path):
 
 
 def test_3_a_failing_fit_replaces_nothing(tmp_path, model_dir, capsys):
-    from jaxreg.report import split_rows
+    from jaxreg.data import training_split
 
     before = _snapshot(model_dir)
     frame = _frame()
-    _, val = split_rows(len(frame), 0.2, 3)
+    _, _, val = training_split(len(frame), 0.2, 3)
     frame.loc[val[0], "b"] = 1e300  # a validation row far outside the training rows
     bad = tmp_path / "bad.csv"
     frame.to_csv(bad, index=False)
@@ -408,8 +408,8 @@ def test_8_overflowing_scales_are_refused_naming_the_column():
 
 
 def test_8_non_finite_weights_raise_scikit_learns_message_as_a_value_error():
+    from jaxreg.errors import TrainingDivergedError
     from jaxreg.estimator import MLPRegressor
-    from jaxreg.train import TrainingDivergedError
 
     assert issubclass(TrainingDivergedError, ValueError)
     rng = np.random.default_rng(0)

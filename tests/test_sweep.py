@@ -15,8 +15,10 @@ from scipy import stats
 
 from jaxreg import cli
 from jaxreg.data import Dataset, lecture_function
+from jaxreg.engine import TrainConfig
 from jaxreg.model import MLPSpec, apply, init
 from jaxreg.optim import Hparams
+from jaxreg.runner import compile_count, fit
 from jaxreg.sweeps import (
     _t_two_sided_p,
     confidence_interval,
@@ -27,7 +29,6 @@ from jaxreg.sweeps import (
     split_validation,
     sweep,
 )
-from jaxreg.train import TrainConfig, compile_count, fit
 
 N_ROWS, EPOCHS, SEEDS = 50, 20, [0, 1]
 GRID = {"learning_rate": [1e-2, 2e-2], "l2": [0.0, 1e-3]}

@@ -1,4 +1,5 @@
-"""Checkpoints of chunked training runs, and a resumable run built on them. Rank 4.
+"""Checkpoints of chunked training runs, and the ``Checkpointer`` that writes and resumes them.
+Rank 4.
 
 A checkpoint is a folder::
 
@@ -19,11 +20,12 @@ Writes are atomic: the tensor file gets a fresh name and is fsynced first; then
 are removed afterwards. A kill at any moment leaves either the previous checkpoint or the
 new one, never a mixture.
 
-``fit_resumable`` trains the members of an ensemble together (``jaxreg.train.fit_many``)
-in equal compiled chunks and writes a checkpoint
-every ``every`` epochs; after a crash, the same call with ``resume=True`` continues from the
-checkpoint and ends with exactly the parameters of an uninterrupted run (the engine draws
-epoch ``e``'s minibatches from ``fold_in(key, e)``, so any cut gives the same result).
+A ``Checkpointer`` is a callback of the one runner (``jaxreg.runner.run``): it writes a
+checkpoint every ``every`` epochs; after a crash, the same run with ``resume=True`` continues
+from it and ends with exactly the parameters of an uninterrupted run (the engine draws epoch
+``e``'s minibatches from ``fold_in(key, e)``, so any cut gives the same result).
+``MLPRegressor.fit(..., checkpoint=Checkpointer(...))`` is how the estimator and the CLI use
+it.
 """
 
 from __future__ import annotations
@@ -33,29 +35,17 @@ import json
 import os
 import pathlib
 import re
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxreg import __version__, files
-from jaxreg.data import Dataset
-from jaxreg.model import MLPSpec
-from jaxreg.optim import Hparams
-from jaxreg.train import (
-    History,
-    Progress,
-    TrainConfig,
-    TrainResult,
-    fit_many,
-    make_engine,
-)
+from jaxreg.engine import History
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "META_FILE", "CheckpointError", "RunOutcome",
-           "check_checkpoint_folder", "clear_checkpoint", "fit_resumable", "load_checkpoint",
-           "read_checkpoint_meta", "save_checkpoint", "state_template"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "META_FILE", "CheckpointError", "Checkpointer",
+           "check_checkpoint_folder", "clear_checkpoint", "load_checkpoint",
+           "read_checkpoint_meta", "save_checkpoint"]
 
 FORMAT = "jaxreg-checkpoint"
 FORMAT_VERSION = 2  # 2: one state for all members (member axis first)
@@ -268,115 +258,85 @@ def clear_checkpoint(path) -> None:
 # ---------------------------------------------------------------- resumable training
 
 
-def state_template(spec: MLPSpec, cfg: TrainConfig, data: Dataset, hparams: Hparams):
-    """The ``TrainState`` structure (``ShapeDtypeStruct`` leaves) of a run, without
-    computing anything."""
-    engine = make_engine(spec, cfg)
-    hp = Hparams(*(jnp.asarray(v, data.x.dtype) for v in hparams))
-    return jax.eval_shape(engine.init, jax.random.PRNGKey(0), data, hp)
-
-
-def _history_template(data: Dataset) -> History:
-    k, dt = data.y.shape[1], np.dtype(data.x.dtype)
-    return History(jax.ShapeDtypeStruct((0,), np.int32), jax.ShapeDtypeStruct((0, k), dt),
-                   jax.ShapeDtypeStruct((0, k), dt), jax.ShapeDtypeStruct((0,), dt))
-
-
-class RunOutcome(NamedTuple):
-    """What ``fit_resumable`` returns: a ``TrainResult`` with a leading member axis, the
-    epoch it resumed from (None for a fresh start) and the timings of this call."""
-
-    result: TrainResult
-    resumed_from: int | None
-    compile_seconds: float
-    run_seconds: float
-
-
-def _finished(state, cfg: TrainConfig) -> bool:
-    done = np.asarray(state.epoch) >= cfg.epochs
-    if cfg.patience is not None:
-        done = done | np.asarray(state.stopped)
-    return bool(np.all(done))
-
-
-def fit_resumable(spec: MLPSpec, cfg: TrainConfig, data: Dataset, hparams: Hparams, keys,
-                  *, chunk_epochs: int, path=None, every: int | None = None,
-                  resume: bool = False, fingerprint: dict | None = None,
-                  callback: Callable[[Progress], None] | None = None) -> RunOutcome:
-    """Train the ``len(keys)`` members of an ensemble together in equal compiled chunks,
-    with checkpoints.
+class Checkpointer:
+    """Checkpoints of a chunked run: a callback of ``jaxreg.runner.run`` that writes one every
+    ``every`` epochs (and when every model has finished), and the state to resume from.
 
     Args:
-      spec, cfg, data, hparams: as for ``jaxreg.train.fit``.
-      keys: one PRNG key per ensemble member.
-      chunk_epochs: epochs per compiled chunk (divides ``cfg.epochs`` and ``every``).
-      path: checkpoint folder; None writes no checkpoint.
-      every: write a checkpoint when the run's epoch count is a multiple of this, and when
-        every member has finished.
-      resume: continue from the checkpoint in ``path`` if there is one.
-      fingerprint: JSON values identifying the run (data, options); resuming from a
-        checkpoint whose fingerprint differs raises ``CheckpointError``.
-      callback: ``callback(progress)`` after every chunk, the member axis first in
-        ``progress.state`` and ``progress.history`` (also for one member).
+      path: the checkpoint folder: new, empty, or holding a jaxreg checkpoint.
+      every: write when the run's epoch count is a multiple of this (a multiple of the
+        run's ``chunk_epochs``); None writes nothing (resume only).
+      resume: continue from the checkpoint in ``path`` when there is one.
+
+    The trainer calls ``start(keys, template, fingerprint)`` before the run: it records the
+    run's identity and returns ``(state, history)`` to resume from, or None. ``resumed_from``
+    is then the epoch the run continues from.
     """
-    keys = jnp.stack([jnp.asarray(k) for k in keys])
-    m = int(keys.shape[0])
-    fingerprint = json.loads(json.dumps(fingerprint or {}, default=_json_default))
-    if every is not None and (every < 1 or every % chunk_epochs):
-        raise ValueError(f"every must be a positive multiple of chunk_epochs ({chunk_epochs})."
-                         f" Got {every!r}.")
-    start, resumed_from = None, None
-    if resume and path is not None and read_checkpoint_meta(path) is not None:
-        start, resumed_from = _restore(path, spec, cfg, data, hparams, keys, fingerprint)
-        if resumed_from % chunk_epochs:
-            raise ValueError(f"chunk_epochs must divide the epoch the checkpoint was written "
-                             f"at ({resumed_from}). Got {chunk_epochs}.")
 
-    def on_chunk(progress: Progress):  # the member axis first, also for one member
-        if path is not None and every is not None and (
-                progress.epoch % every == 0 or _finished(progress.state, cfg)):
-            save_checkpoint(path, {"keys": keys,
-                                   "state": jax.tree.map(np.asarray, progress.state),
-                                   "history": progress.history},
-                            {"fingerprint": fingerprint, "n_members": m,
-                             "epoch": progress.epoch, "epochs": cfg.epochs})
-        if callback is not None:
-            callback(progress)
+    def __init__(self, path, *, every: int | None = None, resume: bool = False) -> None:
+        if every is not None and (isinstance(every, bool) or not isinstance(every, int)
+                                  or every < 1):
+            raise ValueError(f"every must be a positive int or None. Got {every!r}.")
+        self.path = pathlib.Path(path)
+        self.every = every
+        self.resume = bool(resume)
+        self.resumed_from: int | None = None
+        self._keys: Any = None
+        self._fingerprint: dict = {}
 
-    result = fit_many(spec, cfg, data, hparams, keys=keys, chunk_epochs=chunk_epochs,
-                      callback=on_chunk, resume=start)
-    return RunOutcome(result, resumed_from, result.compile_seconds, result.run_seconds)
+    def start(self, keys, template, fingerprint: dict):
+        """Record the run (its PRNG keys, a ``(state, history)`` template with the model
+        axis first, and a JSON fingerprint of its data and settings); return the saved
+        ``(state, history)`` when resuming from a checkpoint of the same run, else None."""
+        self._keys = np.asarray(keys)
+        self._fingerprint = json.loads(json.dumps(fingerprint, default=_json_default))
+        doc = check_checkpoint_folder(self.path)
+        if not self.resume or doc is None:
+            return None
+        if doc["format_version"] < 2:
+            raise CheckpointError(f"The checkpoint in {str(self.path)!r} was written by an "
+                                  f"older jaxreg (format version {doc['format_version']}); "
+                                  "delete it or run without resuming.")
+        meta = dict(doc.get("meta") or {})
+        saved = meta.get("fingerprint")
+        if saved != self._fingerprint:
+            diff = sorted(k for k in set(saved or {}) | set(self._fingerprint)
+                          if (saved or {}).get(k) != self._fingerprint.get(k))
+            raise CheckpointError(f"The checkpoint in {str(self.path)!r} was written by a "
+                                  f"different run (differs in: {', '.join(diff) or 'all'}); "
+                                  "delete it or run without resuming.")
+        m = int(self._keys.shape[0])
+        epoch = meta.get("epoch")
+        if meta.get("n_members") != m or not isinstance(epoch, int) or epoch < 0:
+            raise CheckpointError(f"The checkpoint in {str(self.path)!r} is inconsistent: "
+                                  f"{meta.get('n_members')!r} member(s) at epoch {epoch!r}, "
+                                  f"expected {m} member(s).")
+        state, history = template
+        keys_like = jax.ShapeDtypeStruct(self._keys.shape, self._keys.dtype)
+        trees, _ = load_checkpoint(self.path, {"keys": keys_like, "state": state,
+                                               "history": history}, flexible=("history",))
+        if not np.array_equal(trees["keys"], self._keys):
+            raise CheckpointError(f"The checkpoint in {str(self.path)!r} was written with "
+                                  "other random keys (another seed); delete it or run "
+                                  "without resuming.")
+        self.resumed_from = epoch
+        return trees["state"], History(*trees["history"])
 
+    def __call__(self, progress) -> None:
+        """After a chunk: write a checkpoint when it is time (a ``runner.Progress``)."""
+        if self.every is None or self._keys is None:
+            return
+        state = progress.state
+        finished = bool(np.all((np.asarray(state.epoch) >= progress.epochs)
+                               | np.asarray(state.stopped)))
+        if progress.epoch % self.every == 0 or finished:
+            save_checkpoint(self.path, {"keys": self._keys,
+                                        "state": jax.tree.map(np.asarray, state),
+                                        "history": progress.history},
+                            {"fingerprint": self._fingerprint,
+                             "n_members": int(self._keys.shape[0]), "epoch": progress.epoch,
+                             "epochs": progress.epochs})
 
-def _restore(path, spec, cfg, data, hparams, keys, fingerprint):
-    doc = read_checkpoint_meta(path)
-    if doc["format_version"] < 2:
-        raise CheckpointError(f"The checkpoint in {str(path)!r} was written by an older "
-                              f"jaxreg (format version {doc['format_version']}); delete it "
-                              "or run without --resume.")
-    meta = dict(doc.get("meta") or {})
-    saved = meta.get("fingerprint")
-    if saved != fingerprint:
-        diff = sorted(k for k in set(saved or {}) | set(fingerprint)
-                      if (saved or {}).get(k) != fingerprint.get(k))
-        raise CheckpointError(f"The checkpoint in {str(path)!r} was written by a different "
-                              f"run (differs in: {', '.join(diff) or 'everything'}); delete it "
-                              "or run without --resume.")
-    m = int(keys.shape[0])
-    epoch = meta.get("epoch")
-    if meta.get("n_members") != m or not isinstance(epoch, int) or epoch < 0:
-        raise CheckpointError(f"The checkpoint in {str(path)!r} is inconsistent: "
-                              f"{meta.get('n_members')!r} member(s) at epoch {epoch!r}, "
-                              f"expected {m} member(s).")
-
-    def members(t):
-        return jax.ShapeDtypeStruct((m, *t.shape), t.dtype)
-
-    templates = {"keys": members(jax.ShapeDtypeStruct(keys.shape[1:], keys.dtype)),
-                 "state": jax.tree.map(members, state_template(spec, cfg, data, hparams)),
-                 "history": jax.tree.map(members, _history_template(data))}
-    trees, _ = load_checkpoint(path, templates, flexible=("history",))
-    if not np.array_equal(trees["keys"], np.asarray(keys)):
-        raise CheckpointError(f"The checkpoint in {str(path)!r} was written with other random "
-                              "keys (another --seed); delete it or run without --resume.")
-    return (trees["state"], History(*trees["history"])), epoch
+    def clear(self) -> None:
+        """Remove this checkpoint's files (see ``clear_checkpoint``)."""
+        clear_checkpoint(self.path)

@@ -23,6 +23,7 @@ __all__ = [
     "polynomial_data",
     "as_2d_float",
     "check_xy",
+    "training_split",
 ]
 
 
@@ -124,6 +125,29 @@ def check_xy(x, y, *, dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"x and y must have the same number of rows. "
                          f"Got x with {x.shape[0]} rows and y with {y.shape[0]}.")
     return x, y
+
+
+# ---------------------------------------------------------------- the split
+
+
+def training_split(n: int, validation_fraction: float, random_state
+                   ) -> tuple[int, np.ndarray, np.ndarray]:
+    """The training seed and the training/validation rows, as every door draws them.
+
+    ``random_state`` (an int, a ``numpy.random.RandomState`` or None) first draws the
+    training seed (``randint(0, 2**31 - 1)``), then a permutation whose first
+    ``ceil(validation_fraction * n)`` rows are held out. Returns ``(seed, train, val)``, the
+    row positions sorted; ``val`` is empty when the fraction is 0.
+    """
+    from sklearn.utils import check_random_state
+
+    rs = check_random_state(random_state)
+    seed = int(rs.randint(0, 2**31 - 1))
+    if validation_fraction <= 0:
+        return seed, np.arange(n), np.zeros(0, dtype=int)
+    n_val = int(np.ceil(validation_fraction * n))
+    perm = rs.permutation(n)
+    return seed, np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
 # ---------------------------------------------------------------- standardizer

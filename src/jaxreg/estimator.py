@@ -15,21 +15,18 @@ from __future__ import annotations
 
 import contextlib
 import numbers
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
-from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from jaxreg import store
-from jaxreg import train as engine_mod
-from jaxreg.data import Dataset, Standardizer, check_not_text
+from jaxreg import runner, store
+from jaxreg.data import Dataset, Standardizer, check_not_text, training_split
+from jaxreg.engine import SAMPLINGS, TrainConfig
 from jaxreg.model import ACTIVATIONS, INITIALIZERS, Layer, MLPSpec, apply
 from jaxreg.optim import OPTIMIZERS, SCHEDULES, Hparams
-from jaxreg.train import SAMPLINGS, TrainConfig
 
 __all__ = ["MLPRegressor", "load"]
 
@@ -93,9 +90,15 @@ def _member_keys(seed: int, n: int):
     return jax.random.split(jax.random.PRNGKey(seed), n)
 
 
-def _stack_layers(members):
-    return tuple(Layer(np.stack([m[i].W for m in members]), np.stack([m[i].b for m in members]))
-                 for i in range(len(members[0])))
+def _fingerprint(X, y, w, p: dict, spec: MLPSpec, cfg: TrainConfig) -> dict:
+    """What identifies a run for its checkpoint: the data's digest and every setting."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for a in (X, y) if w is None else (X, y, w):
+        digest.update(np.ascontiguousarray(a, np.float64).tobytes())
+    return {"data_sha256": digest.hexdigest(), "spec": repr(spec), "config": repr(cfg),
+            "params": {k: v for k, v in p.items() if k not in ("verbose",)}}
 
 
 def _to_host(tree):
@@ -115,23 +118,6 @@ def _forward(activation: str):
         fn = jax.jit(jax.vmap(lambda p, x: apply(p, x, activation), in_axes=(0, None)))
         _FORWARD[activation] = fn
     return fn
-
-
-_PARTIAL: dict[tuple, tuple] = {}
-
-
-def _partial_fns(spec: MLPSpec, cfg: TrainConfig):
-    """Jitted, member-vmapped engine pieces for ``partial_fit`` (one epoch per call)."""
-    hit = _PARTIAL.get((spec, cfg))
-    if hit is None:
-        eng = engine_mod.make_engine(spec, cfg)
-        init_new = jax.jit(jax.vmap(lambda k, d, h: eng.init(k, d, h), in_axes=(0, None, None)))
-        init_from = jax.jit(jax.vmap(lambda k, d, h, p: eng.init(k, d, h, p),
-                                     in_axes=(0, None, None, 0)))
-        run = jax.jit(jax.vmap(lambda s, k, d, h: eng.run(s, k, d, h, 1),
-                               in_axes=(0, 0, None, None)))
-        hit = _PARTIAL[(spec, cfg)] = (init_new, init_from, run)
-    return hit
 
 
 # ---------------------------------------------------------------- the estimator
@@ -350,29 +336,54 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
 
     # ------------------------------------------------------------ fitting
 
-    def fit(self, X, y, sample_weight=None, *, callback=None, chunk_epochs=None):
+    def fit(self, X, y, sample_weight=None, *, callbacks=(), chunk_epochs=None,
+            checkpoint=None):
         """Fit the network (or ensemble) to ``X`` ``(n, d)`` and ``y`` ``(n,)``/``(n, k)``.
 
         Args:
           sample_weight: ``(n,)`` non-negative weights: each row's squared error counts in
             proportion to its weight (zero-weight rows are dropped); also weights the
             standardization statistics.
-          callback: with ``chunk_epochs``, called as ``callback(progress)`` after every
-            chunk with a ``jaxreg.train.Progress`` (epoch, epochs, state, history,
-            compile and run seconds): a progress bar or a checkpoint writer. With
-            ``n_ensemble > 1`` the members advance together and ``progress.state`` and
-            ``progress.history`` carry the member axis first.
+          callbacks: with ``chunk_epochs``, functions called with a
+            ``jaxreg.runner.Progress`` (epoch, epochs, state, history, timings) after
+            every chunk: a progress bar, a logger. With ``n_ensemble > 1`` the members
+            advance together; ``progress.state`` and ``progress.history`` always carry the
+            member axis first.
           chunk_epochs: run training in equal compiled chunks of this many epochs (it must
-            divide ``epochs``); one compilation, and the result equals the unchunked
-            single-model run exactly.
+            divide ``epochs``); one compilation, and the result equals the unchunked run
+            exactly.
+          checkpoint: a ``jaxreg.checkpoint.Checkpointer`` (needs ``chunk_epochs``): writes
+            checkpoints as training goes and, with ``resume=True``, continues the run it
+            holds; the result equals an uninterrupted run exactly.
 
         Returns:
           self.
         """
+        return self._fit(X, y, sample_weight, incremental=False, callbacks=callbacks,
+                         chunk_epochs=chunk_epochs, checkpoint=checkpoint)
+
+    def partial_fit(self, X, y, sample_weight=None):
+        """Train one more epoch on ``(X, y)``, keeping the optimizer state between calls.
+
+        The first call (or the first after ``fit``) starts from ``params_`` when fitted,
+        else from fresh weights, and fits the scalers on this batch when the model is new.
+        Later calls continue with the same scalers, optimizer state (e.g. Adam's moments)
+        and epoch counter, so minibatch orders and the schedule (over ``epochs``) move on.
+        No validation split or early stopping is done here. ``loss_curve_`` gains one
+        value per call and ``n_iter_`` counts the epochs.
+        """
+        return self._fit(X, y, sample_weight, incremental=True)
+
+    def _fit(self, X, y, sample_weight, *, incremental: bool, callbacks=(), chunk_epochs=None,
+             checkpoint=None):
+        """``fit`` (``incremental=False``; from ``params_`` with ``warm_start``) and
+        ``partial_fit`` (``incremental=True``: one epoch resumed from the saved state)."""
         p = self._checked()
-        warm = p["warm_start"] and hasattr(self, "params_")
+        fitted = hasattr(self, "params_")
+        continuing = fitted and (incremental or p["warm_start"])
         targets = _target_names(y)
-        X, y2, w, y_1d = self._validate_xy(X, y, sample_weight, reset=not warm)
+        X, y2, w, y_1d = self._validate_xy(X, y, sample_weight, reset=not continuing)
+        callbacks = tuple(callbacks)
         if chunk_epochs is not None:
             if (isinstance(chunk_epochs, bool) or not isinstance(chunk_epochs, numbers.Integral)
                     or chunk_epochs < 1 or p["epochs"] % chunk_epochs):
@@ -380,65 +391,89 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
                                  f"positive int that divides epochs={p['epochs']}. "
                                  f"Got {_fmt(chunk_epochs)} instead.")
             chunk_epochs = int(chunk_epochs)
-        if callback is not None and chunk_epochs is None:
-            raise ValueError("The 'callback' parameter of MLPRegressor.fit needs "
-                             "chunk_epochs. Got chunk_epochs=None instead.")
-        if warm and (y2.shape[1] != self.n_outputs_ or self._spec.layer_sizes[1:-1]
-                     != p["hidden"] or self._spec.activation != p["activation"]
-                     or self._params_stack[0].W.shape[0] != p["n_ensemble"]
-                     or self._dtype != p["dtype"]):
-            raise ValueError("warm_start=True continues the fitted network, so the outputs, "
-                             "hidden_layer_sizes, activation, n_ensemble and dtype must not "
-                             "change. Set warm_start=False to fit a new one.")
-        rs = check_random_state(self.random_state)
-        seed = int(rs.randint(0, 2**31 - 1))
-        # Validation split (rows chosen by random_state).
+        if (callbacks or checkpoint is not None) and chunk_epochs is None:
+            raise ValueError("The 'callbacks' and 'checkpoint' parameters of MLPRegressor.fit "
+                             "need chunk_epochs. Got chunk_epochs=None instead.")
+        if continuing:
+            y_1d = self._y_1d
+            m = self._params_stack[0].W.shape[0]
+            if y2.shape[1] != self.n_outputs_:
+                raise ValueError(f"y has {y2.shape[1]} outputs, but MLPRegressor is expecting "
+                                 f"{self.n_outputs_} outputs as input.")
+            if not incremental and (self._spec.layer_sizes[1:-1] != p["hidden"]
+                                    or self._spec.activation != p["activation"]
+                                    or m != p["n_ensemble"] or self._dtype != p["dtype"]):
+                raise ValueError("warm_start=True continues the fitted network, so the "
+                                 "outputs, hidden_layer_sizes, activation, n_ensemble and "
+                                 "dtype must not change. Set warm_start=False to fit a new "
+                                 "one.")
+        else:
+            m = p["n_ensemble"]
         n = X.shape[0]
-        frac = p["validation_fraction"]
-        if frac > 0:
-            n_val = int(np.ceil(frac * n))
-            if n - n_val < 1:
+        if incremental:
+            seed = self._seed if fitted else training_split(0, 0.0, self.random_state)[0]
+            tr_idx, val_idx = np.arange(n), np.zeros(0, dtype=int)
+        else:
+            frac = p["validation_fraction"]
+            if frac > 0 and n - int(np.ceil(frac * n)) < 1:
                 raise ValueError(f"validation_fraction={frac} leaves no training rows for "
                                  f"{n} samples. Lower validation_fraction or pass more rows.")
-            perm = rs.permutation(n)
-            val_idx, tr_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
-        else:
-            val_idx, tr_idx = None, np.arange(n)
+            seed, tr_idx, val_idx = training_split(n, frac, self.random_state)
         x_tr, y_tr = X[tr_idx], y2[tr_idx]
         w_tr = None if w is None else w[tr_idx]
         if w_tr is not None and np.all(w_tr == w_tr[0]):
             w_tr = None
-        if warm:
-            x_sc, y_sc = self.x_scaler_, self.y_scaler_
+        if continuing:
+            x_sc, y_sc, dtype = self.x_scaler_, self.y_scaler_, self._dtype
         else:
             x_sc, y_sc = self._scalers(x_tr, y_tr, w_tr, p["standardize"], targets)
-        spec, cfg = self._spec_cfg(p, X.shape[1], y2.shape[1], x_tr.shape[0])
-        m = p["n_ensemble"]
+            dtype = p["dtype"]
+        spec, cfg = self._spec_cfg(p, X.shape[1], y2.shape[1], len(tr_idx),
+                                   early=not incremental)
+        if continuing:
+            spec = self._spec
         hp = Hparams(learning_rate=p["learning_rate"], l2=p["l2"])
-        dtype = p["dtype"]
+        has_val = len(val_idx) > 0
         with _x64(dtype):
             jdt = jnp.dtype(dtype)
             fx, fy = self._standardizers(x_sc, y_sc, dtype, targets)
-            data = Dataset(
-                jnp.asarray(fx(x_tr)), jnp.asarray(fy(y_tr)),
-                None if val_idx is None else jnp.asarray(fx(X[val_idx])),
-                None if val_idx is None else jnp.asarray(fy(y2[val_idx])),
-                None if w_tr is None else jnp.asarray(w_tr, jdt))
+            data = Dataset(jnp.asarray(fx(x_tr)), jnp.asarray(fy(y_tr)),
+                           jnp.asarray(fx(X[val_idx])) if has_val else None,
+                           jnp.asarray(fy(y2[val_idx])) if has_val else None,
+                           None if w_tr is None else jnp.asarray(w_tr, jdt))
             keys = _member_keys(seed, m)
-            init_params = None
-            if warm:
-                init_params = tuple(Layer(jnp.asarray(layer.W, jdt), jnp.asarray(layer.b, jdt))
-                                    for layer in self._params_stack)
-            result = self._train(spec, cfg, data, hp, keys, init_params, chunk_epochs,
-                                 callback)
-            result = _to_host(result)
-        self._store_result(result, spec, cfg, x_sc, y_sc, y_1d, dtype, warm, data.x_val)
+            params = resume = None
+            state = getattr(self, "_state", None) if incremental else None
+            if state is not None and self._state_cfg == cfg:
+                resume = state
+            elif continuing:
+                params = tuple(Layer(jnp.asarray(layer.W, jdt), jnp.asarray(layer.b, jdt))
+                               for layer in self._params_stack)
+            if checkpoint is not None:
+                template = runner.state_template(spec, cfg, data, hp, m)
+                resume = checkpoint.start(keys, template, _fingerprint(
+                    X, y2, w, p, spec, cfg)) or resume
+                callbacks = (*callbacks, checkpoint)
+            out = runner.run(spec, cfg, data, hp, keys, params=params, resume=resume,
+                             chunk_epochs=1 if incremental else chunk_epochs,
+                             n_epochs=1 if incremental else None, callbacks=callbacks)
+            result = _to_host(out.result)
+        if incremental:
+            state, history = _to_host(out.resume)
+            self._state = (state, jax.tree.map(lambda a: a[:, :0], history))
+            self._state_cfg = cfg
+            result = result._replace(history=jax.tree.map(lambda a: a[:, -1:], history),
+                                     epochs_run=np.ones_like(result.epochs_run))
+        else:
+            self._state = None  # partial_fit restarts its optimizer state after a fit
+        self._store_result(result, out.timings, spec, cfg, x_sc, y_sc, y_1d, dtype,
+                           continuing, has_val, incremental)
         self._seed = seed
-        if targets is not None and len(targets) == self.n_outputs_:
-            self.target_names_in_ = targets
-        elif hasattr(self, "target_names_in_"):
-            del self.target_names_in_
-        self._state = None  # partial_fit restarts its optimizer state after a fit
+        if not continuing:
+            if targets is not None and len(targets) == self.n_outputs_:
+                self.target_names_in_ = targets
+            elif hasattr(self, "target_names_in_"):
+                del self.target_names_in_
         if p["verbose"]:
             print(f"MLPRegressor: {self.n_iter_} epochs, final training MSE "
                   f"{self.loss_curve_[-1]:.6g}, compile {self.compile_seconds_:.3f} s, "
@@ -466,37 +501,32 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
 
         return fx, fy
 
-    def _train(self, spec, cfg, data, hp, keys, init_params, chunk_epochs, callback):
-        """Train all members (one compiled call, or equal compiled chunks of all of them);
-        returns a TrainResult with a leading member axis. One member is the plain
-        single-model run, chunked or not (the two are equal bit for bit)."""
-        return engine_mod.fit_many(spec, cfg, data, hp, keys=keys, params=init_params,
-                                   chunk_epochs=chunk_epochs, callback=callback)
-
-    def _store_result(self, result, spec, cfg, x_sc, y_sc, y_1d, dtype, warm, x_val):
+    def _store_result(self, result, timings, spec, cfg, x_sc, y_sc, y_1d, dtype, continuing,
+                      has_val, incremental):
+        """The fitted attributes from a run's result (model axis first); a continued run
+        (warm start, partial_fit) adds its epochs and loss curves to the earlier ones."""
         sq = np.asarray(y_sc.scale, np.float64) ** 2
-        runs = np.asarray(result.epochs_run).reshape(-1)
-        n_run = int(runs.max())
+        n_run = int(np.asarray(result.epochs_run).max())
         hist = result.history
-        train = np.mean(np.asarray(hist.train_mse, np.float64) * sq, axis=-1)  # (M, R)
-        train = np.mean(train, axis=0)
+        train = np.mean(np.asarray(hist.train_mse, np.float64) * sq, axis=-1).mean(axis=0)
         val = None
-        if x_val is not None:
+        if has_val:
             val = np.mean(np.asarray(hist.val_mse, np.float64) * sq, axis=-1).mean(axis=0)
         # Early stopping: members that stopped record NaN afterwards; keep trained epochs.
-        epochs = np.asarray(hist.epoch).reshape(runs.shape[0], -1)[0]
-        keep = epochs < n_run
+        keep = np.asarray(hist.epoch)[0] < n_run if not incremental else slice(None)
         train = train[keep]
         val = None if val is None else val[keep]
         best = np.asarray(result.best_epoch).reshape(-1).astype(int)
         params = tuple(Layer(np.asarray(layer.W), np.asarray(layer.b))
                        for layer in result.best_params)
-        if warm:
+        if continuing:
             train = np.concatenate([self.loss_curve_, train])
-            if val is not None and self.validation_loss_curve_ is not None:
+            if incremental:
+                val = self.validation_loss_curve_
+            elif val is not None and self.validation_loss_curve_ is not None:
                 val = np.concatenate([self.validation_loss_curve_, val])
-            best = best + self.n_iter_
-            n_run = n_run + self.n_iter_
+            n_run += self.n_iter_
+            best = np.full_like(best, n_run) if incremental else best + self.n_iter_
         self._spec = spec
         self._cfg = cfg
         self._dtype = dtype
@@ -511,84 +541,8 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         self.validation_loss_curve_ = None if val is None else [float(v) for v in val]
         self.best_epoch_ = int(best[0]) if best.size == 1 else best
         self.n_iter_ = int(n_run)
-        self.compile_seconds_ = float(np.sum(result.compile_seconds))
-        self.run_seconds_ = float(np.sum(result.run_seconds))
-
-    def partial_fit(self, X, y, sample_weight=None):
-        """Train one more epoch on ``(X, y)``, keeping the optimizer state between calls.
-
-        The first call (or the first after ``fit``) starts from ``params_`` when fitted,
-        else from fresh weights, and fits the scalers on this batch when the model is new.
-        Later calls continue with the same scalers, optimizer state (e.g. Adam's moments)
-        and epoch counter, so minibatch orders and the schedule (over ``epochs``) move on.
-        No validation split or early stopping is done here. ``loss_curve_`` gains one
-        value per call and ``n_iter_`` counts the epochs.
-        """
-        p = self._checked()
-        fitted = hasattr(self, "params_")
-        X, y2, w, y_1d = self._validate_xy(X, y, sample_weight, reset=not fitted)
-        if fitted and y2.shape[1] != self.n_outputs_:
-            raise ValueError(f"y has {y2.shape[1]} outputs, but MLPRegressor is expecting "
-                             f"{self.n_outputs_} outputs as input.")
-        if not fitted:
-            self._seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
-            x_sc, y_sc = self._scalers(X, y2, w, p["standardize"], _target_names(y))
-            dtype = p["dtype"]
-        else:
-            x_sc, y_sc, dtype = self.x_scaler_, self.y_scaler_, self._dtype
-            y_1d = self._y_1d
-        m = p["n_ensemble"] if not fitted else self._params_stack[0].W.shape[0]
-        spec, cfg = self._spec_cfg(p, X.shape[1], y2.shape[1], X.shape[0], early=False)
-        if fitted:
-            spec = self._spec
-        hp = Hparams(learning_rate=p["learning_rate"], l2=p["l2"])
-        engine_mod.check_hparams(hp)
-        state = getattr(self, "_state", None)
-        with _x64(dtype):
-            jdt = jnp.dtype(dtype)
-            fx, fy = self._standardizers(x_sc, y_sc, dtype, _target_names(y))
-            data = Dataset(jnp.asarray(fx(X)), jnp.asarray(fy(y2)), None, None,
-                           None if w is None else jnp.asarray(w, jdt))
-            hp_j = Hparams(*(jnp.asarray(v, jdt) for v in hp))
-            keys = _member_keys(self._seed, m)
-            init_new, init_from, run = _partial_fns(spec, cfg)
-            t0 = time.perf_counter()
-            if state is not None and self._state_cfg == cfg:
-                state = jax.tree.map(jnp.asarray, state)
-            elif fitted:
-                params = tuple(Layer(jnp.asarray(layer.W, jdt), jnp.asarray(layer.b, jdt))
-                               for layer in self._params_stack)
-                state = init_from(keys, data, hp_j, params)
-            else:
-                state = init_new(keys, data, hp_j)
-            state, hist = jax.block_until_ready(run(state, keys, data, hp_j))
-            seconds = time.perf_counter() - t0
-            state, hist = _to_host((state, hist))
-        params = tuple(Layer(np.swapaxes(layer.W, -1, -2), np.swapaxes(layer.b, -1, -2))
-                       for layer in state.params)
-        if not all(np.all(np.isfinite(a)) for a in jax.tree.leaves(params)):
-            raise engine_mod.TrainingDivergedError(
-                f"{engine_mod.NON_FINITE_MESSAGE} Training diverged in partial_fit "
-                f"(learning_rate={p['learning_rate']!r}). Lower the learning rate, "
-                "standardize x and y, or add an L2 penalty.")
-        sq = np.asarray(y_sc.scale, np.float64) ** 2
-        loss = float(np.mean(np.asarray(hist.train_mse, np.float64) * sq))
-        curve = (list(self.loss_curve_) if fitted else []) + [loss]
-        n_iter = (self.n_iter_ if fitted else 0) + 1
-        val_curve = self.validation_loss_curve_ if fitted else None
-        self._spec, self._cfg, self._dtype, self._y_1d = spec, cfg, dtype, y_1d
-        self._params_stack = params
-        self._state, self._state_cfg = state, cfg
-        self.x_scaler_, self.y_scaler_ = x_sc, y_sc
-        self.n_outputs_ = spec.n_outputs
-        self.params_ = params if m > 1 else tuple(Layer(a.W[0], a.b[0]) for a in params)
-        self.loss_curve_ = curve
-        self.validation_loss_curve_ = val_curve
-        self.n_iter_ = n_iter
-        self.best_epoch_ = n_iter if m == 1 else np.full(m, n_iter)
-        self.compile_seconds_ = 0.0
-        self.run_seconds_ = seconds
-        return self
+        self.compile_seconds_ = float(timings.compile_seconds)
+        self.run_seconds_ = float(timings.run_seconds)
 
     # ------------------------------------------------------------ prediction
 

@@ -1,7 +1,7 @@
 """A linear model fitted by minibatch SGD on the RMSE: the linear blog as an estimator.
 
 ``LinearSGDRegressor`` follows scikit-learn's conventions and trains on the engine of
-``jaxreg.train``: a single affine layer (``MLPSpec((d, k), "identity")``) with standard
+``jaxreg.engine``: a single affine layer (``MLPSpec((d, k), "identity")``) with standard
 normal initial weights and bias (the blog's ``randn``), plain gradient descent
 (``optimizer="gd"``) on the root mean squared error of ``batch_size`` rows drawn with
 replacement at every step (``sampling="bootstrap"``). The whole loop is one compiled call;
@@ -57,7 +57,7 @@ class LinearSGDRegressor(RegressorMixin, BaseEstimator):
     Each of ``n_steps`` steps draws ``batch_size`` rows with replacement (bootstrap),
     computes the root mean squared error of ``X @ coef + intercept`` on them and its
     gradient, and takes a gradient step ``p - learning_rate * g``. Training runs in
-    float32 on the compiled engine of ``jaxreg.train``.
+    float32 on the compiled engine of ``jaxreg.engine``.
 
     Parameters:
       learning_rate: step size, a float in (0, inf).
@@ -132,9 +132,10 @@ class LinearSGDRegressor(RegressorMixin, BaseEstimator):
         import jax.numpy as jnp
 
         from jaxreg.data import Dataset
+        from jaxreg.engine import TrainConfig
         from jaxreg.model import MLPSpec
         from jaxreg.optim import Hparams
-        from jaxreg.train import TrainConfig, check_finite, fit
+        from jaxreg.runner import check_finite, fit
 
         self._check_params()
         _check_2d(X)
@@ -179,7 +180,7 @@ class LinearSGDRegressor(RegressorMixin, BaseEstimator):
 
     def _log_chunk(self, progress) -> None:
         logger.info("%i step - Loss: %.4f", progress.epoch,
-                    float(np.asarray(progress.history.objective)[-1]))
+                    float(np.asarray(progress.history.objective)[0, -1]))
 
     def _log_progress(self, losses) -> None:
         every = max(1, self.n_steps // 10)

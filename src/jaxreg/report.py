@@ -21,11 +21,12 @@ from typing import NamedTuple
 import numpy as np
 
 from jaxreg import files, plots, store
+from jaxreg.data import training_split
 from jaxreg.model import ACTIVATIONS, Layer
 from jaxreg.store import SavedModel, load_model
 
 __all__ = ["RUN_FILE", "Report", "member_predictions", "read_run_info", "regression_metrics",
-           "split_rows", "write_report"]
+           "write_report"]
 
 RUN_FILE = "run.json"
 REPORT_DIR = "report"
@@ -52,19 +53,6 @@ def read_run_info(model_dir) -> dict:
         return {}
     info = files.load_json(p, "Run information")
     return info if isinstance(info, dict) else {}
-
-
-def split_rows(n: int, validation_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Training and validation row positions as ``MLPRegressor`` draws them from an int
-    ``random_state``: a ``RandomState(seed)`` draws the training seed, then a permutation
-    whose first ``ceil(fraction * n)`` rows are held out. Returns ``(train, val)``, sorted."""
-    rs = np.random.RandomState(seed)
-    rs.randint(0, 2**31 - 1)  # the estimator's training seed comes first
-    if validation_fraction <= 0:
-        return np.arange(n), np.zeros(0, dtype=int)
-    n_val = int(np.ceil(validation_fraction * n))
-    perm = rs.permutation(n)
-    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
 # ---------------------------------------------------------------- predictions and metrics
@@ -292,7 +280,7 @@ def _write_report(saved: SavedModel, run: dict, data, out: pathlib.Path, feature
         split = run.get("split") or {}
         same = run.get("data") and pathlib.Path(data).resolve() == pathlib.Path(run["data"])
         if same and split.get("n_rows") == len(x):
-            _, val = split_rows(len(x), float(split.get("validation_fraction", 0.0)),
+            _, _, val = training_split(len(x), float(split.get("validation_fraction", 0.0)),
                                 int(split.get("seed", 0)))
             val_mask = np.zeros(len(x), bool)
             val_mask[val] = True

@@ -1,7 +1,7 @@
 """Vectorized sweeps: a grid of traced hyperparameters × seeds in one compiled call.
 
 Every configuration that shares an architecture (and a static ``TrainConfig``) is laid
-out along the model axis of ``jaxreg.train.fit_many``: configuration ``c`` with seed ``s``
+out along the model axis of ``jaxreg.runner.fit_many``: configuration ``c`` with seed ``s``
 is model ``c * n_seeds + s``. Sweeping learning rates, L2 strengths or schedule
 parameters therefore never recompiles; each distinct architecture, optimizer or schedule
 is one compilation.
@@ -35,9 +35,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxreg.data import Dataset, Standardizer, check_xy, lecture_data, lecture_function
+from jaxreg.engine import TrainConfig
 from jaxreg.model import ACTIVATIONS, MLPSpec, apply
 from jaxreg.optim import OPTIMIZERS, SCHEDULES, Hparams, check_hparams
-from jaxreg.train import TrainConfig, fit_many
+from jaxreg.runner import fit_many
 
 __all__ = [
     "EXERCISE_STRATEGIES",
@@ -521,9 +522,10 @@ def sweep(data_or_xy, *, architectures=None, grid: Mapping | None = None, seeds=
         hp = Hparams(*(np.repeat(np.asarray([getattr(h, f) for h in hp_rows], np.float32),
                                  n_seeds) for f in Hparams._fields))
         keys = seed_list * len(g.rows)
-        res = fit_many(g.spec, g.cfg, sdata, hp, keys=keys, check=False)
-        total_compile += res.compile_seconds
-        total_run += res.run_seconds
+        res, timings = fit_many(g.spec, g.cfg, sdata, hp, keys=keys, check=False,
+                                return_timings=True)
+        total_compile += timings.compile_seconds
+        total_run += timings.run_seconds
         tr = np.asarray(res.train_mse, np.float64) * scale2  # (M, k)
         va = np.asarray(res.val_mse, np.float64) * scale2
         finite = np.array([np.all(np.isfinite(np.asarray(leaf).reshape(len(keys), -1)), axis=1)
@@ -532,8 +534,8 @@ def sweep(data_or_xy, *, architectures=None, grid: Mapping | None = None, seeds=
         va_m = np.where(finite, va.mean(axis=1), np.nan).reshape(len(g.rows), n_seeds)
         for j, i in enumerate(g.rows):
             train[i], val[i] = tr_m[j], va_m[j]
-            time_s[i] = res.run_seconds / len(g.rows)
-            compile_g[i] = res.compile_seconds
+            time_s[i] = timings.run_seconds / len(g.rows)
+            compile_g[i] = timings.compile_seconds
             params_of[i] = (res.params, j)
 
     rows = []
@@ -644,13 +646,14 @@ def exercise_over_seeds(n_seeds: int, epochs: int = 4000, *, seeds: Sequence[int
         hps = [EXERCISE_STRATEGIES[i][3] for i in idx]
         hp = Hparams(*(np.repeat(np.asarray([getattr(h, f) for h in hps], np.float32), n)
                        for f in Hparams._fields))
-        res = fit_many(spec, cfg, data, hp, keys=seed_list * len(idx), check=False)
+        res, timings = fit_many(spec, cfg, data, hp, keys=seed_list * len(idx), check=False,
+                                return_timings=True)
         va = np.asarray(res.val_mse, np.float64)[:, 0].reshape(len(idx), n)
         tr = np.asarray(res.train_mse, np.float64)[:, 0].reshape(len(idx), n)
         for j, i in enumerate(idx):
             label = EXERCISE_STRATEGIES[i][0]
             val[label], train[label] = va[j], tr[j]
-            run_s[label] = res.run_seconds / len(idx)
+            run_s[label] = timings.run_seconds / len(idx)
     seconds = time.perf_counter() - t0
 
     base_label = EXERCISE_STRATEGIES[0][0]

@@ -99,6 +99,7 @@ class PolynomialRun(NamedTuple):
     cfg: Any  # TrainConfig
     params0: Any  # untrained params
     result: Any  # TrainResult
+    timings: Any  # jaxreg.runner.Timings
     losses: Any  # (epochs,) train MSE before each epoch's update
     logged: list  # [(epoch, loss)] every log_every epochs
     untrained_pred: Any  # (n, 1) original scale
@@ -154,14 +155,16 @@ def polynomial_run(epochs: int = 1000, partitionable: bool = False,
     import numpy as np
 
     from jaxreg.data import Dataset
+    from jaxreg.engine import TrainConfig
     from jaxreg.model import apply
     from jaxreg.optim import Hparams
-    from jaxreg.train import TrainConfig, fit
+    from jaxreg.runner import fit
 
     x, y, x_norm, y_norm, xs, ys, spec, params0 = polynomial_setup(partitionable)
     cfg = TrainConfig(epochs=epochs, optimizer="gd", record_every=1)
     data = Dataset(jax.numpy.asarray(x_norm), jax.numpy.asarray(y_norm))
-    result = fit(spec, cfg, data, Hparams(learning_rate=learning_rate), key=0, params=params0)
+    result, timings = fit(spec, cfg, data, Hparams(learning_rate=learning_rate), key=0,
+                          params=params0, return_timings=True)
     losses = np.asarray(result.history.train_mse)[:, 0]
     every = log_every(epochs)
     logged = [(i, float(losses[i])) for i in range(0, epochs, every)]
@@ -170,7 +173,7 @@ def polynomial_run(epochs: int = 1000, partitionable: bool = False,
         return ys.inverse(np.asarray(apply(params, x_norm, spec.activation)))
 
     return PolynomialRun(partitionable, x, y, x_norm, y_norm, xs, ys, spec, cfg, params0,
-                         result, losses, logged, predict(params0), predict(result.params))
+                         result, timings, losses, logged, predict(params0), predict(result.params))
 
 
 def _blog_step(activation: str):
@@ -234,7 +237,7 @@ def jit_lesson(run: PolynomialRun, eager_epochs: int = 100, repeats: int = 3,
 
     from jaxreg.data import Dataset
     from jaxreg.optim import Hparams
-    from jaxreg.train import fit
+    from jaxreg.runner import fit
 
     epochs = run.cfg.epochs
     x = jnp.asarray(run.x_norm)
@@ -270,13 +273,13 @@ def jit_lesson(run: PolynomialRun, eager_epochs: int = 100, repeats: int = 3,
     data = Dataset(x, y)
     engine_times = []
     for _ in range(repeats):
-        res = fit(run.spec, run.cfg, data, Hparams(learning_rate=learning_rate), key=0,
-                  params=run.params0)
-        engine_times.append(res.run_seconds)
+        _, timings = fit(run.spec, run.cfg, data, Hparams(learning_rate=learning_rate), key=0,
+                         params=run.params0, return_timings=True)
+        engine_times.append(timings.run_seconds)
     return JitTimings(eager_epochs, epochs, repeats, eager,
                       statistics.median(times) / epochs,
                       statistics.median(engine_times) / epochs,
-                      step_compile, run.result.compile_seconds, step_losses)
+                      step_compile, run.timings.compile_seconds, step_losses)
 
 
 def forward_jaxpr(run: PolynomialRun) -> str:
@@ -361,7 +364,7 @@ def run_polynomial(args: argparse.Namespace) -> int:
     print(f"y shape: {run.y.shape} - y dtype: {run.y.dtype}")
     for i, loss in run.logged:
         print(f"Epoch [{i}/{args.epochs}] | Train Loss: {loss:.3f}")
-    res = run.result
+    res = run.timings
     print(f"Compile {res.compile_seconds:.2f} s, train {res.run_seconds:.3f} s "
           f"(whole loop compiled).")
     if args.epochs == 1000 and not mode:

@@ -206,13 +206,6 @@ def _chunk_epochs(epochs: int, every: int | None) -> int:
     return max(c for c in range(1, target + 1) if epochs % c == 0)
 
 
-def _training_seed(seed: int) -> int:
-    import numpy as np
-
-    # MLPRegressor(random_state=seed) draws its training seed first, then the split.
-    return int(np.random.RandomState(seed).randint(0, 2**31 - 1))
-
-
 # ------------------------------------------------------------------ fit
 
 
@@ -223,7 +216,7 @@ def run_fit(args: argparse.Namespace) -> int:
     import numpy as np
 
     from jaxreg import interrupts, store, tabular
-    from jaxreg.report import split_rows
+    from jaxreg.data import training_split
 
     table = tabular.load_xy(args.data, args.target, checked["features"], drop_na=args.drop_na,
                             dtype=np.float64, encoding=args.encoding)
@@ -231,7 +224,7 @@ def run_fit(args: argparse.Namespace) -> int:
     if table.n_dropped:
         print(f"Dropped {table.n_dropped} row(s) with missing values (--drop-na).")
     n = len(table.x)
-    tr, val = split_rows(n, args.val_fraction, args.seed)
+    _, tr, val = training_split(n, args.val_fraction, args.seed)  # as the estimator draws it
     if len(val) and len(tr) < 2:
         raise _usage(f"--val-fraction {args.val_fraction} leaves {len(tr)} training row(s) of "
                      f"{n}; at least 2 are needed. Lower --val-fraction or add rows.")
@@ -240,17 +233,17 @@ def run_fit(args: argparse.Namespace) -> int:
     print(f"Read {args.data}: {n} rows, {len(table.feature_names)} feature(s) -> target(s) "
           f"{', '.join(table.target_names)}; {len(tr)} training and {len(val)} validation "
           "rows.")
-    model, outcome = _train(args, checked, table, tr, val, ckpt)
+    model = _train(args, checked, table, tr, ckpt)
     interrupts.check()
-    _print_timing(model, outcome)
+    _print_timing(model)
     metrics = _metrics(model, table, tr, val)
     _print_metrics(metrics)
     document = model.document(run={
         "data": str(pathlib.Path(args.data).resolve()), "targets": table.target_names,
         "features": table.feature_names, "drop_na": bool(args.drop_na),
         "split": {"seed": args.seed, "validation_fraction": args.val_fraction, "n_rows": n},
-        "metrics": metrics, "compile_seconds": outcome.compile_seconds,
-        "run_seconds": outcome.run_seconds,
+        "metrics": metrics, "compile_seconds": model.compile_seconds_,
+        "run_seconds": model.run_seconds_,
     })
     # Everything that can fail happens before the commit; the commit is the last step.
     with store.ModelWriter(out, overwrite=args.overwrite) as writer:
@@ -281,91 +274,55 @@ def _clear_checkpoint(ckpt: pathlib.Path) -> None:
         print(f"warning: could not remove the checkpoint in {ckpt}: {exc}", file=sys.stderr)
 
 
-def _train(args, checked, table, tr, val, ckpt):
-    import hashlib
+def _train(args, checked, table, tr, ckpt):
+    """Fit ``MLPRegressor`` through its public API: a progress bar and the checkpointer are
+    callbacks of its chunked run."""
+    import pandas as pd
 
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
+    from jaxreg.checkpoint import Checkpointer, read_checkpoint_meta
+    from jaxreg.estimator import MLPRegressor
 
-    from jaxreg import estimator as est
-    from jaxreg.checkpoint import fit_resumable, read_checkpoint_meta
-    from jaxreg.data import Dataset, Standardizer
-    from jaxreg.optim import Hparams
-
-    x, y = table.x, table.y
-    model = est.MLPRegressor(
+    model = MLPRegressor(
         hidden_layer_sizes=checked["hidden"], activation=args.activation,
         optimizer=args.optimizer, learning_rate=args.lr, l2=args.l2, epochs=args.epochs,
         batch_size=args.batch_size or None, validation_fraction=args.val_fraction,
         early_stopping=bool(args.patience), patience=max(args.patience, 1),
         n_ensemble=args.ensemble, random_state=args.seed)
-    p = model._checked()
-    x_tr, y_tr = x[tr], y[tr]
-    x_sc = Standardizer.fit(x_tr, what="Feature", names=table.feature_names)
-    y_sc = Standardizer.fit(y_tr, what="Target", names=table.target_names)
-    spec, cfg = model._spec_cfg(p, x.shape[1], y.shape[1], len(tr))
-    f32 = jnp.float32
-    has_val = len(val) > 0
-
-    def fx(a):
-        return jnp.asarray(x_sc.transform_checked(a, f32, what="Feature",
-                                                  names=table.feature_names))
-
-    def fy(a):
-        return jnp.asarray(y_sc.transform_checked(a, f32, what="Target",
-                                                  names=table.target_names))
-
-    data = Dataset(fx(x_tr), fy(y_tr), fx(x[val]) if has_val else None,
-                   fy(y[val]) if has_val else None)
-    seed = _training_seed(args.seed)
-    keys = list(est._member_keys(seed, args.ensemble))
-    hp = Hparams(learning_rate=args.lr, l2=args.l2)
-    chunk = _chunk_epochs(cfg.epochs, args.checkpoint_every)
-    digest = hashlib.sha256(np.ascontiguousarray(x).tobytes()
-                            + np.ascontiguousarray(y).tobytes()).hexdigest()
-    fingerprint = {"data_sha256": digest, "features": table.feature_names,
-                   "targets": table.target_names, "spec": repr(spec), "config": repr(cfg),
-                   "lr": args.lr, "l2": args.l2, "seed": args.seed, "ensemble": args.ensemble,
-                   "val_fraction": args.val_fraction}
-    resume = False
-    if args.resume:
-        doc = read_checkpoint_meta(ckpt)
-        if doc is None:
+    x = pd.DataFrame(table.x, columns=table.feature_names)
+    y = (pd.Series(table.y[:, 0], name=table.target_names[0]) if table.y.shape[1] == 1
+         else pd.DataFrame(table.y, columns=table.target_names))
+    chunk = _chunk_epochs(args.epochs, args.checkpoint_every)
+    checkpoint = None
+    if args.checkpoint_every is not None or args.resume:
+        doc = read_checkpoint_meta(ckpt) if args.resume else None
+        if args.resume and doc is None:
             print(f"No checkpoint in {ckpt}; starting from the beginning.")
-        else:
-            resume = True
-            start = (doc.get("meta") or {}).get("epoch")
-            if isinstance(start, int) and start > 0:
-                chunk = math.gcd(chunk, start)  # chunks must line up with the checkpoint
-    every = args.checkpoint_every
-    if every is not None and every % chunk:
-        every = None
-    bar = _ProgressBar(cfg.epochs, args.ensemble, y_sc, quiet=args.quiet)
+        start = (doc or {}).get("meta", {}).get("epoch")
+        if isinstance(start, int) and start > 0:
+            chunk = math.gcd(chunk, start)  # chunks must line up with the checkpoint
+        every = args.checkpoint_every
+        if every is not None and every % chunk:
+            every = None
+        checkpoint = Checkpointer(ckpt, every=every, resume=args.resume)
+    from jaxreg.data import Standardizer
+
+    scale2 = Standardizer.fit(table.y[tr]).scale ** 2  # as the estimator standardizes y
+    bar = _ProgressBar(args.epochs, args.ensemble, scale2, quiet=args.quiet)
     with bar:
-        outcome = fit_resumable(spec, cfg, data, hp, keys, chunk_epochs=chunk,
-                                path=ckpt if (every or resume) else None, every=every,
-                                resume=resume,
-                                fingerprint=fingerprint, callback=bar.update)
-    if outcome.resumed_from is not None:
-        print(f"Resumed from the checkpoint in {ckpt} (epoch {outcome.resumed_from}).")
-    result = jax.tree.map(np.asarray, outcome.result)
-    model._store_result(result, spec, cfg, x_sc, y_sc, y.shape[1] == 1, "float32", False,
-                        data.x_val)
-    model._seed = seed
-    model._state = None
-    model.n_features_in_ = x.shape[1]
-    model.feature_names_in_ = np.asarray(table.feature_names, dtype=object)
-    model.target_names_in_ = list(table.target_names)
-    return model, outcome
+        model.fit(x, y, callbacks=[bar.update], chunk_epochs=chunk, checkpoint=checkpoint)
+    if checkpoint is not None and checkpoint.resumed_from is not None:
+        print(f"Resumed from the checkpoint in {ckpt} (epoch {checkpoint.resumed_from}).")
+    return model
 
 
 class _ProgressBar:
     """A rich progress bar on stderr: epoch, train and validation MSE, ETA."""
 
-    def __init__(self, epochs: int, members: int, y_scaler, quiet: bool = False):
+    def __init__(self, epochs: int, members: int, scale2, quiet: bool = False):
+        """``scale2``: the squared scale of the targets, so that the standardized MSE the
+        run records shows in the targets' own units."""
         self.epochs, self.members, self.quiet = epochs, members, quiet
-        self.scale2 = y_scaler.scale**2
+        self.scale2 = scale2
         self.progress = None
 
     def __enter__(self):
@@ -420,10 +377,10 @@ class _ProgressBar:
                              epoch=f"{progress.epoch}/{self.epochs}", train=train, val=val)
 
 
-def _print_timing(model, outcome) -> None:
+def _print_timing(model) -> None:
     best = model.best_epoch_
     best = best if isinstance(best, int) else ", ".join(str(int(b)) for b in best)
-    print(f"Compile {outcome.compile_seconds:.2f} s, training {outcome.run_seconds:.2f} s: "
+    print(f"Compile {model.compile_seconds_:.2f} s, training {model.run_seconds_:.2f} s: "
           f"{model.n_iter_} epoch(s), best epoch {best}.")
 
 

@@ -1,0 +1,547 @@
+"""The one host-side runner: the only place that compiles and calls training executables.
+
+``run(spec, cfg, data, hparams, keys)`` trains ``M`` models of one architecture (one model
+is ``M = 1``: there is always a model axis) and returns an ``Outcome``: the ``TrainResult``
+(arrays with the model axis first), the ``Timings`` beside it, and the final state of a
+chunked run (to resume from). Everything that varies is one argument:
+
+- ``placement``: how the model axis meets the hardware, a ``Placement`` value chosen in one
+  place (``placement_for``): the single-model program (``M = 1``), ``vmap`` (one batched
+  program) or ``map`` (a loop of the single-model program), split over devices with
+  ``shard_map`` and/or over host threads on one CPU device;
+- ``chunk_epochs``: run in equal compiled chunks, calling ``callbacks`` between them
+  (progress bars, checkpoint writers, early-stop reports); ``n_epochs`` stops after that
+  many epochs (``partial_fit``'s one epoch);
+- ``resume``: a ``(state, history)`` handed back from an earlier ``Progress``/``Outcome`` or
+  a checkpoint.
+
+Executables are cached (bounded, least recently used first out) by architecture,
+configuration, placement and argument shapes, so equal shapes never recompile.
+
+Rank 4: imports data, model, optim and engine.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxreg.data import Dataset
+from jaxreg.engine import (
+    History,
+    TrainConfig,
+    TrainResult,
+    TrainState,
+    empty_history,
+    make_engine,
+    make_train,
+)
+from jaxreg.errors import NON_FINITE_MESSAGE, TrainingDivergedError
+from jaxreg.model import MLPSpec, init
+from jaxreg.optim import Hparams, check_hparams
+from jaxreg.runtime import cpu_cores
+
+__all__ = ["Outcome", "Placement", "Progress", "Timings", "as_key", "check_finite",
+           "compile_count", "fit", "fit_many", "placement_for", "run", "state_template"]
+
+
+class Timings(NamedTuple):
+    """Seconds spent compiling (0 on a cache hit) and running, beside the arrays."""
+
+    compile_seconds: float
+    run_seconds: float
+
+
+class Progress(NamedTuple):
+    """What a chunked run reports to its callbacks after each chunk.
+
+    ``epoch`` counts the epochs the run has gone through (the furthest model); ``state``
+    and ``history`` carry the model axis first (``history`` arrays ``(M, R, ...)``); a model
+    stopped early keeps its own smaller ``state.epoch``.
+    """
+
+    epoch: int
+    epochs: int
+    state: TrainState
+    history: History
+    timings: Timings
+
+
+class Outcome(NamedTuple):
+    """What ``run`` returns: the result (model axis first), its timings and, for a chunked
+    run, the final ``(state, history)`` to resume from (None otherwise)."""
+
+    result: TrainResult
+    timings: Timings
+    resume: tuple[TrainState, History] | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """How the model axis is laid on the hardware.
+
+    ``batching``: ``single`` (one model: the single-model program, the axis added around
+    it), ``vmap`` (one batched program) or ``map`` (a loop over models of the single-model
+    program; XLA:CPU can compile that loop's body into one native function with the CLI's
+    options). ``devices``: split the model axis over these with ``shard_map`` (each device
+    trains its own models; nothing crosses devices), or None. ``parts``: on one CPU device,
+    cut the model axis into this many parts run at once from host threads (one executable).
+    """
+
+    batching: str = "single"
+    devices: tuple | None = None
+    parts: int = 1
+
+    def __post_init__(self):
+        if self.batching not in ("single", "vmap", "map"):
+            raise ValueError(f"Placement.batching must be 'single', 'vmap' or 'map'. Got "
+                             f"{self.batching!r}.")
+        if self.batching == "single" and (self.devices or self.parts != 1):
+            raise ValueError("Placement.batching='single' runs one model on one device. Got "
+                             f"devices={self.devices!r}, parts={self.parts}.")
+
+    @property
+    def n_slots(self) -> int:
+        """Models are padded to a multiple of this."""
+        return len(self.devices or (None,)) * self.parts
+
+
+def placement_for(m: int, *, devices=None, threads: int | None = None,
+                  batching: str | None = None, chunked: bool = False) -> Placement:
+    """The placement of ``m`` models: every local device (``devices`` None), ``map`` on CPU
+    and ``vmap`` on accelerators (``batching`` None), and on a single CPU device one host
+    thread per core (``threads`` None; chunked runs use one)."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                or threads < 1):
+        raise ValueError(f"threads must be an integer >= 1. Got {threads!r}.")
+    if batching not in (None, "vmap", "map"):
+        raise ValueError(f"batching must be None, 'vmap' or 'map'. Got {batching!r}.")
+    if m == 1:
+        return Placement()
+    devs = tuple(jax.local_devices() if devices is None else devices)
+    on_cpu = devs[0].platform == "cpu"
+    batching = batching or ("map" if on_cpu else "vmap")
+    parts = 1
+    if len(devs) == 1 and not chunked:
+        parts = min(m, (cpu_cores() if on_cpu else 1) if threads is None else threads)
+    return Placement(batching, devs if len(devs) > 1 else None, parts)
+
+
+# ---------------------------------------------------------------- the compile cache
+
+_CACHE_SIZE = 64
+_CACHE: collections.OrderedDict[Any, Any] = collections.OrderedDict()
+_COMPILES = 0
+
+
+def compile_count() -> int:
+    """How many training executables this process has compiled."""
+    return _COMPILES
+
+
+def _sharding_key(x):
+    sharding = getattr(x, "sharding", None)
+    if sharding is None or len(sharding.device_set) == 1:
+        return None
+    return (tuple(d.id for d in sharding.mesh.devices.flat), str(sharding.spec))
+
+
+def _signature(args) -> tuple:
+    leaves, treedef = jax.tree.flatten(args)
+    return (treedef, tuple((np.shape(x), jnp.result_type(x), _sharding_key(x))
+                           for x in leaves))
+
+
+def _compiled(cache_key, build: Callable, args):
+    """``(executable, compile_seconds)`` of ``jax.jit(build())`` for ``args``; compiled once
+    per key and argument signature (0 seconds on a hit)."""
+    global _COMPILES
+    # The random-number mode changes what init and sampling compile to.
+    full_key = (cache_key, _signature(args), jax.config.jax_enable_x64,
+                jax.config.jax_threefry_partitionable)
+    hit = _CACHE.get(full_key)
+    if hit is not None:
+        _CACHE.move_to_end(full_key)
+        return hit, 0.0
+    t0 = time.perf_counter()
+    exe = jax.jit(build()).lower(*args).compile()
+    seconds = time.perf_counter() - t0
+    _COMPILES += 1
+    _CACHE[full_key] = exe
+    while len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return exe, seconds
+
+
+# ---------------------------------------------------------------- the model axis
+
+
+class _Mapped(NamedTuple):
+    """Which arguments of a function carry the model axis first (the data never does)."""
+
+    key: bool = True
+    data: bool = False
+    hparams: bool = True
+    other: bool = True  # params or state
+
+
+@functools.cache
+def _over_models(placement: Placement, arity: int) -> Callable[[Callable], Callable]:
+    """A wrap applying a single-model function ``f(key|state, data, hparams, ...)`` to every
+    model of the model axis (cached: the same object for the same placement, so cached
+    executables are found again)."""
+    mapped = tuple(_Mapped())[:arity]
+
+    def wrap(fn):
+        if placement.batching == "single":
+            def single(*args):
+                one = [jax.tree.map(lambda a: a[0], a) if m else a
+                       for a, m in zip(args, mapped, strict=True)]
+                return jax.tree.map(lambda a: a[None], fn(*one))
+
+            return single
+
+        def looped(*args):
+            if placement.batching == "vmap":
+                return jax.vmap(fn, in_axes=tuple(0 if m else None for m in mapped))(*args)
+
+            def one(own):
+                it = iter(own)
+                return fn(*(next(it) if m else a for a, m in zip(args, mapped, strict=True)))
+
+            return lax.map(one, tuple(a for a, m in zip(args, mapped, strict=True) if m))
+
+        if placement.devices is None:
+            return looped
+        from jax.sharding import Mesh, PartitionSpec
+
+        mesh = Mesh(np.array(placement.devices), ("models",))
+        # check_vma=False: the lane layout's custom VJP (model._affine) returns a cotangent
+        # for the replicated data, which the check would want summed over devices.
+        return jax.shard_map(looped, mesh=mesh,
+                             in_specs=tuple(PartitionSpec("models") if m else PartitionSpec()
+                                            for m in mapped),
+                             out_specs=PartitionSpec("models"), check_vma=False)
+
+    return wrap
+
+
+def _place(placement: Placement, tree, shared: bool = False):
+    """Put a tree with the model axis (or a shared one) where the placement needs it."""
+    if placement.devices is None or tree is None:
+        return tree
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    mesh = Mesh(np.array(placement.devices), ("models",))
+    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec() if shared
+                                              else PartitionSpec("models")))
+
+
+# ---------------------------------------------------------------- the runner
+
+
+def run(spec: MLPSpec, cfg: TrainConfig, data: Dataset, hparams: Hparams, keys, *,
+        params=None, resume: tuple[TrainState, History] | None = None,
+        chunk_epochs: int | None = None, n_epochs: int | None = None,
+        callbacks: Sequence[Callable[[Progress], None]] = (),
+        placement: Placement | None = None, check: bool = True) -> Outcome:
+    """Train ``M = len(keys)`` models of one architecture.
+
+    Args:
+      spec, cfg: the model and the static training configuration.
+      data: a ``Dataset`` shared by all models (validate it at a public boundary first).
+      hparams: traced hyperparameters, each a scalar (shared) or an array of length ``M``.
+      keys: ``(M, 2)`` PRNG keys: model ``i`` initializes from ``keys[i]`` (as
+        ``init(keys[i], spec)``) and draws its minibatches from it.
+      params: initial parameters with the model axis first, instead of ``init``.
+      resume: ``(state, history)`` with the model axis first, to continue from (needs
+        ``chunk_epochs``).
+      chunk_epochs: run in equal compiled chunks of this many epochs (one compilation),
+        calling every callback with a ``Progress`` after each. The result equals the
+        unchunked run exactly: epoch ``e`` samples from ``fold_in(key, e)``.
+      n_epochs: with ``chunk_epochs``, stop after this many more epochs (a multiple of
+        ``chunk_epochs``) instead of at ``cfg.epochs``.
+      callbacks: functions of a ``Progress``.
+      placement: how the model axis meets the hardware; None: ``placement_for``.
+      check: raise ``TrainingDivergedError`` when a result is not finite.
+
+    Returns:
+      An ``Outcome``: the ``TrainResult`` (model axis first), the ``Timings``, and the final
+      ``(state, history)`` of a chunked run.
+    """
+    check_hparams(hparams)
+    keys = jnp.asarray(keys)
+    if keys.ndim != 2 or keys.shape[0] < 1:
+        raise ValueError(f"keys must be an (M, 2) array of PRNG keys with M >= 1. Got shape "
+                         f"{tuple(keys.shape)}.")
+    m = int(keys.shape[0])
+    n = int(np.shape(data.x)[0])
+    if cfg.sampling == "bootstrap" and cfg.batch_size > n:
+        raise ValueError(f"batch_size must not exceed the number of training rows for "
+                         f"bootstrap sampling. Got batch_size={cfg.batch_size} with {n} rows.")
+    chunked = chunk_epochs is not None
+    if (resume is not None or n_epochs is not None or callbacks) and not chunked:
+        raise ValueError("resume, n_epochs and callbacks need chunk_epochs. Got "
+                         "chunk_epochs=None.")
+    if chunked:
+        _check_chunks(cfg, chunk_epochs, n_epochs)
+    placement = placement or placement_for(m, chunked=chunked)
+    if m > 1 and placement.batching == "single":
+        raise ValueError(f"Placement.batching='single' trains one model. Got {m} models.")
+    dtype = data.x.dtype
+    hp = Hparams(*(jnp.broadcast_to(jnp.asarray(v, dtype), (m,)) for v in hparams))
+    pad = -m % placement.n_slots
+
+    def padded(tree, xp=jnp):  # repeat the last model; its copies are dropped again
+        return tree if not pad or tree is None else jax.tree.map(
+            lambda a: xp.concatenate([a, xp.repeat(xp.asarray(a)[-1:], pad, 0)]), tree)
+
+    def unpadded(tree):
+        return tree if not pad or tree is None else jax.tree.map(lambda a: a[:m], tree)
+
+    keys, hp = padded((keys, hp))
+    if params is None and resume is None:
+        # Initialize outside the compiled run: the same values, and threefry's hashing then
+        # runs op by op (cached) instead of doubling the training program's compile time.
+        params = jax.vmap(lambda k: init(k, spec, dtype=dtype))(keys)
+    elif params is not None:
+        params = padded(jax.tree.map(lambda a: jnp.asarray(a, dtype), params))
+    keys, hp, params = (_place(placement, t) for t in (keys, hp, params))
+    shared = _place(placement, data, shared=True)
+    if chunked:
+        if resume is not None:
+            state = _place(placement, padded(jax.tree.map(jnp.asarray, resume[0])))
+            resume = (state, padded(jax.tree.map(np.asarray, resume[1]), np))
+
+        def report(pr: Progress) -> None:
+            pr = pr._replace(state=unpadded(pr.state), history=unpadded(pr.history))
+            for callback in callbacks:
+                callback(pr)
+
+        result, timings, final = _run_chunks(spec, cfg, shared, hp, keys, params, resume,
+                                             chunk_epochs, n_epochs, report, placement)
+        final = (unpadded(final[0]), unpadded(final[1]))
+    else:
+        result, timings = _run_whole(spec, cfg, shared, hp, keys, params, placement)
+        final = None
+    result = unpadded(result)
+    if check:
+        check_finite(result, hparams)
+    return Outcome(result, timings, final)
+
+
+def _check_chunks(cfg: TrainConfig, chunk_epochs, n_epochs) -> None:
+    if not cfg.record_every:
+        raise ValueError("chunk_epochs needs cfg.record_every >= 1. Got record_every=0.")
+    if (isinstance(chunk_epochs, bool) or not isinstance(chunk_epochs, int) or chunk_epochs < 1
+            or chunk_epochs % cfg.record_every or cfg.epochs % chunk_epochs):
+        raise ValueError("chunk_epochs must be a positive multiple of record_every "
+                         f"({cfg.record_every}) that divides epochs ({cfg.epochs}). "
+                         f"Got {chunk_epochs!r}.")
+    if n_epochs is not None and (isinstance(n_epochs, bool) or not isinstance(n_epochs, int)
+                                 or n_epochs < 1 or n_epochs % chunk_epochs):
+        raise ValueError(f"n_epochs must be a positive multiple of chunk_epochs "
+                         f"({chunk_epochs}). Got {n_epochs!r}.")
+
+
+def _run_whole(spec, cfg, data, hp, keys, params, placement: Placement):
+    """The whole run in one executable (per host-thread part)."""
+    total = int(keys.shape[0])
+    size = total // placement.parts
+    parts = [(keys[i:i + size], data, jax.tree.map(lambda a, i=i: a[i:i + size], hp),
+              jax.tree.map(lambda a, i=i: a[i:i + size], params))
+             for i in range(0, total, size)]
+    wrap = _over_models(placement, 4)
+    exe, compile_s = _compiled(("train", spec, cfg, placement),
+                               lambda: wrap(make_train(spec, cfg)), parts[0])
+    t0 = time.perf_counter()
+    if len(parts) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        # XLA runs one execution's small operations one after another on one core: threads
+        # are how the other cores get work on one CPU device.
+        with ThreadPoolExecutor(max_workers=len(parts)) as pool:
+            outs = list(pool.map(lambda a: jax.block_until_ready(exe(*a)), parts))
+        result = jax.tree.map(lambda *a: jnp.concatenate(a), *outs)
+    else:
+        result = jax.block_until_ready(exe(*parts[0]))
+    return result, Timings(compile_s, time.perf_counter() - t0)
+
+
+def _run_chunks(spec, cfg, data, hp, keys, params, resume, chunk_epochs, n_epochs,
+                report: Callable[[Progress], None], placement: Placement):
+    """Equal compiled chunks of every model, with a report after each."""
+    engine = make_engine(spec, cfg)
+    compile_s = 0.0
+    if resume is None:
+        exe, c = _compiled(("init", spec, cfg, placement),
+                           lambda: _over_models(placement, 4)(engine.init),
+                           (keys, data, hp, params))
+        compile_s += c
+        state, history = exe(keys, data, hp, params), None
+    else:
+        state, history = resume
+    exe_run, c = _compiled(("run", spec, cfg, chunk_epochs, placement),
+                           lambda: _over_models(placement, 4)(
+                               lambda s, d, h, k: engine.run(s, k, d, h, chunk_epochs)),
+                           (state, data, hp, keys))
+    compile_s += c
+    exe_finish, c = _compiled(("finish", spec, cfg, placement),
+                              lambda: _over_models(placement, 2)(
+                                  lambda s, d: engine.finish(s, d, None)), (state, data))
+    compile_s += c
+    run_s = 0.0
+    limit = None if n_epochs is None else int(np.max(state.epoch)) + n_epochs
+
+    def finished(state) -> bool:
+        epochs = np.asarray(state.epoch)
+        done = epochs >= cfg.epochs
+        if cfg.patience is not None:
+            done = done | np.asarray(state.stopped)
+        return bool(np.all(done)) or (limit is not None and int(np.max(epochs)) >= limit)
+
+    while not finished(state):
+        t0 = time.perf_counter()
+        state, h = jax.block_until_ready(exe_run(state, data, hp, keys))
+        run_s += time.perf_counter() - t0
+        h = jax.tree.map(np.asarray, h)
+        history = h if history is None else jax.tree.map(
+            lambda a, b: np.concatenate([a, b], axis=1), history, h)
+        report(Progress(int(np.max(state.epoch)), cfg.epochs, state, history,
+                        Timings(compile_s, run_s)))
+    if history is None:
+        m = int(keys.shape[0])
+        history = jax.tree.map(lambda a: np.broadcast_to(np.asarray(a), (m, *a.shape)),
+                               empty_history(data.y.shape[1], data.x.dtype))
+    t0 = time.perf_counter()
+    result = jax.block_until_ready(exe_finish(state, data))
+    run_s += time.perf_counter() - t0
+    return result._replace(history=history), Timings(compile_s, run_s), (state, history)
+
+
+def check_finite(result: TrainResult, hparams: Hparams | None = None,
+                 unit: str = "epoch") -> None:
+    """Raise ``TrainingDivergedError`` (scikit-learn's message, then a hint) if a result
+    holds non-finite values.
+
+    ``result`` may hold one model or a leading model axis; the message names the first
+    diverged model, the first recorded ``unit`` (epoch or step) whose loss was not finite,
+    and that model's learning rate.
+    """
+    batched = np.ndim(result.epochs_run) > 0
+    leaves = jax.tree.leaves(result.params) + [result.train_mse]
+
+    def finite(x):
+        x = np.asarray(x)
+        return np.isfinite(x.reshape(x.shape[0], -1)).all(axis=1) if batched else np.array(
+            [np.isfinite(x).all()])
+
+    ok = np.logical_and.reduce([finite(x) for x in leaves])
+    if ok.all():
+        return
+    i = int(np.argmin(ok))
+    who = f" in model {i} of {ok.size}" if ok.size > 1 else ""
+    where = "by the end of training"
+    tr = np.asarray(result.history.train_mse)
+    epochs = np.asarray(result.history.epoch)
+    if batched:
+        tr, epochs = tr[i], epochs[i]
+    if tr.size:
+        bad = ~np.all(np.isfinite(tr.reshape(tr.shape[0], -1)), axis=1)
+        if bad.any():
+            where = f"at {unit} {int(epochs[bad.argmax()])}"
+    lr = ""
+    if hparams is not None:
+        rates = np.asarray(hparams.learning_rate, dtype=float).reshape(-1)
+        lr = f" (learning_rate={rates[i if rates.size > 1 else 0]:g})"
+    raise TrainingDivergedError(
+        f"{NON_FINITE_MESSAGE} Training diverged{who}: the loss or the parameters became NaN "
+        f"or infinite {where}{lr}. Lower the learning rate, standardize x and y, or add an L2 "
+        "penalty.")
+
+
+def state_template(spec: MLPSpec, cfg: TrainConfig, data: Dataset, hparams: Hparams, m: int):
+    """``(state, history)`` of a run of ``m`` models as ``jax.ShapeDtypeStruct`` trees (the
+    model axis first; the history with no record points), computing nothing: what a saved
+    state must match to be resumed."""
+    hp = Hparams(*(jnp.asarray(v, data.x.dtype) for v in hparams))
+    one = jax.eval_shape(make_engine(spec, cfg).init, jax.random.PRNGKey(0), data, hp)
+
+    def with_axis(t):
+        return jax.ShapeDtypeStruct((m, *t.shape), t.dtype)
+
+    history = empty_history(data.y.shape[1], data.x.dtype)
+    return (jax.tree.map(with_axis, one), jax.tree.map(with_axis, history))
+
+
+# ---------------------------------------------------------------- conveniences
+
+
+def as_key(key):
+    """A PRNG key from a key or an int seed (None is 0)."""
+    if key is None:
+        key = 0
+    if isinstance(key, int | np.integer):
+        return jax.random.PRNGKey(int(key))
+    return key
+
+
+def fit(spec: MLPSpec, cfg: TrainConfig, data: Dataset, hparams: Hparams = Hparams(),
+        key=None, params=None, check: bool = True, *, chunk_epochs: int | None = None,
+        callback: Callable[[Progress], None] | None = None,
+        resume: tuple[TrainState, History] | None = None, return_timings: bool = False):
+    """Train one model: ``run`` with ``M = 1``, the model axis taken off again.
+
+    ``key`` is a PRNG key or an int seed (default 0); ``params`` has no model axis;
+    ``callback`` receives ``Progress`` with the axis (length 1, as ``run``'s callbacks), and
+    ``resume`` takes its ``(state, history)`` as they are.
+    Returns the ``TrainResult``, or ``(result, timings)`` with ``return_timings=True``.
+    """
+    def axis(tree):
+        return None if tree is None else jax.tree.map(lambda a: jnp.asarray(a)[None], tree)
+
+    out = run(spec, cfg, data, hparams, as_key(key)[None], params=axis(params),
+              resume=resume,
+              chunk_epochs=chunk_epochs, callbacks=() if callback is None else (callback,),
+              check=check)
+    result = jax.tree.map(lambda a: a[0], out.result)
+    return (result, out.timings) if return_timings else result
+
+
+def fit_many(spec: MLPSpec, cfg: TrainConfig, data: Dataset, hparams: Hparams = Hparams(),
+             keys=None, n_models: int | None = None, check: bool = True,
+             devices=None, threads: int | None = None, batching: str | None = None, *,
+             params=None, chunk_epochs: int | None = None,
+             callback: Callable[[Progress], None] | None = None,
+             resume: tuple[TrainState, History] | None = None, return_timings: bool = False):
+    """Train ``M`` models of one architecture: ``run`` with keys from seeds or keys.
+
+    ``keys``: ``M`` PRNG keys (an ``(M, 2)`` array) or a list of int seeds; ``n_models``
+    gives seeds ``0..M-1``. ``devices``, ``threads`` and ``batching`` choose the placement
+    (``placement_for``). Returns the ``TrainResult`` (model axis first), or
+    ``(result, timings)`` with ``return_timings=True``.
+    """
+    if keys is None:
+        if n_models is None:
+            raise ValueError("fit_many needs keys or n_models. Got neither.")
+        keys = list(range(n_models))
+    if isinstance(keys, list | tuple | range):
+        if not keys:
+            raise ValueError("fit_many needs at least one key. Got an empty list.")
+        keys = jnp.stack([as_key(int(k)) for k in keys])
+    m = int(np.shape(keys)[0])
+    placement = placement_for(m, devices=devices, threads=threads, batching=batching,
+                              chunked=chunk_epochs is not None)
+    out = run(spec, cfg, data, hparams, keys, params=params, resume=resume,
+              chunk_epochs=chunk_epochs, callbacks=() if callback is None else (callback,),
+              placement=placement, check=check)
+    return (out.result, out.timings) if return_timings else out.result
