@@ -25,7 +25,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from jaxreg import runner, store
 from jaxreg.data import Dataset, Standardizer, check_not_text, training_split
 from jaxreg.engine import SAMPLINGS, TrainConfig
-from jaxreg.model import ACTIVATIONS, INITIALIZERS, Layer, MLPSpec, apply
+from jaxreg.model import ACTIVATIONS, INITIALIZERS, Layer, MLPSpec, apply_members
 from jaxreg.optim import OPTIMIZERS, SCHEDULES, Hparams
 
 __all__ = ["MLPRegressor", "load"]
@@ -107,17 +107,6 @@ def _to_host(tree):
 
 def _x64(dtype: str):
     return jax.enable_x64(True) if dtype == "float64" else contextlib.nullcontext()
-
-
-_FORWARD: dict[str, object] = {}
-
-
-def _forward(activation: str):
-    fn = _FORWARD.get(activation)
-    if fn is None:
-        fn = jax.jit(jax.vmap(lambda p, x: apply(p, x, activation), in_axes=(0, None)))
-        _FORWARD[activation] = fn
-    return fn
 
 
 # ---------------------------------------------------------------- the estimator
@@ -558,7 +547,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             x = jnp.asarray(self.x_scaler_.transform(X), jnp.float64)
             params = tuple(Layer(jnp.asarray(a.W, jnp.float64), jnp.asarray(a.b, jnp.float64))
                            for a in self._params_stack)
-            return np.asarray(_forward(self._spec.activation)(params, x), np.float64)
+            return np.asarray(apply_members(params, x, self._spec.activation), np.float64)
 
     def predict(self, X, return_std: bool = False):
         """Predict ``(n,)`` (1-D y at fit) or ``(n, k)``; the ensemble mean.

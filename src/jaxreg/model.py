@@ -13,6 +13,7 @@ Rank 1: imports only rank 0.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -246,3 +247,14 @@ def apply_lanes(params_t, x_t, activation: str | Callable = "tanh"):
     for layer in hidden:
         x_t = sigma(_affine(layer.W, layer.b, x_t))
     return _affine(last.W, last.b, x_t)
+
+
+@functools.cache
+def _members_forward(activation: str):
+    return jax.jit(jax.vmap(lambda p, x: apply(p, x, activation), in_axes=(0, None)))
+
+
+def apply_members(params, x, activation: str = "tanh"):
+    """Every member's output at once: ``params`` with a leading member axis ``M`` and ``x``
+    ``(n, d)`` give ``(M, n, k)``; one compiled function per activation and shape."""
+    return _members_forward(activation)(params, x)

@@ -22,7 +22,7 @@ import numpy as np
 
 from jaxreg import files, plots, store
 from jaxreg.data import training_split
-from jaxreg.model import ACTIVATIONS, Layer
+from jaxreg.model import Layer, apply_members
 from jaxreg.store import SavedModel, load_model
 
 __all__ = ["RUN_FILE", "Report", "member_predictions", "read_run_info", "regression_metrics",
@@ -58,22 +58,6 @@ def read_run_info(model_dir) -> dict:
 # ---------------------------------------------------------------- predictions and metrics
 
 
-_FORWARD: dict = {}
-
-
-def _forward(activation: str):
-    fn = _FORWARD.get(activation)
-    if fn is None:
-        import jax
-
-        from jaxreg.model import apply
-
-        act = ACTIVATIONS[activation]
-        fn = _FORWARD[activation] = jax.jit(jax.vmap(lambda p, a: apply(p, a, act),
-                                                     in_axes=(0, None)))
-    return fn
-
-
 def member_predictions(saved: SavedModel, x) -> np.ndarray:
     """Every member's predictions on the original scale: ``x`` ``(n, d)`` -> ``(M, n, k)``."""
     import jax.numpy as jnp
@@ -81,7 +65,7 @@ def member_predictions(saved: SavedModel, x) -> np.ndarray:
     dtype = np.asarray(saved.params[0].W).dtype
     z = np.asarray(saved.x_scaler.transform(np.asarray(x, np.float64)), dtype)
     params = tuple(Layer(jnp.asarray(p.W), jnp.asarray(p.b)) for p in saved.params)
-    out = _forward(saved.spec.activation)(params, z)
+    out = apply_members(params, z, saved.spec.activation)
     mean = np.asarray(saved.y_scaler.mean, np.float64)
     scale = np.asarray(saved.y_scaler.scale, np.float64)
     return np.asarray(out, np.float64) * scale + mean
