@@ -26,7 +26,7 @@ from jaxreg.model import Layer, apply_members
 from jaxreg.store import SavedModel, load_model
 
 __all__ = ["RUN_FILE", "Report", "member_predictions", "read_run_info", "regression_metrics",
-           "write_report"]
+           "column_names", "write_report"]
 
 RUN_FILE = "run.json"
 REPORT_DIR = "report"
@@ -157,12 +157,12 @@ def _pick_feature(saved, x, feature, names) -> int:
     if feature is not None:
         if isinstance(feature, int) and not isinstance(feature, bool):
             if not 0 <= feature < x.shape[1]:
-                raise ValueError(f"feature (--feature) must be a column index in "
-                                 f"[0, {x.shape[1]}). Got {feature}.")
+                raise ValueError("The 'feature' parameter of write_report must be a column "
+                                 f"index in [0, {x.shape[1]}). Got {feature} instead.")
             return feature
         if feature not in names:
-            raise ValueError(f"feature (--feature) must be one of the model's features "
-                             f"{names}. Got {feature!r}.")
+            raise ValueError("The 'feature' parameter of write_report must be one of the "
+                             f"model's features {names}. Got {feature!r} instead.")
         return names.index(feature)
     # The feature that moves the prediction most over its observed range.
     base = np.median(x, axis=0)
@@ -198,7 +198,10 @@ def _plot_curve(saved, x, y, j, names, target_names, path):
 # ---------------------------------------------------------------- the report
 
 
-def _names(saved: SavedModel, run: dict):
+def column_names(saved: SavedModel, run: dict | None = None) -> tuple[list[str], list[str]]:
+    """The feature and target names of a model (from the model, its run record, or
+    ``x0, x1, ...`` / ``y0, ...``)."""
+    run = run if run is not None else dict(saved.run or {})
     feats = saved.feature_names or run.get("features") or [
         f"x{i}" for i in range(saved.spec.n_inputs)]
     targets = saved.target_names or run.get("targets") or [
@@ -248,14 +251,14 @@ def _write_report(saved: SavedModel, run: dict, data, out: pathlib.Path, feature
                   drop_na) -> Report:
     from jaxreg import tabular
 
-    feats, targets = _names(saved, run)
+    feats, targets = column_names(saved, run)
     val_mask = None
     source = None
     if data is None and run.get("data"):
         data = run["data"]
         if not pathlib.Path(data).is_file():
             raise FileNotFoundError(f"The data file recorded for this model, {data!r}, does "
-                                    "not exist; pass the data explicitly (--data).")
+                                    "not exist; pass the data explicitly (data=...).")
     if isinstance(data, str | pathlib.Path):
         na = run.get("drop_na", False) if drop_na is None else drop_na
         table = tabular.load_features(data, feats, targets, drop_na=na, dtype=np.float64)
@@ -279,8 +282,8 @@ def _write_report(saved: SavedModel, run: dict, data, out: pathlib.Path, feature
         raise ValueError(f"data must have {saved.spec.n_inputs} feature columns for this "
                          f"model. Got {x.shape[1]}.")
     if x is None and feature is not None:
-        raise ValueError(f"feature (--feature) needs data to plot against (--data). Got "
-                         f"feature={feature!r} and no data.")
+        raise ValueError("The 'feature' parameter of write_report needs data to plot "
+                         f"against. Got feature={feature!r} and no data instead.")
     # Every check before the first file is written: a refused report writes nothing.
     j = None if x is None else _pick_feature(saved, x, feature, feats)
     images = [_plot_losses(saved, out / "loss_curves.png")]

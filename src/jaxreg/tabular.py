@@ -15,7 +15,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["FORMATS", "Table", "detect_format", "load_features", "load_xy", "read_table"]
+__all__ = ["FORMATS", "Labels", "Table", "detect_format", "load_features", "load_xy",
+           "read_table"]
 
 # suffix -> format; compressed text files (.csv.gz, ...) are recognised by their inner suffix
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".txt": "csv", ".parquet": "parquet",
@@ -220,7 +221,17 @@ def _where(row0: int, fmt: str) -> str:
     return f"row {row0 + 1} (line {row0 + 2} of the file)"
 
 
-def _numeric_column(df, name: str, path: str, fmt: str, role: str) -> np.ndarray:
+class Labels(NamedTuple):
+    """How messages name the options: the library's parameter names by default; the CLI
+    passes its flags (``Labels("--target", "--features", "--drop-na")``)."""
+
+    target: str = "targets"
+    features: str = "features"
+    drop_na: str = "drop_na=True"
+
+
+def _numeric_column(df, name: str, path: str, fmt: str, role: str,
+                    labels: Labels = Labels()) -> np.ndarray:
     """Column ``name`` as float64 (NaN where missing), or a ValueError naming a bad value."""
     import pandas as pd
 
@@ -235,7 +246,8 @@ def _numeric_column(df, name: str, path: str, fmt: str, role: str) -> np.ndarray
         i = int(np.argmax(bad))
         raise ValueError(f"{role} column {name!r} in {path!r} must be numeric. Got "
                          f"{col.iloc[i]!r} in {_where(i, fmt)}; encode it as numbers"
-                         f"{' or leave it out with --features' if role == 'Feature' else ''}.")
+                         f"{f' or leave it out of {labels.features}' if role == 'Feature' else ''}"
+                         ".")
     return values.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
@@ -246,13 +258,14 @@ def _check_columns(df, wanted, path: str, option: str) -> None:
                          f"Available columns: {_list(df.columns)}.")
 
 
-def _select(df, targets, features, path: str,
-            features_from: str = "--features") -> tuple[list[str], list[str]]:
+def _select(df, targets, features, path: str, labels: Labels,
+            features_from: str | None = None) -> tuple[list[str], list[str]]:
     targets = [str(t) for t in (targets or [])]
     dup = sorted({t for t in targets if targets.count(t) > 1})
     if dup:
-        raise ValueError(f"--target names each column once. Got {_list(dup)} more than once.")
-    _check_columns(df, targets, path, "--target")
+        raise ValueError(f"{labels.target} names each column once. Got {_list(dup)} more than "
+                         "once.")
+    _check_columns(df, targets, path, labels.target)
     if features is None:
         features = [c for c in df.columns if c not in targets]
         if not features:
@@ -261,23 +274,25 @@ def _select(df, targets, features, path: str,
     else:
         features = [str(f) for f in features]
         if not features:
-            raise ValueError("--features must name at least one column. Got none.")
+            raise ValueError(f"{labels.features} must name at least one column. Got none.")
         dup = sorted({f for f in features if features.count(f) > 1})
         if dup:
-            raise ValueError(f"--features names each column once. Got {_list(dup)} more than "
-                             "once.")
-        _check_columns(df, features, path, features_from)
+            raise ValueError(f"{labels.features} names each column once. Got {_list(dup)} "
+                             "more than once.")
+        _check_columns(df, features, path, features_from or labels.features)
         both = [f for f in features if f in targets]
         if both:
             raise ValueError(f"A column cannot be both a feature and a target. Got "
-                             f"{_list(both)} in --features and --target.")
+                             f"{_list(both)} in {labels.features} and {labels.target}.")
     return features, targets
 
 
-def _arrays(df, path, fmt, features, targets, drop_na, min_rows, dtype, check_target):
-    x = np.column_stack([_numeric_column(df, c, path, fmt, "Feature") for c in features])
-    y = (np.column_stack([_numeric_column(df, c, path, fmt, "Target") for c in targets])
-         if targets else None)
+def _arrays(df, path, fmt, features, targets, drop_na, min_rows, dtype, check_target,
+            labels: Labels):
+    x = np.column_stack([_numeric_column(df, c, path, fmt, "Feature", labels)
+                         for c in features])
+    y = (np.column_stack([_numeric_column(df, c, path, fmt, "Target", labels)
+                          for c in targets]) if targets else None)
     both = x if y is None else np.concatenate([x, y], axis=1)
     names = [*features, *targets]
     inf = np.isinf(both)
@@ -293,7 +308,7 @@ def _arrays(df, path, fmt, features, targets, drop_na, min_rows, dtype, check_ta
         c = int(np.argmax(na[r]))
         raise ValueError(f"{path!r} has {n_na} row(s) with missing values (NaN or empty) in "
                          f"the columns used, the first in {_where(r, fmt)}, column "
-                         f"{names[c]!r}; drop them with --drop-na (drop_na=True).")
+                         f"{names[c]!r}; drop them with {labels.drop_na}.")
     rows = np.flatnonzero(~na_rows)
     x = x[rows]
     y = None if y is None else y[rows]
@@ -315,7 +330,7 @@ def _arrays(df, path, fmt, features, targets, drop_na, min_rows, dtype, check_ta
 
 
 def load_xy(path, targets, features=None, *, drop_na: bool = False, min_rows: int = 2,
-            dtype=np.float32, encoding: str = "utf-8") -> Table:
+            dtype=np.float32, encoding: str = "utf-8", labels: Labels = Labels()) -> Table:
     """Read ``path`` and return numeric features and targets for fitting.
 
     Args:
@@ -325,6 +340,7 @@ def load_xy(path, targets, features=None, *, drop_na: bool = False, min_rows: in
       drop_na: drop rows with a missing value in a used column instead of refusing them.
       min_rows: fewest rows accepted (after dropping).
       dtype: dtype of the returned arrays.
+      labels: how messages name the options (the CLI passes its flags).
 
     Raises:
       FileNotFoundError: the file does not exist.
@@ -332,18 +348,19 @@ def load_xy(path, targets, features=None, *, drop_na: bool = False, min_rows: in
     """
     targets = [targets] if isinstance(targets, str) else list(targets or [])
     if not targets:
-        raise ValueError("--target must name at least one column. Got none.")
+        raise ValueError(f"{labels.target} must name at least one column. Got none.")
     df = read_table(path, encoding=encoding)
     path = str(path)
     fmt = detect_format(path)
-    features, targets = _select(df, targets, features, path)
+    features, targets = _select(df, targets, features, path, labels)
     x, y, rows, n_na = _arrays(df, path, fmt, features, targets, drop_na, min_rows, dtype,
-                               check_target=True)
+                               check_target=True, labels=labels)
     return Table(x, y, features, targets, rows, n_na, path)
 
 
 def load_features(path, features, targets=(), *, drop_na: bool = False, dtype=np.float32,
-                  encoding: str = "utf-8", require_targets: bool = False) -> Table:
+                  encoding: str = "utf-8", require_targets: bool = False,
+                  labels: Labels = Labels()) -> Table:
     """Read the feature columns (and, when present, the target columns) for prediction.
 
     Targets are read only when every one of them is in the file (or ``require_targets``,
@@ -355,8 +372,8 @@ def load_features(path, features, targets=(), *, drop_na: bool = False, dtype=np
     targets = [str(t) for t in (targets or [])]
     if not require_targets and not all(t in df.columns for t in targets):
         targets = []
-    features, targets = _select(df, targets, list(features), path,
+    features, targets = _select(df, targets, list(features), path, labels,
                                 features_from="the model's features")
     x, y, rows, n_na = _arrays(df, path, fmt, features, targets, drop_na, 1, dtype,
-                               check_target=False)
+                               check_target=False, labels=labels)
     return Table(x, y, features, targets, rows, n_na, path)

@@ -25,6 +25,12 @@ DEFAULTS = {"hidden": "64,64", "activation": "tanh", "optimizer": "adam", "lr": 
             "ensemble": 1, "seed": 0}
 
 
+def _labels():
+    from jaxreg.tabular import Labels
+
+    return Labels("--target", "--features", "--drop-na")
+
+
 def add_parser(sub) -> None:
     d = DEFAULTS
     p = sub.add_parser(
@@ -219,7 +225,7 @@ def run_fit(args: argparse.Namespace) -> int:
     from jaxreg.data import training_split
 
     table = tabular.load_xy(args.data, args.target, checked["features"], drop_na=args.drop_na,
-                            dtype=np.float64, encoding=args.encoding)
+                            dtype=np.float64, encoding=args.encoding, labels=_labels())
     interrupts.check()
     if table.n_dropped:
         print(f"Dropped {table.n_dropped} row(s) with missing values (--drop-na).")
@@ -460,6 +466,7 @@ def run_predict(args: argparse.Namespace) -> int:
         feats = list(df.columns)
     feats = [str(f) for f in feats]
     table = tabular.load_features(args.data, feats, drop_na=args.drop_na, dtype=np.float64,
+                                  labels=_labels(),
                                   encoding=args.encoding)
     n_rows = len(table.rows) + table.n_dropped
     targets = list(getattr(model, "target_names_in_", None)
@@ -497,8 +504,18 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from jaxreg.report import write_report
+    from jaxreg.report import column_names, read_run_info, write_report
+    from jaxreg.store import load_model
 
+    if args.feature is not None:
+        run = read_run_info(args.model)
+        feats, _ = column_names(load_model(args.model), run)
+        if args.feature not in feats:
+            raise _usage(f"--feature must be one of the model's features {feats}. Got "
+                         f"{args.feature!r}.")
+        if args.data is None and not run.get("data"):
+            raise _usage(f"--feature needs data to plot against: pass --data. Got "
+                         f"--feature {args.feature!r} and no data.")
     if args.out is not None:
         from jaxreg import files
 
