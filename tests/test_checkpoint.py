@@ -26,7 +26,7 @@ def data():
     return Dataset(x[:30], y[:30], x[30:], y[30:])
 
 
-_STATES = {}
+_STATES: dict = {}
 
 
 def _state(data):

@@ -254,6 +254,8 @@ def _write_report(saved: SavedModel, run: dict, data, out: pathlib.Path, feature
     feats, targets = column_names(saved, run)
     val_mask = None
     source = None
+    x: np.ndarray | None
+    y: np.ndarray | None
     if data is None and run.get("data"):
         data = run["data"]
         if not pathlib.Path(data).is_file():
@@ -285,7 +287,7 @@ def _write_report(saved: SavedModel, run: dict, data, out: pathlib.Path, feature
         raise ValueError("The 'feature' parameter of write_report needs data to plot "
                          f"against. Got feature={feature!r} and no data instead.")
     # Every check before the first file is written: a refused report writes nothing.
-    j = None if x is None else _pick_feature(saved, x, feature, feats)
+    j = 0 if x is None else _pick_feature(saved, x, feature, feats)
     images = [_plot_losses(saved, out / "loss_curves.png")]
     sections = [("Loss curves", images[0], "Training and validation MSE per epoch.")]
     metrics_rows = []

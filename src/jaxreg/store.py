@@ -96,7 +96,7 @@ _SPEC = {"type": "object", "required": ["layer_sizes", "activation", "init", "bi
                         "gain": {"type": ["number", "null"], "exclusiveMinimum": 0},
                         "bias_init": {"type": "string"}, "key_scheme": {"type": "string"}},
          "additionalProperties": False}
-_MODEL = {"type": "object",
+_MODEL: dict[str, Any] = {"type": "object",
           "required": ["spec", "dtype", "n_ensemble", "x_scaler", "y_scaler", "feature_names",
                        "target_names", "y_ndim", "weights_sha256"],
           "properties": {"spec": _SPEC, "dtype": {"enum": list(_DTYPES)},
@@ -104,7 +104,7 @@ _MODEL = {"type": "object",
                          "x_scaler": _SCALER, "y_scaler": _SCALER, "feature_names": _NAMES,
                          "target_names": _NAMES, "y_ndim": {"enum": [1, 2]},
                          "weights_sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}}
-SCHEMA = {
+SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["format", "format_version", "jaxreg_version", "files", "model", "checksum",
                  "config", "metadata"],
