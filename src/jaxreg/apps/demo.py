@@ -353,7 +353,8 @@ def run_polynomial(args: argparse.Namespace) -> int:
     check_output_folder(args.out, "--out")
     eager_epochs = args.eager_epochs or (10 if args.quick else 100)
     repeats = 1 if args.quick else 3
-    before = bool(jax.config.jax_threefry_partitionable)  # a dynamic flag
+    flag = "jax_threefry_partitionable"  # a flag with a context manager: read as attribute
+    before = bool(getattr(jax.config, flag))
     mode = bool(args.partitionable)
     print(f"Random numbers: jax_threefry_partitionable={mode} "
           + ("(JAX >= 0.5 default)" if mode else "(the blog's, before JAX 0.5)")
