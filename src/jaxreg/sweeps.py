@@ -1,14 +1,19 @@
 """Vectorized sweeps: a grid of traced hyperparameters × seeds in one compiled call.
 
-Every configuration that shares an architecture (and a static ``TrainConfig``) is laid
-out along the model axis of ``jaxreg.runner.fit_many``: configuration ``c`` with seed ``s``
-is model ``c * n_seeds + s``. Sweeping learning rates, L2 strengths or schedule
-parameters therefore never recompiles; each distinct architecture, optimizer or schedule
-is one compilation.
+A sweep runs in three stages:
 
-Statistics are over initialization seeds with the data fixed: the mean, the standard
-deviation (``ddof=1``) and a Student-t 95% confidence interval of the mean validation MSE,
-and paired t-tests between strategies trained from the same seeds.
+- **plan**: expand the grid over the architectures into configurations and group those
+  that share an architecture and a static ``TrainConfig`` (``_plan``);
+- **run**: one ``jaxreg.runner.fit_many`` call per group, configuration ``c`` of a group
+  with seed ``s`` being its model ``c * n_seeds + s`` (``_run``). Sweeping learning rates, L2
+  strengths or schedule parameters therefore never recompiles; each distinct
+  architecture, optimizer or schedule is one compilation;
+- **summarize**: statistics over initialization seeds with the data fixed: the mean, the
+  standard deviation (``ddof=1``) and a Student-t 95% confidence interval of the mean
+  validation MSE, and paired t-tests between strategies trained from the same seeds
+  (SciPy's ``t`` distribution and ``ttest_rel``).
+
+``sweep`` and the lecture's exercise (``exercise_over_seeds``) go through the same three.
 
 Beyond the lecture's exercise (budget: at most 251 parameters, 4000 full-batch epochs, the
 lecture's data), a sweep found ``LECTURE_BEST``: a 1-80-1 tanh network (241 parameters),
@@ -16,7 +21,7 @@ Adam with a cosine decay from lr 0.02 and L2 2e-4, whose mean validation MSE ove
 is 0.039969 (95% CI 0.039948-0.039989), 1.12% above the noise floor 0.039527 (the
 lecture's best single run is 3.3% above it). Reproduce with ``LECTURE_BEST_COMMAND``.
 
-Rank 4: imports data, model, optim, train.
+Rank 5: imports data, engine, model, optim and runner.
 """
 
 from __future__ import annotations
@@ -27,25 +32,33 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from functools import partial
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxreg.data import Dataset, Standardizer, check_xy, lecture_data, lecture_function
+from jaxreg.data import (
+    Dataset,
+    Standardizer,
+    check_xy,
+    lecture_data,
+    lecture_function,
+    training_split,
+)
 from jaxreg.engine import TrainConfig
-from jaxreg.model import ACTIVATIONS, MLPSpec, apply
+from jaxreg.model import ACTIVATIONS, MLPSpec, apply_members
 from jaxreg.optim import OPTIMIZERS, SCHEDULES, Hparams, check_hparams
-from jaxreg.runner import fit_many
+from jaxreg.runner import Timings, fit_many
 
 __all__ = [
     "EXERCISE_STRATEGIES",
     "LECTURE_BEST",
     "LECTURE_BEST_COMMAND",
+    "LECTURE_SEED",
     "ExerciseReport",
     "PairedComparison",
+    "Strategy",
     "SweepResult",
     "confidence_interval",
     "ensemble_predict",
@@ -61,32 +74,31 @@ LECTURE_BEST = {"architectures": [(80,)], "activation": "tanh", "optimizer": "ad
                 "epochs": 4000, "seeds": 32}
 LECTURE_BEST_COMMAND = ("jaxreg sweep --lecture --hidden 80 --activation tanh --optimizer adam "
                         "--schedule cosine --lr 0.02 --l2 2e-4 --epochs 4000 --seeds 32")
+LECTURE_SEED = 1234  # the lecture's initialization key, PRNGKey(1234)
 STATIC_GRID = ("optimizer", "schedule")  # grid names that change the compiled program
-LECTURE_SEED = 1234
 
 
 # ------------------------------------------------------------------ statistics
 
 
-def _t_quantile(q: float, df: int) -> float:
-    try:
-        from scipy import stats
-    except ImportError:  # Cornish-Fisher expansion of the t quantile around the normal one
-        from statistics import NormalDist
-
-        z = NormalDist().inv_cdf(q)
-        g1 = (z**3 + z) / 4
-        g2 = (5 * z**5 + 16 * z**3 + 3 * z) / 96
-        g3 = (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384
-        return z + g1 / df + g2 / df**2 + g3 / df**3
-    return float(stats.t.ppf(q, df))
+def _check_confidence(confidence, where: str) -> None:
+    if isinstance(confidence, bool) or not isinstance(confidence, int | float) or not (
+            0 < confidence < 1):
+        raise ValueError(f"The 'confidence' parameter of {where} must be a float in (0, 1). "
+                         f"Got {confidence!r} instead.")
 
 
 def confidence_interval(values, confidence: float = 0.95) -> tuple[float, float, float]:
     """Mean and Student-t confidence interval of the mean: ``(mean, low, high)``.
 
     Non-finite values are dropped; with fewer than two values the bounds are NaN.
+
+    Example:
+      >>> mean, low, high = confidence_interval([0.040, 0.041, 0.042])
+      >>> round(mean, 6), round(high - mean, 6)
+      (0.041, 0.002484)
     """
+    _check_confidence(confidence, "confidence_interval")
     v = np.asarray(values, dtype=np.float64).ravel()
     v = v[np.isfinite(v)]
     if v.size == 0:
@@ -94,7 +106,10 @@ def confidence_interval(values, confidence: float = 0.95) -> tuple[float, float,
     mean = float(v.mean())
     if v.size < 2:
         return mean, math.nan, math.nan
-    half = _t_quantile(0.5 + confidence / 2, v.size - 1) * float(v.std(ddof=1)) / math.sqrt(v.size)
+    from scipy import stats
+
+    q = float(stats.t.ppf(0.5 + confidence / 2, v.size - 1))
+    half = q * float(v.std(ddof=1)) / math.sqrt(v.size)
     return mean, mean - half, mean + half
 
 
@@ -115,65 +130,39 @@ class PairedComparison(NamedTuple):
 
 
 def paired_comparison(a, b, confidence: float = 0.95) -> PairedComparison:
-    """Paired t-test of per-seed values of a strategy ``a`` against a baseline ``b``.
+    """Paired t-test (``scipy.stats.ttest_rel``) of per-seed values of a strategy ``a``
+    against a baseline ``b``.
 
     ``a[i]`` and ``b[i]`` must come from the same seed. Pairs with a non-finite member are
-    dropped. Uses ``scipy.stats.ttest_rel`` when SciPy is installed.
+    dropped. When every difference is equal the test is degenerate: ``t`` is infinite
+    with ``p = 0`` (NaN for both when the differences are all 0).
 
     Example:
       >>> r = paired_comparison([0.040, 0.041, 0.042], [0.041, 0.043, 0.042])
       >>> round(r.mean_diff, 6)
       -0.001
     """
+    _check_confidence(confidence, "paired_comparison")
     a = np.asarray(a, dtype=np.float64).ravel()
     b = np.asarray(b, dtype=np.float64).ravel()
     if a.shape != b.shape:
-        raise ValueError(f"paired_comparison needs two arrays of equal length (one value per "
-                         f"seed). Got lengths {a.size} and {b.size}.")
+        raise ValueError(f"The 'b' parameter of paired_comparison must have the length of 'a' "
+                         f"({a.size}: one value per seed). Got length {b.size} instead.")
     keep = np.isfinite(a) & np.isfinite(b)
     d = a[keep] - b[keep]
     n = int(d.size)
     mean, low, high = confidence_interval(d, confidence)
+    frac = float(np.mean(d < 0)) if n else math.nan
     if n < 2:
-        return PairedComparison(mean, low, high, math.nan, math.nan,
-                                float(np.mean(d < 0)) if n else math.nan, n)
-    sd = float(d.std(ddof=1))
-    if sd == 0.0:
+        return PairedComparison(mean, low, high, math.nan, math.nan, frac, n)
+    if float(d.std(ddof=1)) == 0.0:  # SciPy warns and divides by zero here
         t_stat, p = (math.nan, math.nan) if mean == 0 else (math.copysign(math.inf, mean), 0.0)
     else:
-        try:
-            from scipy import stats
+        from scipy import stats
 
-            res = stats.ttest_rel(a[keep], b[keep])
-            t_stat, p = float(res.statistic), float(res.pvalue)
-        except ImportError:
-            t_stat = mean / (sd / math.sqrt(n))
-            p = _t_two_sided_p(t_stat, n - 1)
-    return PairedComparison(mean, low, high, t_stat, p, float(np.mean(d < 0)), n)
-
-
-def _t_two_sided_p(t: float, df: int) -> float:
-    # Without SciPy: the regularized incomplete beta by a continued fraction (Numerical Recipes).
-    x = df / (df + t * t)
-    a, b = df / 2.0, 0.5
-    lbeta = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
-    front = math.exp(lbeta + a * math.log(x) + b * math.log1p(-x)) / a
-    f, c, dd = 1.0, 1.0, 0.0
-    for i in range(200):
-        m = i // 2
-        if i == 0:
-            num = 1.0
-        elif i % 2 == 0:
-            num = m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m))
-        else:
-            num = -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))
-        dd = 1.0 + num * dd
-        dd = 1.0 / (dd if abs(dd) > 1e-300 else 1e-300)
-        c = 1.0 + num / c if abs(c) > 1e-300 else 1e-300
-        f *= c * dd
-        if abs(1.0 - c * dd) < 1e-12:
-            break
-    return min(1.0, front * (f - 1.0))
+        res = stats.ttest_rel(a[keep], b[keep])
+        t_stat, p = float(res.statistic), float(res.pvalue)
+    return PairedComparison(mean, low, high, t_stat, p, frac, n)
 
 
 def noise_floor(x_val, y_val) -> float:
@@ -205,12 +194,7 @@ def ensemble_predict(params_stacked, spec: MLPSpec | str, x) -> tuple[jax.Array,
                          f"of {sorted(ACTIVATIONS)}. Got {spec!r} instead.")
     leaves = jax.tree.leaves(params_stacked)
     x = jnp.asarray(_as_2d(x), leaves[0].dtype)
-    return _ensemble_apply(params_stacked, x, activation)
-
-
-@partial(jax.jit, static_argnames="activation")
-def _ensemble_apply(params_stacked, x, activation: str):
-    preds = jax.vmap(lambda p: apply(p, x, activation))(params_stacked)  # (M, n, k)
+    preds = apply_members(params_stacked, x, activation)  # (M, n, k)
     return jnp.mean(preds, axis=0), jnp.std(preds, axis=0)
 
 
@@ -219,7 +203,7 @@ def _as_2d(x):
     return arr.reshape(-1, 1) if arr.ndim == 1 else arr
 
 
-# ------------------------------------------------------------------ sweep inputs
+# ------------------------------------------------------------------ plan: inputs
 
 
 def _fmt_arch(spec: MLPSpec) -> str:
@@ -237,14 +221,16 @@ def _as_specs(architectures, n_in: int, n_out: int, activation, spec_kw) -> list
         raise ValueError("The 'architectures' parameter of sweep must be a list of MLPSpec or "
                          f"of hidden-layer widths. Got {architectures!r} instead.")
     if not architectures:
-        raise ValueError("The 'architectures' parameter of sweep must not be empty. Got [].")
+        raise ValueError("The 'architectures' parameter of sweep must be a non-empty list. "
+                         "Got [] instead.")
     activations = [activation] if isinstance(activation, str) else list(activation)
     specs = []
     for a in architectures:
         if isinstance(a, MLPSpec):
             if a.n_inputs != n_in or a.n_outputs != n_out:
-                raise ValueError(f"The architecture {_fmt_arch(a)} must take {n_in} input(s) "
-                                 f"and give {n_out} output(s) to match the data.")
+                raise ValueError(f"The 'architectures' parameter of sweep must list MLPSpec "
+                                 f"with {n_in} input(s) and {n_out} output(s), as the data. "
+                                 f"Got {_fmt_arch(a)} instead.")
             specs.append(a)
             continue
         hidden = (a,) if isinstance(a, int) else a
@@ -260,9 +246,14 @@ def _as_specs(architectures, n_in: int, n_out: int, activation, spec_kw) -> list
             specs.append(MLPSpec((n_in, *(int(h) for h in hidden), n_out), activation=act,
                                  **spec_kw))
     if len(set(specs)) != len(specs):
-        raise ValueError(f"The 'architectures' parameter of sweep lists the same architecture "
-                         f"twice. Got {[_fmt_arch(s) for s in specs]}.")
+        raise ValueError("The 'architectures' parameter of sweep must list distinct "
+                         f"architectures. Got {[_fmt_arch(s) for s in specs]} instead.")
     return specs
+
+
+def _grid_error(rule: str, got) -> ValueError:
+    return ValueError(f"The 'grid' parameter of sweep must be a dict whose {rule}. "
+                      f"Got {got!r} instead.")
 
 
 def _check_grid(grid) -> dict[str, list]:
@@ -278,78 +269,70 @@ def _check_grid(grid) -> dict[str, list]:
         if name not in valid:
             close = difflib.get_close_matches(str(name), valid, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"The grid has an unknown parameter {name!r}; valid names are "
-                             f"{list(valid)}.{hint}")
+            raise ValueError(f"The 'grid' parameter of sweep must be a dict whose keys are in "
+                             f"{list(valid)}. Got the unknown key {name!r} instead.{hint}")
         if isinstance(values, str | int | float | np.number) and not isinstance(values, bool):
             values = [values]
         try:
             values = list(np.asarray(values, dtype=object).ravel()) if isinstance(
                 values, np.ndarray) else list(values)
         except TypeError:
-            raise ValueError(f"The grid values of {name!r} must be a list. Got {values!r} "
-                             "instead.") from None
+            raise _grid_error(f"{name!r} value is a list", values) from None
         if not values:
-            raise ValueError(f"The grid values of {name!r} must be a non-empty list. "
-                             "Got [] instead.")
+            raise _grid_error(f"{name!r} value is a non-empty list", [])
         if len(set(map(str, values))) != len(values):
-            raise ValueError(f"The grid values of {name!r} must be distinct. Got {values!r}.")
+            raise _grid_error(f"{name!r} values are distinct", values)
         if name in STATIC_GRID:
             choices = OPTIMIZERS if name == "optimizer" else SCHEDULES
             for v in values:
                 if v not in choices:
-                    raise ValueError(f"The grid value of {name!r} must be one of "
-                                     f"{list(choices)}. Got {v!r} instead.")
+                    raise _grid_error(f"{name!r} values are in {list(choices)}", v)
             out[name] = list(values)
             continue
-        checked = []
         for v in values:
             if isinstance(v, bool) or not isinstance(v, int | float | np.integer | np.floating):
-                raise ValueError(f"The grid values of {name!r} must be numbers. Got {v!r} "
-                                 "instead.")
-            try:
-                check_hparams(Hparams(**{name: float(v)}))
-            except ValueError as exc:
-                raise ValueError(f"Bad grid value: {exc}") from None
-            checked.append(float(v))
-        out[name] = checked
+                raise _grid_error(f"{name!r} values are numbers", v)
+            check_hparams(Hparams(**{name: float(v)}))  # names the field, rule and value
+        out[name] = [float(v) for v in values]
     return out
 
 
-def _check_seeds(seeds) -> list[int]:
+def _check_seeds(seeds, where: str = "sweep") -> list[int]:
+    rule = "an int >= 1 or a non-empty list of distinct non-negative ints"
     if isinstance(seeds, int | np.integer) and not isinstance(seeds, bool):
         if seeds < 1:
-            raise ValueError(f"The 'seeds' parameter of sweep must be an int >= 1 or a list "
-                             f"of ints. Got {seeds!r} instead.")
+            raise ValueError(f"The 'seeds' parameter of {where} must be {rule}. Got {seeds!r} "
+                             "instead.")
         return list(range(int(seeds)))
     try:
         out = [s for s in seeds]
     except TypeError:
         out = None
-    if (not out or any(isinstance(s, bool) or not isinstance(s, int | np.integer) or s < 0
-                       for s in out)):
-        raise ValueError(f"The 'seeds' parameter of sweep must be an int >= 1 or a non-empty "
-                         f"list of non-negative ints. Got {seeds!r} instead.")
-    if len(set(out)) != len(out):
-        raise ValueError(f"The 'seeds' parameter of sweep must not repeat a seed. Got {out!r}.")
+    if (not out or len(set(out)) != len(out)
+            or any(isinstance(s, bool) or not isinstance(s, int | np.integer) or s < 0
+                   for s in out)):
+        raise ValueError(f"The 'seeds' parameter of {where} must be {rule}. Got {seeds!r} "
+                         "instead.")
     return [int(s) for s in out]
 
 
-def split_validation(x, y, val_fraction: float = 0.2, seed: int = 0):
-    """Hold out ``round(val_fraction * n)`` rows chosen by a seeded shuffle.
-
-    Returns ``(x_train, y_train, x_val, y_val)``.
-    """
+def _hold_out(x, y, val_fraction, split_seed) -> tuple[np.ndarray, ...]:
+    """``(x_train, y_train, x_val, y_val)``: the rows ``training_split`` holds out for
+    ``split_seed``, as the estimator and ``jaxreg fit`` hold them out."""
     if isinstance(val_fraction, bool) or not isinstance(val_fraction, int | float) or not (
             0 < val_fraction < 1):
-        raise ValueError(f"The 'val_fraction' parameter must be a float in (0, 1). "
+        raise ValueError(f"The 'val_fraction' parameter of sweep must be a float in (0, 1). "
                          f"Got {val_fraction!r} instead.")
+    if isinstance(split_seed, bool) or not isinstance(split_seed, int | np.integer) or not (
+            0 <= split_seed < 2**32):
+        raise ValueError(f"The 'split_seed' parameter of sweep must be an int in "
+                         f"[0, 4294967295]. Got {split_seed!r} instead.")
     n = len(x)
-    n_val = int(round(val_fraction * n))
-    if n_val < 1 or n - n_val < 1:
-        raise ValueError(f"val_fraction={val_fraction} of {n} rows leaves an empty training or "
-                         "validation set; use more rows or another val_fraction.")
-    perm = np.random.default_rng(seed).permutation(n)
-    tr, va = np.sort(perm[n_val:]), np.sort(perm[:n_val])
+    _, tr, va = training_split(n, val_fraction, int(split_seed))
+    if len(tr) < 1:
+        raise ValueError(f"The 'val_fraction' parameter of sweep must leave at least one "
+                         f"training row. Got {val_fraction!r} instead, which holds out all "
+                         f"{n} rows.")
     return x[tr], y[tr], x[va], y[va]
 
 
@@ -357,22 +340,173 @@ def _as_dataset(data_or_xy, val_fraction, split_seed) -> Dataset:
     if isinstance(data_or_xy, Dataset):
         parts = (data_or_xy.x, data_or_xy.y, data_or_xy.x_val, data_or_xy.y_val)
         if data_or_xy.w is not None:
-            raise ValueError("sweep does not support sample weights yet. Got a Dataset with w.")
+            raise ValueError("The 'data_or_xy' parameter of sweep must be a Dataset without "
+                             "sample weights. Got a Dataset with w instead.")
     elif isinstance(data_or_xy, tuple | list) and len(data_or_xy) in (2, 4):
         parts = tuple(data_or_xy) + (None, None) * (len(data_or_xy) == 2)
     else:
-        raise ValueError("The 'data' parameter of sweep must be a Dataset, (x, y) or "
-                         f"(x_train, y_train, x_val, y_val). Got {type(data_or_xy).__name__}.")
+        raise ValueError("The 'data_or_xy' parameter of sweep must be a Dataset, (x, y) or "
+                         "(x_train, y_train, x_val, y_val). Got "
+                         f"{type(data_or_xy).__name__} instead.")
     x, y = check_xy(parts[0], parts[1])
     if parts[2] is None or parts[3] is None:
-        x, y, xv, yv = split_validation(x, y, val_fraction, split_seed)
-    else:
-        xv, yv = check_xy(parts[2], parts[3])
-        if xv.shape[1] != x.shape[1] or yv.shape[1] != y.shape[1]:
-            raise ValueError(f"Validation data must have the training data's columns: x "
-                             f"{x.shape[1]}, y {y.shape[1]}. Got x_val {xv.shape[1]}, "
-                             f"y_val {yv.shape[1]}.")
+        return Dataset(*_hold_out(x, y, val_fraction, split_seed))
+    xv, yv = check_xy(parts[2], parts[3])
+    if xv.shape[1] != x.shape[1] or yv.shape[1] != y.shape[1]:
+        raise ValueError(f"The 'data_or_xy' parameter of sweep must have validation arrays "
+                         f"with the training arrays' columns (x {x.shape[1]}, y "
+                         f"{y.shape[1]}). Got x_val {xv.shape[1]}, y_val {yv.shape[1]} "
+                         "instead.")
     return Dataset(x, y, xv, yv)
+
+
+# ------------------------------------------------------------------ plan: configurations
+
+
+class _Config(NamedTuple):
+    """One configuration: what it trains and the grid values that chose it."""
+
+    spec: MLPSpec
+    cfg: TrainConfig
+    hparams: Hparams  # scalars
+    values: dict[str, Any]
+
+
+class _Group(NamedTuple):
+    """Configurations sharing an architecture and a static configuration: one compiled
+    ``fit_many`` call."""
+
+    spec: MLPSpec
+    cfg: TrainConfig
+    rows: list[int]  # configuration indices, in the order of the call's model blocks
+
+
+class _Plan(NamedTuple):
+    configs: list[_Config]
+    groups: list[_Group]
+    seeds: list[int]
+
+
+def _expand(specs: Sequence[MLPSpec], base_cfg: TrainConfig, grid: dict[str, list],
+            hparams: Hparams) -> list[_Config]:
+    """Every architecture × every combination of the grid's values, in that order."""
+    names = list(grid)
+    combos = list(itertools.product(*grid.values())) if grid else [()]
+    configs = []
+    for spec in specs:
+        for combo in combos:
+            values = dict(zip(names, combo, strict=True))
+            static = {k: values[k] for k in STATIC_GRID if k in values}
+            traced = {k: v for k, v in values.items() if k not in STATIC_GRID}
+            configs.append(_Config(spec, replace(base_cfg, **static) if static else base_cfg,
+                                   hparams._replace(**traced), values))
+    return configs
+
+
+def _plan(configs: Sequence[_Config], seeds: list[int]) -> _Plan:
+    """Group the configurations by ``(spec, cfg)``, in order of first appearance."""
+    groups: dict[tuple, _Group] = {}
+    for i, c in enumerate(configs):
+        groups.setdefault((c.spec, c.cfg), _Group(c.spec, c.cfg, [])).rows.append(i)
+    return _Plan(list(configs), list(groups.values()), list(seeds))
+
+
+# ------------------------------------------------------------------ run
+
+
+class _Runs(NamedTuple):
+    """Per-seed results of a plan, configuration-major."""
+
+    val_mse: np.ndarray  # (n_configs, n_seeds) in the data's units; NaN: non-finite params
+    train_mse: np.ndarray
+    params: list[tuple[Any, int]]  # config -> (its group's stacked params, its block)
+    run_s: np.ndarray  # (n_configs,) its share of its group's run time
+    compile_s: np.ndarray  # (n_configs,) its group's compile time
+    timings: Timings  # totals
+
+
+def _run(plan: _Plan, data: Dataset, scale2=1.0) -> _Runs:
+    """Train every configuration of ``plan`` over its seeds: one ``fit_many`` per group.
+
+    ``scale2`` (per output) maps MSE in the training units back to the data's units.
+    """
+    n_configs, n_seeds = len(plan.configs), len(plan.seeds)
+    val = np.full((n_configs, n_seeds), np.nan)
+    train = np.full((n_configs, n_seeds), np.nan)
+    run_s, compile_s = np.zeros(n_configs), np.zeros(n_configs)
+    params: list[tuple[Any, int]] = [(None, 0)] * n_configs
+    total_compile = total_run = 0.0
+    for g in plan.groups:
+        hps = [plan.configs[i].hparams for i in g.rows]
+        hp = Hparams(*(np.repeat(np.asarray([getattr(h, f) for h in hps], np.float32), n_seeds)
+                       for f in Hparams._fields))
+        m = n_seeds * len(g.rows)
+        res, timings = fit_many(g.spec, g.cfg, data, hp, keys=plan.seeds * len(g.rows),
+                                check=False, return_timings=True)
+        total_compile += timings.compile_seconds
+        total_run += timings.run_seconds
+        finite = np.array([np.all(np.isfinite(np.asarray(leaf).reshape(m, -1)), axis=1)
+                           for leaf in jax.tree.leaves(res.params)]).all(axis=0)
+        tr, va = (np.where(finite, (np.asarray(a, np.float64) * scale2).mean(axis=1), np.nan)
+                  .reshape(len(g.rows), n_seeds) for a in (res.train_mse, res.val_mse))
+        for j, i in enumerate(g.rows):
+            train[i], val[i] = tr[j], va[j]
+            run_s[i] = timings.run_seconds / len(g.rows)
+            compile_s[i] = timings.compile_seconds
+            params[i] = (res.params, j)
+    return _Runs(val, train, params, run_s, compile_s, Timings(total_compile, total_run))
+
+
+def _seed_params(runs: _Runs, i: int, n_seeds: int):
+    """Configuration ``i``'s params for every seed (leaves with a leading seed axis)."""
+    stacked, j = runs.params[i]
+    return jax.tree.map(lambda a: a[j * n_seeds:(j + 1) * n_seeds], stacked)
+
+
+# ------------------------------------------------------------------ summarize
+
+
+def _describe(val: np.ndarray, train: np.ndarray, confidence: float) -> dict[str, Any]:
+    """Statistics of one configuration's per-seed MSE; seeds with a non-finite validation
+    MSE count as diverged and are left out."""
+    ok = np.isfinite(val)
+    mean, low, high = confidence_interval(val, confidence)
+    return {"n_seeds": int(ok.sum()), "n_diverged": int((~ok).sum()), "mean": mean,
+            "std": float(np.std(val[ok], ddof=1)) if ok.sum() > 1 else math.nan,
+            "ci_low": low, "ci_high": high,
+            "min": float(np.min(val[ok])) if ok.any() else math.nan,
+            "train_mean": float(np.mean(train[ok])) if ok.any() else math.nan}
+
+
+def _sweep_table(plan: _Plan, runs: _Runs, noise_floor: float | None, confidence: float):
+    import pandas as pd
+
+    rows = []
+    for i, (spec, c, _hp, values) in enumerate(plan.configs):
+        s = _describe(runs.val_mse[i], runs.train_mse[i], confidence)
+        row = {"config": i, "architecture": _fmt_arch(spec), "activation": spec.activation,
+               "n_params": spec.n_params, "optimizer": c.optimizer, "schedule": c.schedule,
+               **{k: v for k, v in values.items() if k not in STATIC_GRID},
+               "n_seeds": s["n_seeds"], "n_diverged": s["n_diverged"],
+               "val_mse_mean": s["mean"], "val_mse_std": s["std"],
+               "val_mse_ci_low": s["ci_low"], "val_mse_ci_high": s["ci_high"],
+               "val_mse_min": s["min"], "train_mse_mean": s["train_mean"],
+               "time_s": float(runs.run_s[i]), "compile_s": float(runs.compile_s[i])}
+        if noise_floor is not None:
+            row["gap_pct"] = 100.0 * (s["mean"] / noise_floor - 1.0)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _best_config(table) -> int:
+    """The lowest mean validation MSE among configurations with no diverged seed (among
+    all of them when every configuration has one)."""
+    clean = table[table["n_diverged"] == 0]
+    pool = clean if len(clean) and clean["val_mse_mean"].notna().any() else table
+    if not pool["val_mse_mean"].notna().any():
+        raise FloatingPointError("Every configuration of the sweep diverged (NaN or infinite "
+                                 "MSE). Lower the learning rates or standardize the data.")
+    return int(pool["val_mse_mean"].idxmin())
 
 
 # ------------------------------------------------------------------ the sweep
@@ -394,6 +528,8 @@ class SweepResult:
       val_mse, train_mse: ``(n_configs, n_seeds)`` per-seed MSE in the data's units.
       x_scaler, y_scaler: the standardizers applied before training (identity when off).
       noise_floor: the reference MSE given to ``sweep`` (or None).
+      compile_seconds, run_seconds: totals over the compiled calls.
+      data: the training and validation arrays, in the data's units.
     """
 
     table: Any
@@ -423,12 +559,6 @@ class SweepResult:
                 np.asarray(self.y_scaler.inverse_scale(np.asarray(std))))
 
 
-class _Group(NamedTuple):
-    spec: MLPSpec
-    cfg: TrainConfig
-    rows: list[int]  # configuration indices trained in this call
-
-
 def sweep(data_or_xy, *, architectures=None, grid: Mapping | None = None, seeds=8,
           cfg: TrainConfig | None = None, epochs: int | None = None,
           optimizer: str | None = None, schedule: str | None = None,
@@ -440,8 +570,9 @@ def sweep(data_or_xy, *, architectures=None, grid: Mapping | None = None, seeds=
 
     Args:
       data_or_xy: a ``Dataset`` with validation arrays, ``(x_train, y_train, x_val,
-        y_val)``, or ``(x, y)`` (then ``val_fraction`` of the rows is held out by a
-        shuffle seeded with ``split_seed``).
+        y_val)``, or ``(x, y)``: then the rows ``jaxreg.data.training_split(n,
+        val_fraction, split_seed)`` holds out are the validation rows (the rows the
+        estimator and ``jaxreg fit`` hold out for the same seed).
       architectures: ``MLPSpec`` objects and/or hidden-layer widths such as ``(16, 8)``
         (input and output widths come from the data; ``activation``, ``init`` and
         ``bias_init`` apply; a list of activations multiplies the architectures).
@@ -455,8 +586,11 @@ def sweep(data_or_xy, *, architectures=None, grid: Mapping | None = None, seeds=
       hparams: values of the ``Hparams`` fields the grid does not set.
       standardize: standardize x and y with the training rows' mean and std; MSE is
         reported in the data's units either way.
+      val_fraction, split_seed: the hold-out of ``(x, y)`` data, a fraction in (0, 1) and
+        a seed in [0, 2**32 - 1].
       noise_floor: a reference MSE (e.g. ``noise_floor(x_val, y_val)`` on the lecture's
         data); adds a ``gap_pct`` column.
+      confidence: the level of the confidence intervals, in (0, 1).
 
     Returns:
       A ``SweepResult``.
@@ -466,12 +600,12 @@ def sweep(data_or_xy, *, architectures=None, grid: Mapping | None = None, seeds=
       ...             grid={"learning_rate": [1e-3, 3e-3]}, seeds=8, epochs=4000)
       >>> res.table[["architecture", "learning_rate", "val_mse_mean"]]  # doctest: +SKIP
     """
-    import pandas as pd
-
+    # plan
     data = _as_dataset(data_or_xy, val_fraction, split_seed)
     grid = _check_grid(grid)
     seed_list = _check_seeds(seeds)
     check_hparams(hparams)
+    _check_confidence(confidence, "sweep")
     specs = _as_specs(architectures, data.x.shape[1], data.y.shape[1], activation,
                       {"init": init, "bias_init": bias_init})
     base_cfg = cfg if cfg is not None else TrainConfig(epochs=1000, record_every=0)
@@ -488,111 +622,59 @@ def sweep(data_or_xy, *, architectures=None, grid: Mapping | None = None, seeds=
                                         and math.isfinite(noise_floor) and noise_floor > 0):
         raise ValueError(f"The 'noise_floor' parameter of sweep must be a positive float. "
                          f"Got {noise_floor!r} instead.")
+    plan = _plan(_expand(specs, base_cfg, grid, hparams), seed_list)
 
+    # run
     xs = Standardizer.fit(data.x, enabled=standardize)
     ys = Standardizer.fit(data.y, enabled=standardize)
     sdata = Dataset(*(jnp.asarray(a) for a in (xs.transform(data.x), ys.transform(data.y),
                                                 xs.transform(data.x_val),
                                                 ys.transform(data.y_val))))
     scale2 = np.asarray(ys.scale, np.float64) ** 2  # per-output MSE back to the data's units
+    runs = _run(plan, sdata, scale2)
 
-    names = list(grid)
-    combos = list(itertools.product(*grid.values())) if grid else [()]
-    configs = []  # (spec, cfg, hp dict, grid values)
-    for spec in specs:
-        for combo in combos:
-            values = dict(zip(names, combo, strict=True))
-            static = {k: values[k] for k in STATIC_GRID if k in values}
-            traced = {k: v for k, v in values.items() if k not in STATIC_GRID}
-            configs.append((spec, replace(base_cfg, **static) if static else base_cfg,
-                            hparams._replace(**traced), values))
-    groups: dict[tuple, _Group] = {}
-    for i, (spec, c, _, _) in enumerate(configs):
-        groups.setdefault((spec, c), _Group(spec, c, []))[2].append(i)
-
-    n_seeds = len(seed_list)
-    val = np.full((len(configs), n_seeds), np.nan)
-    train = np.full((len(configs), n_seeds), np.nan)
-    time_s = np.zeros(len(configs))
-    compile_g = np.zeros(len(configs))
-    params_of: dict[int, Any] = {}
-    total_compile = total_run = 0.0
-    for g in groups.values():
-        hp_rows = [configs[i][2] for i in g.rows]
-        hp = Hparams(*(np.repeat(np.asarray([getattr(h, f) for h in hp_rows], np.float32),
-                                 n_seeds) for f in Hparams._fields))
-        keys = seed_list * len(g.rows)
-        res, timings = fit_many(g.spec, g.cfg, sdata, hp, keys=keys, check=False,
-                                return_timings=True)
-        total_compile += timings.compile_seconds
-        total_run += timings.run_seconds
-        tr = np.asarray(res.train_mse, np.float64) * scale2  # (M, k)
-        va = np.asarray(res.val_mse, np.float64) * scale2
-        finite = np.array([np.all(np.isfinite(np.asarray(leaf).reshape(len(keys), -1)), axis=1)
-                           for leaf in jax.tree.leaves(res.params)]).all(axis=0)
-        tr_m = np.where(finite, tr.mean(axis=1), np.nan).reshape(len(g.rows), n_seeds)
-        va_m = np.where(finite, va.mean(axis=1), np.nan).reshape(len(g.rows), n_seeds)
-        for j, i in enumerate(g.rows):
-            train[i], val[i] = tr_m[j], va_m[j]
-            time_s[i] = timings.run_seconds / len(g.rows)
-            compile_g[i] = timings.compile_seconds
-            params_of[i] = (res.params, j)
-
-    rows = []
-    for i, (spec, c, _hp, values) in enumerate(configs):
-        mean, low, high = confidence_interval(val[i], confidence)
-        ok = np.isfinite(val[i])
-        row = {"config": i, "architecture": _fmt_arch(spec), "activation": spec.activation,
-               "n_params": spec.n_params, "optimizer": c.optimizer, "schedule": c.schedule,
-               **{k: v for k, v in values.items() if k not in STATIC_GRID},
-               "n_seeds": int(ok.sum()), "n_diverged": int((~ok).sum()),
-               "val_mse_mean": mean,
-               "val_mse_std": float(np.std(val[i][ok], ddof=1)) if ok.sum() > 1 else math.nan,
-               "val_mse_ci_low": low, "val_mse_ci_high": high,
-               "val_mse_min": float(np.min(val[i][ok])) if ok.any() else math.nan,
-               "train_mse_mean": float(np.mean(train[i][ok])) if ok.any() else math.nan,
-               "time_s": float(time_s[i]), "compile_s": float(compile_g[i])}
-        if noise_floor is not None:
-            row["gap_pct"] = 100.0 * (mean / noise_floor - 1.0)
-        rows.append(row)
-    table = pd.DataFrame(rows)
-
-    clean = table[table["n_diverged"] == 0]
-    pool = clean if len(clean) and clean["val_mse_mean"].notna().any() else table
-    if not pool["val_mse_mean"].notna().any():
-        raise FloatingPointError("Every configuration of the sweep diverged (NaN or infinite "
-                                 "MSE). Lower the learning rates or standardize the data.")
-    b = int(pool["val_mse_mean"].idxmin())
-    spec, c, hp, _ = configs[b]
-    stacked, j = params_of[b]
-    sl = slice(j * n_seeds, (j + 1) * n_seeds)
-    best_params = jax.tree.map(lambda a: a[sl], stacked)
-    s_best = int(np.nanargmin(val[b]))
+    # summarize
+    table = _sweep_table(plan, runs, noise_floor, confidence)
+    b = _best_config(table)
+    best = plan.configs[b]
+    best_params = _seed_params(runs, b, len(seed_list))
+    s_best = int(np.nanargmin(runs.val_mse[b]))
     best_seed_params = jax.tree.map(lambda a: a[s_best], best_params)
-    return SweepResult(table, table.loc[b], spec, c, hp, best_params, best_seed_params,
-                       seed_list, val, train, xs, ys, noise_floor, total_compile, total_run,
+    return SweepResult(table, table.loc[b], best.spec, best.cfg, best.hparams, best_params,
+                       best_seed_params, seed_list, runs.val_mse, runs.train_mse, xs, ys,
+                       noise_floor, runs.timings.compile_seconds, runs.timings.run_seconds,
                        data)
 
 
 # ------------------------------------------------------------------ the lecture's exercise
 
+
+class Strategy(NamedTuple):
+    """One strategy of the lecture's exercise: Adam, full batch, on the lecture's data."""
+
+    label: str
+    spec: MLPSpec
+    schedule: str
+    hparams: Hparams
+
+
+_BASE, _DEEP = MLPSpec((1, 10, 10, 10, 1)), MLPSpec((1, 6, 6, 6, 6, 6, 1))
 _SCHED = {"learning_rate": 3e-3, "decay_rate": 0.5, "transition_steps": 1000.0}
-# (label, hidden widths, schedule, Hparams): the lecture's exercise, Adam throughout
-EXERCISE_STRATEGIES: tuple[tuple[str, tuple[int, ...], str, Hparams], ...] = (
-    ("Baseline (ADAM + tanh)", (10, 10, 10), "constant", Hparams(1e-3)),
-    ("1. Deeper network (6 layers)", (6, 6, 6, 6, 6), "constant", Hparams(1e-3)),
-    ("2. Deeper network + LR schedule", (6, 6, 6, 6, 6), "exponential", Hparams(**_SCHED)),
-    ("3. Strategy 2 + L2 regularization", (6, 6, 6, 6, 6), "exponential",
-     Hparams(**_SCHED, l2=1e-3)),
-    ("4. Baseline + L2 regularization", (10, 10, 10), "constant", Hparams(1e-3, l2=1e-3)),
+EXERCISE_STRATEGIES: tuple[Strategy, ...] = (  # the baseline first
+    Strategy("Baseline (ADAM + tanh)", _BASE, "constant", Hparams(1e-3)),
+    Strategy("1. Deeper network (6 layers)", _DEEP, "constant", Hparams(1e-3)),
+    Strategy("2. Deeper network + LR schedule", _DEEP, "exponential", Hparams(**_SCHED)),
+    Strategy("3. Strategy 2 + L2 regularization", _DEEP, "exponential",
+             Hparams(**_SCHED, l2=1e-3)),
+    Strategy("4. Baseline + L2 regularization", _BASE, "constant", Hparams(1e-3, l2=1e-3)),
 )
 
 
 def exercise_seeds(n_seeds: int) -> list[int]:
     """``n_seeds`` initialization seeds: the lecture's 1234 first, then 0, 1, 2, ..."""
     if isinstance(n_seeds, bool) or not isinstance(n_seeds, int | np.integer) or n_seeds < 2:
-        raise ValueError(f"The 'n_seeds' parameter must be an int >= 2. Got {n_seeds!r} "
-                         "instead.")
+        raise ValueError(f"The 'n_seeds' parameter of exercise_seeds must be an int >= 2. "
+                         f"Got {n_seeds!r} instead.")
     rest = [s for s in range(int(n_seeds)) if s != LECTURE_SEED][: int(n_seeds) - 1]
     return [LECTURE_SEED, *rest]
 
@@ -618,66 +700,57 @@ def exercise_over_seeds(n_seeds: int, epochs: int = 4000, *, seeds: Sequence[int
     row reports the mean validation MSE with its Student-t CI, its gap to the noise floor,
     the single run from the lecture's ``PRNGKey(1234)``, and a paired t-test against the
     Adam baseline trained from the same seeds (difference ``strategy - baseline``, negative
-    is better).
+    is better). ``seeds``, when given, replaces ``exercise_seeds(n_seeds)``.
 
     Returns:
       An ``ExerciseReport`` (a NamedTuple whose first field is the table).
     """
     import pandas as pd
 
-    seed_list = list(seeds) if seeds is not None else exercise_seeds(n_seeds)
-    _check_seeds(seed_list)
-    if len(seed_list) < 2:
-        raise ValueError(f"exercise_over_seeds needs at least 2 seeds. Got {seed_list!r}.")
+    # plan
+    if seeds is None:
+        seed_list = exercise_seeds(n_seeds)
+    else:
+        seed_list = _check_seeds(seeds, "exercise_over_seeds")
+        if len(seed_list) < 2:
+            raise ValueError(f"The 'seeds' parameter of exercise_over_seeds must list at "
+                             f"least 2 seeds. Got {seed_list!r} instead.")
+    _check_confidence(confidence, "exercise_over_seeds")
+    plan = _plan([_Config(s.spec, TrainConfig(epochs=epochs, optimizer="adam",
+                                              schedule=s.schedule, record_every=0),
+                          s.hparams, {}) for s in EXERCISE_STRATEGIES], seed_list)
     xt, yt, xv, yv = lecture_data(data_seed)
-    data = Dataset(xt, yt, xv, yv)
     floor = noise_floor(xv, yv)
+
+    # run
     t0 = time.perf_counter()
-    groups: dict[tuple, list[int]] = {}
-    for i, (_, hidden, sched, _) in enumerate(EXERCISE_STRATEGIES):
-        groups.setdefault((hidden, sched), []).append(i)
-    val: dict[str, np.ndarray] = {}
-    train: dict[str, np.ndarray] = {}
-    run_s: dict[str, float] = {}
-    n = len(seed_list)
-    for (hidden, sched), idx in groups.items():
-        spec = MLPSpec((1, *hidden, 1))
-        cfg = TrainConfig(epochs=epochs, optimizer="adam", schedule=sched, record_every=0)
-        hps = [EXERCISE_STRATEGIES[i][3] for i in idx]
-        hp = Hparams(*(np.repeat(np.asarray([getattr(h, f) for h in hps], np.float32), n)
-                       for f in Hparams._fields))
-        res, timings = fit_many(spec, cfg, data, hp, keys=seed_list * len(idx), check=False,
-                                return_timings=True)
-        va = np.asarray(res.val_mse, np.float64)[:, 0].reshape(len(idx), n)
-        tr = np.asarray(res.train_mse, np.float64)[:, 0].reshape(len(idx), n)
-        for j, i in enumerate(idx):
-            label = EXERCISE_STRATEGIES[i][0]
-            val[label], train[label] = va[j], tr[j]
-            run_s[label] = timings.run_seconds / len(idx)
+    runs = _run(plan, Dataset(xt, yt, xv, yv))
     seconds = time.perf_counter() - t0
 
-    base_label = EXERCISE_STRATEGIES[0][0]
+    # summarize
+    labels = [s.label for s in EXERCISE_STRATEGIES]
+    val = dict(zip(labels, runs.val_mse, strict=True))
+    train = dict(zip(labels, runs.train_mse, strict=True))
+    base = labels[0]
     rows, paired = [], {}
-    for label, hidden, _, _ in EXERCISE_STRATEGIES:
+    for i, (label, spec, _, _) in enumerate(EXERCISE_STRATEGIES):
         v = val[label]
-        mean, low, high = confidence_interval(v, confidence)
-        row = {"strategy": label, "n_params": MLPSpec((1, *hidden, 1)).n_params,
-               "n_seeds": int(np.isfinite(v).sum()), "val_mse_mean": mean,
-               "val_mse_std": float(np.nanstd(v, ddof=1)), "ci_low": low, "ci_high": high,
-               "gap_pct": 100 * (mean / floor - 1),
+        s = _describe(v, train[label], confidence)
+        row = {"strategy": label, "n_params": spec.n_params, "n_seeds": s["n_seeds"],
+               "val_mse_mean": s["mean"], "val_mse_std": s["std"], "ci_low": s["ci_low"],
+               "ci_high": s["ci_high"], "gap_pct": 100 * (s["mean"] / floor - 1),
                "val_mse_seed1234": float(v[seed_list.index(LECTURE_SEED)])
                if LECTURE_SEED in seed_list else math.nan,
-               "train_mse_mean": float(np.nanmean(train[label]))}
-        if label == base_label:
+               "train_mse_mean": s["train_mean"]}
+        if label == base:
             row.update(diff_vs_baseline=0.0, diff_ci_low=math.nan, diff_ci_high=math.nan,
                        p_value=math.nan, frac_better=math.nan)
         else:
-            pc = paired_comparison(v, val[base_label], confidence)
+            pc = paired_comparison(v, val[base], confidence)
             paired[label] = pc
             row.update(diff_vs_baseline=pc.mean_diff, diff_ci_low=pc.ci_low,
                        diff_ci_high=pc.ci_high, p_value=pc.p_value,
                        frac_better=pc.frac_a_better)
-        row["run_s"] = run_s[label]
+        row["run_s"] = float(runs.run_s[i])
         rows.append(row)
-    table = pd.DataFrame(rows)
-    return ExerciseReport(table, val, train, seed_list, floor, paired, seconds)
+    return ExerciseReport(pd.DataFrame(rows), val, train, seed_list, floor, paired, seconds)
