@@ -6,6 +6,7 @@ import matplotlib.image as mpimg
 import pytest
 
 from jaxreg.cli import main
+from jaxreg.sweeps import EXERCISE_STRATEGIES
 
 
 def test_help_is_fast_and_imports_no_heavy_library():
@@ -40,8 +41,11 @@ def test_lecture_cli_writes_plots_and_tables(tmp_path, capsys):
     assert md.startswith("| Method |") and "Noise floor" in md
     ex = (out / "exercise.md").read_text().splitlines()
     assert len(ex) == 2 + 5 and "| 187 |" in ex[3] and "| 251 |" in ex[2]
+    # one definition of the exercise: the library's, for single runs and over seeds
+    labels = [s.label for s in EXERCISE_STRATEGIES]
+    assert [line.split(" | ")[0].lstrip("| ") for line in ex[2:]] == labels
     seeds = list(csv.DictReader((out / "exercise_seeds.csv").open()))
-    assert len(seeds) == 5 and seeds[0]["strategy"].startswith("Baseline")
+    assert [r["strategy"] for r in seeds] == labels and labels[0].startswith("Baseline")
     assert "paired t-test" in text
 
 

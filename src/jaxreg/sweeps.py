@@ -316,7 +316,7 @@ def _check_seeds(seeds, where: str = "sweep") -> list[int]:
     return [int(s) for s in out]
 
 
-def _hold_out(x, y, val_fraction, split_seed) -> tuple[np.ndarray, ...]:
+def _hold_out(x, y, val_fraction, split_seed) -> tuple[Any, Any, Any, Any]:
     """``(x_train, y_train, x_val, y_val)``: the rows ``training_split`` holds out for
     ``split_seed``, as the estimator and ``jaxreg fit`` hold them out."""
     if isinstance(val_fraction, bool) or not isinstance(val_fraction, int | float) or not (
@@ -612,8 +612,8 @@ def sweep(data_or_xy, *, architectures=None, grid: Mapping | None = None, seeds=
     if not isinstance(base_cfg, TrainConfig):
         raise ValueError(f"The 'cfg' parameter of sweep must be a TrainConfig. Got "
                          f"{type(base_cfg).__name__} instead.")
-    over = {k: v for k, v in (("epochs", epochs), ("optimizer", optimizer),
-                              ("schedule", schedule)) if v is not None}
+    over: dict[str, Any] = {k: v for k, v in (("epochs", epochs), ("optimizer", optimizer),
+                                              ("schedule", schedule)) if v is not None}
     if over:
         base_cfg = replace(base_cfg, **over)
     if cfg is None:

@@ -93,15 +93,6 @@ def _data(seed: int, scheme: str):
     return Dataset(xt, yt, xv, yv)
 
 
-def noise_floor(data) -> float:
-    """Validation MSE of the true function ``sqrt(x) + sin(x)``: no model beats it on average."""
-    import jax.numpy as jnp
-
-    from jaxreg.data import lecture_function
-
-    return float(jnp.mean((lecture_function(data.x_val) - data.y_val) ** 2))
-
-
 def run_lecture(out, epochs: int = 4000, seed: int = 14, param_seed: int = 1234,
                 data_scheme: str = "current", keras: bool = True, record_every: int = 10,
                 repeats: int = 3) -> dict:
@@ -117,6 +108,7 @@ def run_lecture(out, epochs: int = 4000, seed: int = 14, param_seed: int = 1234,
     from jaxreg.model import MLPSpec
     from jaxreg.optim import Hparams
     from jaxreg.runner import fit
+    from jaxreg.sweeps import noise_floor
 
     out = pathlib.Path(out)
     data = _data(seed, data_scheme)
@@ -143,7 +135,7 @@ def run_lecture(out, epochs: int = 4000, seed: int = 14, param_seed: int = 1234,
         bool(np.array_equal(a, b))
         for a, b in zip(jax.tree.leaves(results["gd"].params),
                         jax.tree.leaves(results["sgd"].params), strict=True))
-    floor = noise_floor(data)
+    floor = noise_floor(data.x_val, data.y_val)
     files = _write_outputs(out, data, rows, results, floor, record_every)
     return {"rows": rows, "results": results, "noise_floor": floor,
             "gd_equals_sgd": gd_equals_sgd, "files": files, "spec": spec, "data": data,
@@ -329,35 +321,19 @@ def _print_summary(summary: dict, args) -> None:
 
 # ------------------------------------------------------------------ the exercise
 
-EXERCISE_BASELINE = 0.0408687  # the lecture's printed Adam validation MSE
-
-
-def exercise_strategies():
-    """The lecture's exercise: ``(label, spec, schedule, Hparams)`` per strategy."""
-    from jaxreg.model import MLPSpec
-    from jaxreg.optim import Hparams
-
-    base, deep = MLPSpec((1, 10, 10, 10, 1)), MLPSpec((1, 6, 6, 6, 6, 6, 1))
-    sched = dict(learning_rate=3e-3, decay_rate=0.5, transition_steps=1000.0)
-    return [
-        ("Baseline (ADAM + tanh)", base, "constant", Hparams(1e-3)),
-        ("1. Deeper network (6 layers)", deep, "constant", Hparams(1e-3)),
-        ("2. Deeper network + LR schedule", deep, "exponential", Hparams(**sched)),
-        ("3. Strategy 2 + L2 regularization", deep, "exponential", Hparams(**sched, l2=1e-3)),
-        ("4. Baseline + L2 regularization", base, "constant", Hparams(1e-3, l2=1e-3)),
-    ]
-
-
 def run_exercise(summary: dict, out, epochs: int = 4000, param_seed: int = 1234) -> list[dict]:
+    """One run of each of the lecture's exercise strategies (``EXERCISE_STRATEGIES``, the
+    baseline first) from ``PRNGKey(param_seed)``; writes ``exercise.md`` into ``out``."""
     import jax
 
     from jaxreg.engine import TrainConfig
     from jaxreg.runner import fit
+    from jaxreg.sweeps import EXERCISE_STRATEGIES
 
     data = summary["data"]
     rows = []
     base_val = None
-    for label, spec, schedule, hp in exercise_strategies():
+    for label, spec, schedule, hp in EXERCISE_STRATEGIES:
         cfg = TrainConfig(epochs=epochs, optimizer="adam", schedule=schedule, record_every=0)
         first, cold = fit(spec, cfg, data, hp, key=jax.random.PRNGKey(param_seed),
                           return_timings=True)
@@ -400,8 +376,7 @@ def _exercise_over_seeds(n_seeds: int, epochs: int, out) -> None:
     from jaxreg import plots
     from jaxreg.sweeps import exercise_over_seeds
 
-    report = exercise_over_seeds(n_seeds, epochs=epochs)
-    table = report[0]
+    table = exercise_over_seeds(n_seeds, epochs=epochs).table
     columns = ["strategy", "n_params", "val_mse_mean", "ci_low", "ci_high", "gap_pct",
                "val_mse_seed1234", "diff_vs_baseline", "diff_ci_low", "diff_ci_high",
                "p_value"]

@@ -1,12 +1,12 @@
 """``jaxreg sweep``: a vectorized grid of architectures × hyperparameters × seeds.
 
 Data: a CSV/TSV/Parquet file (``--data FILE --target COL``; ``--val-fraction`` of the rows held
-out by a seeded shuffle) or the lecture's data (``--lecture``). The grid comes from the
-command line (``--hidden 10,10,10 --lr 1e-3,3e-3 --l2 0,1e-3 ...``) or a TOML file
-(``--grid grid.toml``; command-line values win). Writes ``sweep.csv``, ``sweep.md``,
-``sweep.png`` (validation MSE per configuration with 95% CI bars) and, with ``--lecture``
-or ``--ensemble-plot``, ``ensemble.png`` (the best configuration's deep ensemble over seeds
-with a ±2 std band).
+out, the same rows ``jaxreg fit --seed S`` holds out for ``--split-seed S``) or the lecture's
+data (``--lecture``). The grid comes from the command line (``--hidden 10,10,10 --lr
+1e-3,3e-3 --l2 0,1e-3 ...``) or a TOML file (``--grid grid.toml``; command-line values win).
+Writes ``sweep.csv``, ``sweep.md``, ``sweep.png`` (validation MSE per configuration with 95%
+CI bars) and, with ``--lecture`` or ``--ensemble-plot``, ``ensemble.png`` (the best
+configuration's deep ensemble over seeds with a ±2 std band).
 
 A TOML grid looks like::
 
@@ -39,6 +39,9 @@ HP_OPTIONS = {
     "momentum": "momentum",
     "weight_decay": "weight_decay",
 }
+FIRST = ["architecture", "activation", "n_params", "optimizer", "schedule"]
+STATS = ["n_seeds", "n_diverged", "val_mse_mean", "val_mse_std", "val_mse_ci_low",
+         "val_mse_ci_high", "train_mse_mean", "gap_pct", "time_s"]
 SHORT = {  # display headers of the terminal table
     "architecture": "arch", "activation": "act", "n_params": "params", "optimizer": "opt",
     "schedule": "sched", "learning_rate": "lr", "n_seeds": "seeds", "n_diverged": "diverged",
@@ -68,7 +71,8 @@ def add_parser(sub) -> None:
                      help="fraction of file rows held out for validation, in (0, 1) "
                           "(default: 0.2)")
     src.add_argument("--split-seed", type=int, default=0,
-                     help="seed of the hold-out shuffle, in [0, 4294967295] (default: 0)")
+                     help="seed of the hold-out shuffle, in [0, 4294967295]; the rows held "
+                          "out are those of 'jaxreg fit --seed' (default: 0)")
     src.add_argument("--drop-na", action="store_true",
                      help="drop file rows with missing values instead of refusing them")
     src.add_argument("--encoding", default="utf-8",
@@ -213,7 +217,8 @@ def load_table(path: str, target: str | None, features: str | None, *,
 
     table = tabular.load_xy(path, _names(target or ""),
                             _names(features) if features else None, drop_na=drop_na,
-                            dtype=np.float32, encoding=encoding)
+                            dtype=np.float32, encoding=encoding,
+                            labels=tabular.Labels("--target", "--features", "--drop-na"))
     if table.n_dropped:
         print(f"Dropped {table.n_dropped} row(s) with missing values (--drop-na).")
     return table.x, table.y, table.feature_names, table.target_names
@@ -233,11 +238,13 @@ def check_args(args) -> None:
     check_output_folder(args.out, "--out")  # before the sweep, not after it
 
 
-def _check_split(n: int, val_fraction: float) -> None:
-    n_val = int(round(val_fraction * n))
-    if n_val < 1 or n - n_val < 1:
-        raise _usage(f"--val-fraction {val_fraction} of {n} rows holds out {n_val} row(s) "
-                     f"and leaves {n - n_val} for training; each needs at least 1. Change "
+def _check_split(n: int, val_fraction: float, split_seed: int) -> None:
+    from jaxreg.data import training_split
+
+    _, train, val = training_split(n, val_fraction, split_seed)  # the rows sweep holds out
+    if len(val) < 1 or len(train) < 1:
+        raise _usage(f"--val-fraction {val_fraction} of {n} rows holds out {len(val)} row(s) "
+                     f"and leaves {len(train)} for training; each needs at least 1. Change "
                      "--val-fraction or add rows.")
 
 
@@ -252,8 +259,6 @@ def run(args: argparse.Namespace) -> int:
     plan = build_plan(args)
     import time
 
-    import numpy as np
-
     from jaxreg.data import lecture_data
     from jaxreg.sweeps import noise_floor, sweep
 
@@ -266,7 +271,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         x, y, feats, targets = load_table(args.data, args.target, args.features,
                                           drop_na=args.drop_na, encoding=args.encoding)
-        _check_split(len(x), args.val_fraction)
+        _check_split(len(x), args.val_fraction, args.split_seed)
         data = (x, y)
         standardize = not args.no_standardize
     t0 = time.perf_counter()
@@ -280,17 +285,13 @@ def run(args: argparse.Namespace) -> int:
                                     lecture=args.lecture))
     _print(res, args, plan, wall)
     print(f"Wrote {', '.join(p.name for p in files)} into {out}/")
-    del np
     return 0
 
 
 def _columns(table) -> list[str]:
-    first = ["architecture", "activation", "n_params", "optimizer", "schedule"]
-    stats = ["n_seeds", "n_diverged", "val_mse_mean", "val_mse_std", "val_mse_ci_low",
-             "val_mse_ci_high", "train_mse_mean", "gap_pct", "time_s"]
-    grid = [c for c in table.columns if c not in first + stats + ["config", "val_mse_min",
+    grid = [c for c in table.columns if c not in FIRST + STATS + ["config", "val_mse_min",
                                                                     "compile_s"]]
-    return [c for c in first + grid + stats if c in table.columns]
+    return [c for c in FIRST + grid + STATS if c in table.columns]
 
 
 def _fmt(v) -> str:
@@ -324,10 +325,7 @@ def _write_outputs(out: pathlib.Path, res) -> list:
 
 
 def _label(r) -> str:
-    grid = [c for c in _columns(r.to_frame().T) if c not in (
-        "architecture", "activation", "n_params", "optimizer", "schedule", "n_seeds",
-        "n_diverged", "val_mse_mean", "val_mse_std", "val_mse_ci_low", "val_mse_ci_high",
-        "train_mse_mean", "gap_pct", "time_s")]
+    grid = [c for c in _columns(r.to_frame().T) if c not in FIRST + STATS]
     parts = [f"{r['architecture']} {r['activation']} {r['optimizer']}/{r['schedule']}"]
     parts += [f"{c}={_fmt(r[c])}" for c in grid]
     return " ".join(parts)
@@ -365,6 +363,7 @@ def _ensemble_plot(path: pathlib.Path, res, feats, targets, lecture: bool):
     import numpy as np
 
     from jaxreg import plots
+    from jaxreg.data import lecture_function
 
     d = res.data
     xv, yv = np.asarray(d.x_val), np.asarray(d.y_val)
@@ -380,7 +379,7 @@ def _ensemble_plot(path: pathlib.Path, res, feats, targets, lecture: bool):
                         label="±2 std over members")
         ax.plot(g, m, color="black", label=f"ensemble mean ({len(res.seeds)} members)")
         if lecture:
-            ax.plot(g, np.sqrt(g) + np.sin(g), color="tab:green", ls="--",
+            ax.plot(g, np.asarray(lecture_function(g)), color="tab:green", ls="--",
                     label="sqrt(x) + sin(x)")
         ax.set_xlabel(feats[0])
         ax.set_ylabel(targets[0])
@@ -418,10 +417,10 @@ def reproduce_command(res, args) -> str:
         encoding = getattr(args, "encoding", "utf-8")
         if encoding.lower().replace("_", "-") not in ("utf-8", "utf8"):
             parts += ["--encoding", encoding]
-    hidden = ",".join(b["architecture"].split("-")[1:-1])
+    spec = res.best_spec
+    hidden = ",".join(str(w) for w in spec.layer_sizes[1:-1])
     parts += ["--hidden", hidden, "--activation", b["activation"], "--optimizer",
               b["optimizer"], "--schedule", b["schedule"]]
-    spec = res.best_spec
     if spec.init != "he_normal":
         parts += ["--init", spec.init]
     if spec.bias_init != "ones":
