@@ -31,7 +31,7 @@ def test_lecture_cli_writes_plots_and_tables(tmp_path, capsys):
     for name in ("data", "fit_gd", "fit_sgd", "fit_adam", "loss_gd", "loss_sgd", "loss_adam"):
         img = mpimg.imread(out / f"{name}.png")
         assert img.ndim == 3 and img.shape[0] > 100
-    rows = list(csv.DictReader((out / "summary.csv").open()))
+    rows = list(csv.DictReader((out / "summary.csv").read_text().splitlines()))
     methods = [r["method"] for r in rows]
     assert methods[-3:] == ["Pure JAX (hand-coded GD)", "JAX + Optax SGD", "JAX + Optax ADAM"]
     assert any(m.startswith("Keras") for m in methods)  # a row, installed or not
@@ -44,7 +44,7 @@ def test_lecture_cli_writes_plots_and_tables(tmp_path, capsys):
     # one definition of the exercise: the library's, for single runs and over seeds
     labels = [s.label for s in EXERCISE_STRATEGIES]
     assert [line.split(" | ")[0].lstrip("| ") for line in ex[2:]] == labels
-    seeds = list(csv.DictReader((out / "exercise_seeds.csv").open()))
+    seeds = list(csv.DictReader((out / "exercise_seeds.csv").read_text().splitlines()))
     assert [r["strategy"] for r in seeds] == labels and labels[0].startswith("Baseline")
     assert "paired t-test" in text
 
