@@ -31,7 +31,6 @@ it.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import pathlib
 import re
@@ -148,14 +147,6 @@ def check_checkpoint_folder(path) -> dict | None:
     return doc
 
 
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray | tuple):
-        return np.asarray(obj).tolist()
-    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
-
-
 def read_checkpoint_meta(path) -> dict | None:
     """The whole ``checkpoint.json`` document, or None when ``path`` holds no checkpoint."""
     doc_path = pathlib.Path(path) / META_FILE
@@ -199,8 +190,6 @@ def load_checkpoint(path, templates: dict[str, Any], *,
     Returns:
       ``(trees, meta)`` with NumPy leaves.
     """
-    from safetensors import SafetensorError
-    from safetensors.numpy import load as st_load
 
     path = pathlib.Path(path)
     if not path.is_dir():
@@ -213,15 +202,11 @@ def load_checkpoint(path, templates: dict[str, Any], *,
         if not isinstance(name, str) or "/" in name or not (path / name).is_file():
             raise CheckpointError(f"Checkpoint {str(path)!r} is missing its tensor file "
                                   f"{name!r}.")
-        blob = (path / name).read_bytes()
-    if hashlib.sha256(blob).hexdigest() != doc.get("tensors_sha256"):
-        raise CheckpointError(f"Checkpoint tensor file {str(path / name)!r} is truncated or "
-                              f"corrupted: its SHA-256 does not match {META_FILE}.")
-    try:
-        tensors = st_load(blob)
-    except (SafetensorError, ValueError, OverflowError) as exc:
-        raise CheckpointError(f"Checkpoint tensor file {str(path / name)!r} is corrupted: "
-                              f"{exc}") from None
+        try:
+            _, tensors = files.load_tensors(path / name, doc["tensors_sha256"],
+                                            "Checkpoint tensor file")
+        except ValueError as exc:
+            raise CheckpointError(str(exc)) from None
     out = {}
     for tree_name, template in templates.items():
         flat, treedef = jax.tree_util.tree_flatten_with_path(template)
@@ -289,7 +274,7 @@ class Checkpointer:
         axis first, and a JSON fingerprint of its data and settings); return the saved
         ``(state, history)`` when resuming from a checkpoint of the same run, else None."""
         self._keys = np.asarray(keys)
-        self._fingerprint = json.loads(json.dumps(fingerprint, default=_json_default))
+        self._fingerprint = files.plain(fingerprint)
         doc = check_checkpoint_folder(self.path)
         if not self.resume or doc is None:
             return None

@@ -28,7 +28,8 @@ from collections.abc import Iterator
 from typing import Any
 
 __all__ = ["TMP_PREFIX", "Staging", "check_output_folder", "checksum", "commit", "dumps",
-           "folder_lock", "fsync_dir", "load_json", "only_leftovers", "remove_entry",
+           "folder_lock", "fsync_dir", "load_json", "load_tensors", "only_leftovers", "plain",
+           "remove_entry",
            "remove_owned",
            "validate_document"]
 
@@ -291,6 +292,28 @@ def _json_default(obj):
     raise TypeError(f"{type(obj).__name__} is not JSON serializable")
 
 
+def plain(obj: Any) -> Any:
+    """``obj`` as plain JSON values (NumPy scalars and arrays, tuples to lists)."""
+    return json.loads(json.dumps(obj, default=_json_default))
+
+
+def load_tensors(path, sha256: str, what: str) -> tuple[bytes, dict]:
+    """Read a safetensors file whose SHA-256 a manifest recorded: ``(bytes, tensors)``, or a
+    ``ValueError`` saying it is truncated or corrupted."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load as st_load
+
+    p = pathlib.Path(path)
+    blob = p.read_bytes()
+    if hashlib.sha256(blob).hexdigest() != sha256:
+        raise ValueError(f"{what} {str(p)!r} is truncated or corrupted: its SHA-256 does not "
+                         f"match the one its manifest records ({len(blob)} bytes on disk).")
+    try:
+        return blob, st_load(blob)
+    except (SafetensorError, ValueError, OverflowError) as exc:
+        raise ValueError(f"{what} {str(p)!r} is truncated or corrupted: {exc}") from None
+
+
 def _first_non_finite(obj, where: str = "") -> str | None:
     if isinstance(obj, float):
         return None if math.isfinite(obj) else f"{where or 'value'} = {obj}"
@@ -309,11 +332,11 @@ def _first_non_finite(obj, where: str = "") -> str | None:
 
 def dumps(doc: dict, what: str) -> bytes:
     """``doc`` as JSON bytes; a non-finite number is a ``ValueError`` naming its field."""
-    plain = json.loads(json.dumps(doc, default=_json_default))  # numpy values to plain ones
-    bad = _first_non_finite(plain)
+    values = plain(doc)
+    bad = _first_non_finite(values)
     if bad is not None:
         raise ValueError(f"Cannot write {what}: {bad} is not a finite number.")
-    return json.dumps(plain, indent=1, allow_nan=False).encode()
+    return json.dumps(values, indent=1, allow_nan=False).encode()
 
 
 def checksum(obj: Any) -> str:

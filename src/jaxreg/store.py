@@ -386,9 +386,6 @@ def read_document(path) -> ModelDocument:
         its document breaks the schema or was edited (checksum), or its weights are
         truncated, corrupted, non-finite or disagree with its spec.
     """
-    from safetensors import SafetensorError
-    from safetensors.numpy import load as st_load
-
     path = pathlib.Path(path)
     if not path.exists():
         raise FileNotFoundError(f"Model folder {str(path)!r} does not exist.")
@@ -398,10 +395,10 @@ def read_document(path) -> ModelDocument:
     # Shared with other readers, exclusive of commits: the manifest and the weights it
     # names are read as one consistent pair.
     with files.folder_lock(path, shared=True):
-        return _read_document(path, st_load, SafetensorError)
+        return _read_document(path)
 
 
-def _read_document(path: pathlib.Path, st_load, SafetensorError) -> ModelDocument:
+def _read_document(path: pathlib.Path) -> ModelDocument:
     meta_path = path / META_FILE
     if not meta_path.is_file():
         if any(_OWNED.fullmatch(e.name) or e.name in _LEGACY for e in path.iterdir()):
@@ -432,16 +429,8 @@ def _read_document(path: pathlib.Path, st_load, SafetensorError) -> ModelDocumen
     if not weights_path.is_file():
         raise FileNotFoundError(f"Model folder {str(path)!r} is missing its weights file "
                                 f"{weights_path.name}.")
-    blob = weights_path.read_bytes()
-    if hashlib.sha256(blob).hexdigest() != doc["model"]["weights_sha256"]:
-        raise ValueError(f"Weights file {str(weights_path)!r} is truncated or corrupted: its "
-                         f"SHA-256 does not match the one recorded in {META_FILE} "
-                         f"({len(blob)} bytes on disk).")
-    try:
-        tensors = st_load(blob)
-    except (SafetensorError, ValueError, OverflowError) as exc:
-        raise ValueError(f"Weights file {str(weights_path)!r} is truncated or corrupted: "
-                         f"{exc}") from None
+    blob, tensors = files.load_tensors(weights_path, doc["model"]["weights_sha256"],
+                                       "Weights file")
     saved = _saved(doc, tensors, f"Weights file {str(weights_path)!r}", what)
     if version == 1:  # rebuilt as a current document, so that a commit upgrades the folder
         run = None
