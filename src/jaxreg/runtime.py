@@ -94,8 +94,6 @@ FAST_CPU_XLA_FLAGS: tuple[str, ...] = (
 
 
 def _set_fast_cpu_flags() -> bool:
-    if not FAST_CPU_XLA_FLAGS:
-        return False
     flags = os.environ.get("XLA_FLAGS", "")
     extra = [f for f in FAST_CPU_XLA_FLAGS if f.split("=")[0] not in flags]
     os.environ["XLA_FLAGS"] = " ".join([flags, *extra]).strip()
