@@ -70,9 +70,7 @@ def add_parser(sub) -> None:
                    help="checkpoint folder (default: MODEL_DIR.checkpoint)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the checkpoint of an interrupted run of this command")
-    p.add_argument("--drop-na", action="store_true",
-                   help="drop rows with missing values instead of refusing them")
-    p.add_argument("--encoding", default="utf-8", help="text encoding of CSV files")
+    _add_table_options(p, "drop rows with missing values instead of refusing them")
     p.add_argument("--no-report", action="store_true", help="do not write the report")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, metavar="MODEL_DIR",
@@ -93,9 +91,8 @@ def add_parser(sub) -> None:
                    help="CSV file to write (default: print to stdout)")
     q.add_argument("--std", action="store_true",
                    help="add the ensemble standard deviation (<target>_std columns)")
-    q.add_argument("--drop-na", action="store_true",
-                   help="rows with missing features get empty predictions instead of an error")
-    q.add_argument("--encoding", default="utf-8", help="text encoding of CSV files")
+    _add_table_options(q, "rows with missing features get empty predictions instead of an "
+                          "error")
     q.set_defaults(run=run_predict)
 
     r = sub.add_parser(
@@ -109,6 +106,12 @@ def add_parser(sub) -> None:
     r.add_argument("--out", default=None, metavar="DIR",
                    help="report folder (default: MODEL_DIR/report)")
     r.set_defaults(run=run_report)
+
+
+def _add_table_options(parser, drop_na_help: str) -> None:
+    """How a table is read: the same options for fit and predict."""
+    parser.add_argument("--drop-na", action="store_true", help=drop_na_help)
+    parser.add_argument("--encoding", default="utf-8", help="text encoding of CSV files")
 
 
 # ------------------------------------------------------------------ option checks
