@@ -233,6 +233,12 @@ def test_pipeline_gridsearch_cross_val_and_transformed_target(fitted):
     ("dtype", "float16", "a str among {'float32', 'float64'}"),
     ("n_ensemble", 0, "an int in [1, inf)"),
     ("early_stopping", "yes", "an instance of 'bool'"),
+    ("schedule", "step", "a str among {'constant', 'cosine', 'exponential', 'warmup_cosine'} "
+     "or None"),
+    ("random_state", -1, "an int in [0, 4294967295], an instance of "
+     "'numpy.random.RandomState' or None"),
+    ("verbose", -2, "an int in [0, inf)"),
+    ("patience", np.float64(2.0), "an int in [1, inf)"),
 ])
 def test_invalid_parameters_name_the_parameter_and_value(name, value, rule):
     X, y = _data()
@@ -267,6 +273,18 @@ def test_bad_input_is_refused(make, match):
     X, y = make(*_data())
     with pytest.raises(ValueError, match=match):
         MLPRegressor(**BASE).fit(X, y)
+
+
+def test_fit_options_are_checked():
+    X, y = _data()
+    with pytest.raises(ValueError) as info:
+        MLPRegressor(**BASE).fit(X, y, chunk_epochs=7)
+    assert str(info.value) == ("The 'chunk_epochs' parameter of MLPRegressor.fit must be a "
+                               "positive int that divides epochs=50. Got 7 instead.")
+    with pytest.raises(ValueError, match=r"'sample_weight' parameter of MLPRegressor.fit must "
+                                         r"be a scalar or an array of shape \(40,\)\. Got an "
+                                         r"array of shape \(3,\) instead\."):
+        MLPRegressor(**BASE).fit(X, y, sample_weight=np.ones(3))
 
 
 def test_negative_sample_weight_is_refused():

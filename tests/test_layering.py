@@ -9,6 +9,7 @@ SRC = pathlib.Path(__file__).resolve().parents[1] / "src" / "jaxreg"
 
 # rank of every module; a module may import only modules of a strictly lower rank.
 RANKS = {
+    "validate": 0,
     "data": 0,
     "plots": 0,
     "runtime": 0,

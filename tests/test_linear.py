@@ -133,11 +133,11 @@ GOOD_Y = np.arange(6.0)
 
 @pytest.mark.parametrize("params, pattern", [
     ({"learning_rate": -1}, "The 'learning_rate' parameter of LinearSGDRegressor must be a "
-                            "float in the range (0, inf). Got -1 instead."),
+                            "float in (0, inf). Got -1 instead."),
     ({"learning_rate": float("nan")}, "'learning_rate' parameter .* Got nan instead"),
     ({"learning_rate": "fast"}, "'learning_rate' parameter .* Got 'fast' instead"),
-    ({"n_steps": 0}, "The 'n_steps' parameter of LinearSGDRegressor must be an int in the "
-                     "range [1, inf). Got 0 instead."),
+    ({"n_steps": 0}, "The 'n_steps' parameter of LinearSGDRegressor must be an int in "
+                     "[1, inf). Got 0 instead."),
     ({"n_steps": 2.5}, "'n_steps' parameter .* Got 2.5 instead"),
     ({"batch_size": 0}, "'batch_size' parameter .* Got 0 instead"),
     ({"batch_size": 7}, "The 'batch_size' parameter of LinearSGDRegressor must be at most the "

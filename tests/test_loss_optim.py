@@ -101,19 +101,26 @@ def test_schedules_match_optax():
     assert float(learning_rate_at("constant", hp, 123, 4000)) == np.float32(3e-3)
 
 
-@pytest.mark.parametrize("field, value, rule", [
-    ("learning_rate", -1.0, r"\(0, inf\)"), ("learning_rate", float("nan"), r"\(0, inf\)"),
-    ("l2", -0.1, r"\[0, inf\)"), ("momentum", 1.0, r"\[0, 1\)"), ("alpha", 2.0, r"\[0, 1\]"),
-    ("learning_rate", "fast", r"\(0, inf\)"),
+@pytest.mark.parametrize("field, value, rule, shown", [
+    ("learning_rate", -1.0, r"\(0, inf\)", "-1.0"),
+    ("learning_rate", float("nan"), r"\(0, inf\)", "nan"),
+    ("l2", -0.1, r"\[0, inf\)", "-0.1"), ("momentum", 1.0, r"\[0, 1\)", "1.0"),
+    ("alpha", 2.0, r"\[0, 1\]", "2.0"), ("learning_rate", "fast", r"\(0, inf\)", "'fast'"),
+    ("l2", np.float32(-0.1), r"\[0, inf\)", "-0.1"),
+    ("l2", np.array([0.0, -0.5]), r"\[0, inf\)", "an array containing -0.5"),
+    ("l2", np.array([]), r"\[0, inf\)", "an empty array"),
 ])
-def test_check_hparams_names_the_field(field, value, rule):
-    with pytest.raises(ValueError, match=f"The '{field}' hyperparameter must be a float in {rule}"):
+def test_check_hparams_names_the_field(field, value, rule, shown):
+    with pytest.raises(ValueError, match=f"^The '{field}' parameter of Hparams must be a float "
+                                         f"in {rule}. Got {shown} instead.$"):
         check_hparams(Hparams()._replace(**{field: value}))
     check_hparams(Hparams(learning_rate=np.array([1e-3, 1e-2])))
 
 
 def test_unknown_optimizer_and_schedule():
-    with pytest.raises(ValueError, match="optimizer must be one of .* Got 'adamax'"):
+    with pytest.raises(ValueError, match="'name' parameter of make_optimizer must be a str "
+                                         "among .*'adam'.* Got 'adamax' instead"):
         make_optimizer("adamax")
-    with pytest.raises(ValueError, match="schedule must be one of .* Got 'step'"):
+    with pytest.raises(ValueError, match="'schedule' parameter of learning_rate_at must be a "
+                                         "str among .*'cosine'.* Got 'step' instead"):
         learning_rate_at("step", Hparams(), 0, 10)

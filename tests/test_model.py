@@ -93,13 +93,16 @@ def test_lecture_exercise_parameter_counts():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(layer_sizes=(1,)), "at least an input and an output"),
-    (dict(layer_sizes=(1, 0, 1)), "positive integers. Got \\(1, 0, 1\\)"),
-    (dict(layer_sizes=(1, 2.5, 1)), "positive integers"),
-    (dict(activation="swish"), "MLPSpec.activation must be one of .* Got 'swish'"),
-    (dict(init="xavier"), "MLPSpec.init must be one of .* Got 'xavier'"),
-    (dict(bias_init="twos"), "MLPSpec.bias_init must be one of"),
-    (dict(gain=-1.0), "MLPSpec.gain must be a positive finite number"),
+    (dict(layer_sizes=(1,)), r"The 'layer_sizes' parameter of MLPSpec must be a sequence of "
+     r"positive ints listing at least an input and an output width\. Got \(1,\) instead\."),
+    (dict(layer_sizes=(1, 0, 1)), r"'layer_sizes' .* positive ints .* Got \(1, 0, 1\) instead"),
+    (dict(layer_sizes=(1, 2.5, 1)), r"'layer_sizes' .* positive ints .* Got \(1, 2\.5, 1\)"),
+    (dict(activation="swish"), r"'activation' parameter of MLPSpec must be a str among "
+     r"\{'elu', 'gelu', .*\}\. Got 'swish' instead"),
+    (dict(init="xavier"), r"'init' parameter of MLPSpec must be a str among .* Got 'xavier'"),
+    (dict(bias_init="twos"), r"'bias_init' parameter of MLPSpec must be a str among "
+     r"\{'normal', 'ones', 'zeros'\}\. Got 'twos'"),
+    (dict(gain=-1.0), r"'gain' parameter of MLPSpec must be a float in \(0, inf\)\. Got -1\.0"),
 ])
 def test_spec_rejects_bad_values(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -171,8 +171,8 @@ GRID_RULE = "The 'grid' parameter of sweep must be a dict whose "
     ({"learning_rate": []}, GRID_RULE + "'learning_rate' value is a non-empty list. Got "
                                         r"\[\] instead."),
     ({"lr": [1e-3]}, GRID_RULE + "keys are in .*Got the unknown key 'lr' instead."),
-    ({"learning_rate": [1e-3, -1e-3]}, "The 'learning_rate' hyperparameter must be a float in "
-                                       r"\(0, inf\). Got -0.001 instead."),
+    ({"learning_rate": [1e-3, -1e-3]}, "The 'learning_rate' parameter of Hparams must be a "
+                                       r"float in \(0, inf\). Got -0.001 instead."),
     ({"l2": ["big"]}, GRID_RULE + "'l2' values are numbers. Got 'big' instead."),
     ({"l2": [True]}, GRID_RULE + "'l2' values are numbers. Got True instead."),
     ({"optimizer": ["adamax"]}, GRID_RULE + r"'optimizer' values are in \[.*\]. Got 'adamax'"),
@@ -251,7 +251,7 @@ def test_cli_lecture_reports_the_noise_floor(tmp_path, capsys):
 @pytest.mark.parametrize("argv, match", [
     (["--target", "nope"], r"'nope' \(--target\) not found in"),
     (["--target", "y", "--lr", "abc"], "'--lr' option must be a comma-separated list"),
-    (["--target", "y", "--lr", "-1"], "'learning_rate' hyperparameter must be a float"),
+    (["--target", "y", "--lr", "-1"], "'learning_rate' parameter of Hparams must be a float"),
     (["--target", "y", "--hidden", "4,x"], "'--hidden' option must be positive integer"),
     (["--target", "y", "--l2", "0", "--schedule", "linear"], "'schedule' values are in"),
 ])

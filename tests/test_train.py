@@ -7,7 +7,7 @@ from jaxreg.engine import TrainConfig, make_train
 from jaxreg.errors import TrainingDivergedError
 from jaxreg.model import MLPSpec, apply, init
 from jaxreg.optim import Hparams
-from jaxreg.runner import compile_count, fit, fit_many
+from jaxreg.runner import Placement, compile_count, fit, fit_many, run
 
 KEY = jax.random.PRNGKey(1234)
 
@@ -200,10 +200,21 @@ def test_fit_many_in_chunks_equals_one_call_with_early_stopping_and_warm_params(
 
 
 def test_fit_many_rejects_bad_layout_options(small):
-    with pytest.raises(ValueError, match="batching must be None, 'vmap' or 'map'. Got 'pmap'"):
+    with pytest.raises(ValueError, match=r"The 'batching' parameter of placement_for must be "
+                       r"a str among \{'map', 'vmap'\} or None\. Got 'pmap' instead\."):
         fit_many(MLPSpec((2, 3, 1)), TrainConfig(2), small, keys=[0], batching="pmap")
-    with pytest.raises(ValueError, match="threads must be an integer >= 1. Got 0"):
+    with pytest.raises(ValueError, match=r"The 'threads' parameter of placement_for must be an "
+                       r"int in \[1, inf\) or None\. Got 0 instead\."):
         fit_many(MLPSpec((2, 3, 1)), TrainConfig(2), small, keys=[0], threads=0)
+
+
+def test_fit_many_needs_models(small):
+    with pytest.raises(ValueError, match=r"^The 'n_models' parameter of fit_many must be an int "
+                       r"in \[1, inf\) when keys is None\. Got None instead\.$"):
+        fit_many(MLPSpec((2, 3, 1)), TrainConfig(2), small)
+    with pytest.raises(ValueError, match=r"'keys' parameter of fit_many must be None, a "
+                       r"non-empty list .* Got \[\] instead\.$"):
+        fit_many(MLPSpec((2, 3, 1)), TrainConfig(2), small, keys=[])
 
 
 def test_make_train_is_pure_and_jittable(small):
@@ -229,14 +240,24 @@ def test_divergence_in_fit_many_names_the_model(small):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(epochs=0), "TrainConfig.epochs must be an integer >= 1. Got 0"),
-    (dict(optimizer="adamax"), "TrainConfig.optimizer must be one of"),
-    (dict(schedule="step"), "TrainConfig.schedule must be one of"),
-    (dict(sampling="random"), "TrainConfig.sampling must be one of"),
-    (dict(batch_size=10), "batch_size must be None when sampling='full'"),
-    (dict(sampling="shuffle"), "TrainConfig.batch_size must be an integer >= 1. Got None"),
-    (dict(epochs=10, record_every=3), "record_every must divide epochs"),
-    (dict(patience=5, record_every=0), "patience needs record_every >= 1"),
+    (dict(epochs=0), r"^The 'epochs' parameter of TrainConfig must be an int in \[1, inf\)\. "
+     r"Got 0 instead\.$"),
+    (dict(optimizer="adamax"), "'optimizer' parameter of TrainConfig must be a str among .* "
+     "Got 'adamax'"),
+    (dict(schedule="step"), "'schedule' parameter of TrainConfig must be a str among .* "
+     "Got 'step'"),
+    (dict(sampling="random"), r"'sampling' parameter of TrainConfig must be a str among "
+     r"\{'bootstrap', 'full', 'shuffle'\}\. Got 'random'"),
+    (dict(batch_size=10), "'batch_size' parameter of TrainConfig must be None when "
+     "sampling='full' .* Got 10 instead"),
+    (dict(sampling="shuffle"), r"'batch_size' parameter of TrainConfig must be an int in "
+     r"\[1, inf\)\. Got None instead"),
+    (dict(epochs=10, record_every=3), "'record_every' parameter of TrainConfig must be 0 or a "
+     "divisor of epochs=10. Got 3 instead"),
+    (dict(patience=5, record_every=0), "'patience' parameter of TrainConfig must be None when "
+     "record_every=0 .* Got 5 instead"),
+    (dict(steps_per_epoch=3), "'steps_per_epoch' parameter of TrainConfig must be None unless "
+     "sampling='bootstrap' .* Got 3 instead"),
 ])
 def test_config_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -244,9 +265,39 @@ def test_config_errors(kwargs, match):
 
 
 def test_bootstrap_batch_larger_than_data(small):
-    with pytest.raises(ValueError, match="batch_size must not exceed .* Got batch_size=100 "
-                       "with 45 rows"):
+    with pytest.raises(ValueError, match=r"'batch_size' parameter of TrainConfig must be at "
+                       r"most the number of training rows \(45\) .* Got 100 instead"):
         fit(MLPSpec((2, 3, 1)), TrainConfig(2, batch_size=100, sampling="bootstrap"), small)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(chunk_epochs=3), r"^The 'chunk_epochs' parameter of run must be a positive multiple "
+     r"of record_every \(2\) that divides epochs \(4\)\. Got 3 instead\.$"),
+    (dict(chunk_epochs=True), r"'chunk_epochs' parameter of run .* Got True instead"),
+    (dict(chunk_epochs=2, n_epochs=3), r"^The 'n_epochs' parameter of run must be None or a "
+     r"positive multiple of chunk_epochs \(2\)\. Got 3 instead\.$"),
+    (dict(callbacks=(print,)), r"^The 'chunk_epochs' parameter of run must be an int when resume, "
+     r"n_epochs or callbacks are given\. Got None instead\.$"),
+])
+def test_chunk_options_are_checked(small, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        run(MLPSpec((2, 3, 1)), TrainConfig(4, record_every=2), small, Hparams(), KEY[None],
+            **kwargs)
+
+
+def test_chunks_need_record_points(small):
+    with pytest.raises(ValueError, match=r"'chunk_epochs' parameter of run must be None when "
+                       r"cfg.record_every=0 .* Got 2 instead"):
+        fit(MLPSpec((2, 3, 1)), TrainConfig(4, record_every=0), small, chunk_epochs=2)
+
+
+def test_placement_names_the_bad_field():
+    with pytest.raises(ValueError, match=r"^The 'batching' parameter of Placement must be a str "
+                       r"among \{'map', 'single', 'vmap'\}\. Got 'pmap' instead\.$"):
+        Placement("pmap")
+    with pytest.raises(ValueError, match=r"^The 'parts' parameter of Placement must be 1 when "
+                       r"batching='single' .* Got 2 instead\.$"):
+        Placement("single", parts=2)
 
 
 def test_fit_many_splits_the_model_axis_over_devices():

@@ -23,9 +23,9 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
+from jaxreg import validate
 from jaxreg.data import Dataset
 from jaxreg.loss import l2_penalty, mse_per_output
 from jaxreg.model import ACTIVATIONS, MLPSpec, apply_lanes, from_lanes, init, to_lanes
@@ -82,41 +82,33 @@ class TrainConfig:
     def __post_init__(self):
         from jaxreg.optim import OPTIMIZERS
 
-        _check_int("TrainConfig.epochs", self.epochs, 1)
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"TrainConfig.optimizer must be one of {list(OPTIMIZERS)}. "
-                             f"Got {self.optimizer!r}.")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"TrainConfig.schedule must be one of {list(SCHEDULES)}. "
-                             f"Got {self.schedule!r}.")
-        if self.sampling not in SAMPLINGS:
-            raise ValueError(f"TrainConfig.sampling must be one of {list(SAMPLINGS)}. "
-                             f"Got {self.sampling!r}.")
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"TrainConfig.objective must be one of {list(OBJECTIVES)}. "
-                             f"Got {self.objective!r}.")
+        owner = "TrainConfig"
+        validate.integer(owner, "epochs", self.epochs, low=1)
+        validate.choice(owner, "optimizer", self.optimizer, OPTIMIZERS)
+        validate.choice(owner, "schedule", self.schedule, SCHEDULES)
+        validate.choice(owner, "sampling", self.sampling, SAMPLINGS)
+        validate.choice(owner, "objective", self.objective, OBJECTIVES)
         if self.sampling == "full":
             if self.batch_size is not None:
-                raise ValueError("TrainConfig.batch_size must be None when sampling='full'. "
-                                 f"Got {self.batch_size!r}; use sampling='shuffle' or "
-                                 "'bootstrap' for minibatches.")
+                raise validate.bad(owner, "batch_size", "None when sampling='full' (use "
+                                   "sampling='shuffle' or 'bootstrap' for minibatches)",
+                                   self.batch_size)
         else:
-            _check_int("TrainConfig.batch_size", self.batch_size, 1)
+            validate.integer(owner, "batch_size", self.batch_size, low=1)
         if self.steps_per_epoch is not None:
             if self.sampling != "bootstrap":
-                raise ValueError("TrainConfig.steps_per_epoch applies only to "
-                                 f"sampling='bootstrap'. Got sampling={self.sampling!r}.")
-            _check_int("TrainConfig.steps_per_epoch", self.steps_per_epoch, 1)
-        _check_int("TrainConfig.record_every", self.record_every, 0)
+                raise validate.bad(owner, "steps_per_epoch", "None unless sampling='bootstrap' "
+                                   f"(sampling is {self.sampling!r})", self.steps_per_epoch)
+            validate.integer(owner, "steps_per_epoch", self.steps_per_epoch, low=1)
+        validate.integer(owner, "record_every", self.record_every, low=0)
         if self.record_every and self.epochs % self.record_every:
-            raise ValueError("TrainConfig.record_every must divide epochs. "
-                             f"Got record_every={self.record_every} with "
-                             f"epochs={self.epochs}.")
+            raise validate.bad(owner, "record_every", f"0 or a divisor of epochs={self.epochs}",
+                               self.record_every)
         if self.patience is not None:
-            _check_int("TrainConfig.patience", self.patience, 1)
+            validate.integer(owner, "patience", self.patience, low=1)
             if not self.record_every:
-                raise ValueError("TrainConfig.patience needs record_every >= 1 (validation "
-                                 "is checked at record points). Got record_every=0.")
+                raise validate.bad(owner, "patience", "None when record_every=0 (validation is "
+                                   "checked at record points)", self.patience)
 
     def steps(self, n: int) -> int:
         """Optimizer steps per epoch for ``n`` training rows."""
@@ -125,11 +117,6 @@ class TrainConfig:
         if self.sampling == "bootstrap" and self.steps_per_epoch is not None:
             return self.steps_per_epoch
         return math.ceil(n / min(self.batch_size, n))
-
-
-def _check_int(name: str, value, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}. Got {value!r}.")
 
 
 class TrainState(NamedTuple):
@@ -353,8 +340,8 @@ def _run(spec: MLPSpec, cfg: TrainConfig, state: TrainState, key, data: Dataset,
         return s, History(epoch0, train_k, val_k, jnp.nanmean(losses))
 
     if n_epochs % cfg.record_every:
-        raise ValueError(f"n_epochs must be a multiple of record_every={cfg.record_every}. "
-                         f"Got {n_epochs}.")
+        raise validate.bad("Engine.run", "n_epochs",
+                           f"a multiple of record_every={cfg.record_every}", n_epochs)
     return lax.scan(chunk, state, None, length=n_epochs // cfg.record_every)
 
 

@@ -1,4 +1,4 @@
-"""A scikit-learn regressor on the jaxreg engine. Rank 4: imports data, model, train, store.
+"""A scikit-learn regressor on the jaxreg engine. Rank 5: imports ranks 0 to 4.
 
 ``MLPRegressor`` follows scikit-learn's contract (``__init__`` stores arguments, ``fit``
 validates them, fitted attributes end in ``_``) and trains with ``jaxreg.train``: the whole
@@ -22,7 +22,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from jaxreg import runner, store
+from jaxreg import runner, store, validate
 from jaxreg.data import Dataset, Standardizer, check_not_text, training_split
 from jaxreg.engine import SAMPLINGS, TrainConfig
 from jaxreg.model import ACTIVATIONS, INITIALIZERS, Layer, MLPSpec, apply_members
@@ -32,55 +32,7 @@ __all__ = ["MLPRegressor", "load"]
 
 _BIAS_INITS = ("zeros", "ones", "normal")
 _DTYPES = ("float32", "float64")
-
-
-# ---------------------------------------------------------------- parameter checks
-
-
-def _fmt(value):
-    return repr(value) if isinstance(value, str) else str(value)
-
-
-def _bad(name: str, rule: str, value) -> ValueError:
-    return ValueError(f"The '{name}' parameter of MLPRegressor must be {rule}. "
-                      f"Got {_fmt(value)} instead.")
-
-
-def _real(name, value, low, high, low_open, high_open):
-    lo = "(" if low_open else "["
-    hi = ")" if high_open else "]"
-    rule = f"a float in {lo}{low}, {high}{hi}"
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise _bad(name, rule, value)
-    v = float(value)
-    hi_v = float("inf") if high == "inf" else float(high)
-    ok = np.isfinite(v) and (v > low if low_open else v >= low) and (
-        v < hi_v if high_open else v <= hi_v)
-    if not ok:
-        raise _bad(name, rule, value)
-    return v
-
-
-def _int(name, value, low, allow_none=False):
-    if value is None and allow_none:
-        return None
-    rule = f"an int in [{low}, inf)" + (" or None" if allow_none else "")
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise _bad(name, rule, value)
-    return int(value)
-
-
-def _choice(name, value, choices, allow_none=False):
-    if (value is None and allow_none) or (isinstance(value, str) and value in choices):
-        return value
-    rule = "a str among {" + ", ".join(repr(c) for c in sorted(choices)) + "}"
-    raise _bad(name, rule + (" or None" if allow_none else ""), value)
-
-
-def _bool(name, value):
-    if not isinstance(value, bool | np.bool_):
-        raise _bad(name, "an instance of 'bool'", value)
-    return bool(value)
+_OWNER = "MLPRegressor"
 
 
 def _member_keys(seed: int, n: int):
@@ -216,53 +168,51 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
 
     def _checked(self) -> dict:
         """Validate the constructor arguments; returns them normalized."""
+        v = validate
         h = self.hidden_layer_sizes
-        if isinstance(h, numbers.Integral) and not isinstance(h, bool):
+        if v.is_int(h):
             h = (h,)
         try:
             hidden = tuple(h)
         except TypeError:
             hidden = None
-        if hidden is None or any(isinstance(s, bool) or not isinstance(s, numbers.Integral)
-                                 or s < 1 for s in hidden):
-            raise _bad("hidden_layer_sizes", "a positive int or a sequence of positive ints",
-                       self.hidden_layer_sizes)
+        if hidden is None or any(not v.is_int(s) or s < 1 for s in hidden):
+            raise v.bad(_OWNER, "hidden_layer_sizes",
+                        "a positive int or a sequence of positive ints", self.hidden_layer_sizes)
         p = {"hidden": tuple(int(s) for s in hidden)}
-        p["activation"] = _choice("activation", self.activation, ACTIVATIONS)
-        p["init"] = _choice("init", self.init, INITIALIZERS)
-        p["bias_init"] = _choice("bias_init", self.bias_init, _BIAS_INITS)
-        p["optimizer"] = _choice("optimizer", self.optimizer, OPTIMIZERS)
-        p["learning_rate"] = _real("learning_rate", self.learning_rate, 0, "inf", True, True)
-        p["schedule"] = _choice("schedule", self.schedule, SCHEDULES, allow_none=True)
-        p["l2"] = _real("l2", self.l2, 0, "inf", False, True)
-        p["epochs"] = _int("epochs", self.epochs, 1)
-        p["batch_size"] = _int("batch_size", self.batch_size, 1, allow_none=True)
-        p["sampling"] = _choice("sampling", self.sampling, SAMPLINGS)
-        p["validation_fraction"] = _real("validation_fraction", self.validation_fraction, 0,
-                                         1, False, True)
-        p["early_stopping"] = _bool("early_stopping", self.early_stopping)
-        p["patience"] = _int("patience", self.patience, 1)
-        p["standardize"] = _bool("standardize", self.standardize)
-        p["n_ensemble"] = _int("n_ensemble", self.n_ensemble, 1)
+        p["activation"] = v.choice(_OWNER, "activation", self.activation, ACTIVATIONS)
+        p["init"] = v.choice(_OWNER, "init", self.init, INITIALIZERS)
+        p["bias_init"] = v.choice(_OWNER, "bias_init", self.bias_init, _BIAS_INITS)
+        p["optimizer"] = v.choice(_OWNER, "optimizer", self.optimizer, OPTIMIZERS)
+        p["learning_rate"] = v.real(_OWNER, "learning_rate", self.learning_rate, low=0,
+                                    low_open=True)
+        p["schedule"] = v.choice(_OWNER, "schedule", self.schedule, SCHEDULES, allow_none=True)
+        p["l2"] = v.real(_OWNER, "l2", self.l2, low=0)
+        p["epochs"] = v.integer(_OWNER, "epochs", self.epochs, low=1)
+        p["batch_size"] = v.integer(_OWNER, "batch_size", self.batch_size, low=1,
+                                    allow_none=True)
+        p["sampling"] = v.choice(_OWNER, "sampling", self.sampling, SAMPLINGS)
+        p["validation_fraction"] = v.real(_OWNER, "validation_fraction",
+                                          self.validation_fraction, low=0, high=1,
+                                          high_open=True)
+        p["early_stopping"] = v.boolean(_OWNER, "early_stopping", self.early_stopping)
+        p["patience"] = v.integer(_OWNER, "patience", self.patience, low=1)
+        p["standardize"] = v.boolean(_OWNER, "standardize", self.standardize)
+        p["n_ensemble"] = v.integer(_OWNER, "n_ensemble", self.n_ensemble, low=1)
         try:
             dt = np.dtype(self.dtype).name
         except TypeError:
             dt = None
         if dt not in _DTYPES:
-            raise _bad("dtype", "a str among {'float32', 'float64'}", self.dtype)
+            raise v.bad(_OWNER, "dtype", "a str among {'float32', 'float64'}", self.dtype)
         p["dtype"] = dt
-        rs = self.random_state
-        if not (rs is None or isinstance(rs, np.random.RandomState)
-                or (isinstance(rs, numbers.Integral) and not isinstance(rs, bool)
-                    and 0 <= rs < 2**32)):
-            raise _bad("random_state", "an int in [0, 4294967295], an instance of "
-                       "'numpy.random.RandomState' or None", rs)
-        p["verbose"] = _int("verbose", self.verbose, 0) if not isinstance(
-            self.verbose, bool) else int(self.verbose)
-        p["warm_start"] = _bool("warm_start", self.warm_start)
+        v.random_state(_OWNER, self.random_state)
+        p["verbose"] = int(self.verbose) if isinstance(self.verbose, bool) else v.integer(
+            _OWNER, "verbose", self.verbose, low=0)
+        p["warm_start"] = v.boolean(_OWNER, "warm_start", self.warm_start)
         if p["batch_size"] is not None and p["sampling"] == "full":
-            raise _bad("sampling", "'shuffle' or 'bootstrap' when batch_size is set "
-                       "(batch_size=None trains full-batch)", self.sampling)
+            raise v.bad(_OWNER, "sampling", "'shuffle' or 'bootstrap' when batch_size is set "
+                        "(batch_size=None trains full-batch)", self.sampling)
         if p["early_stopping"] and p["validation_fraction"] == 0:
             p["validation_fraction"] = 0.1
         return p
@@ -294,19 +244,19 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             w = np.asarray(sample_weight, dtype=np.float64)
             if w.ndim == 0:
                 w = np.full(X.shape[0], float(w))
+            owner = f"{_OWNER}.fit"
             if w.shape != (X.shape[0],):
-                raise ValueError(f"sample_weight.shape == {w.shape}, expected "
-                                 f"{(X.shape[0],)}!")
+                raise validate.bad(owner, "sample_weight", f"a scalar or an array of shape "
+                                   f"{(X.shape[0],)}", got=f"an array of shape {w.shape}")
             if not np.all(np.isfinite(w)):
-                raise ValueError("The 'sample_weight' parameter of MLPRegressor.fit must be "
-                                 "finite. Got NaN or infinite weights instead.")
+                raise validate.bad(owner, "sample_weight", "finite",
+                                   got="NaN or infinite weights")
             if np.any(w < 0):
-                raise ValueError("The 'sample_weight' parameter of MLPRegressor.fit must be "
-                                 f"non-negative. Got the negative weight {float(w[w < 0][0])!r} "
-                                 "instead.")
+                raise validate.bad(owner, "sample_weight", "non-negative",
+                                   got=f"the negative weight {float(w[w < 0][0])!r}")
             if not np.any(w > 0):
-                raise ValueError("The 'sample_weight' parameter of MLPRegressor.fit must "
-                                 "have a positive sum. Got all-zero weights instead.")
+                raise validate.bad(owner, "sample_weight", "weights with a positive sum",
+                                   got="all-zero weights")
             # Zero-weight rows contribute nothing: drop them (exactly like removing them).
             keep = w > 0
             if not keep.all():
@@ -374,15 +324,14 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         X, y2, w, y_1d = self._validate_xy(X, y, sample_weight, reset=not continuing)
         callbacks = tuple(callbacks)
         if chunk_epochs is not None:
-            if (isinstance(chunk_epochs, bool) or not isinstance(chunk_epochs, numbers.Integral)
-                    or chunk_epochs < 1 or p["epochs"] % chunk_epochs):
-                raise ValueError("The 'chunk_epochs' parameter of MLPRegressor.fit must be a "
-                                 f"positive int that divides epochs={p['epochs']}. "
-                                 f"Got {_fmt(chunk_epochs)} instead.")
+            if not validate.is_int(chunk_epochs) or chunk_epochs < 1 or (
+                    p["epochs"] % chunk_epochs):
+                raise validate.bad(f"{_OWNER}.fit", "chunk_epochs", "a positive int that "
+                                   f"divides epochs={p['epochs']}", chunk_epochs)
             chunk_epochs = int(chunk_epochs)
         if (callbacks or checkpoint is not None) and chunk_epochs is None:
-            raise ValueError("The 'callbacks' and 'checkpoint' parameters of MLPRegressor.fit "
-                             "need chunk_epochs. Got chunk_epochs=None instead.")
+            raise validate.bad(f"{_OWNER}.fit", "chunk_epochs", "an int when callbacks or a "
+                               "checkpoint are given", chunk_epochs)
         if continuing:
             y_1d = self._y_1d
             m = self._params_stack[0].W.shape[0]
@@ -392,10 +341,10 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             if not incremental and (self._spec.layer_sizes[1:-1] != p["hidden"]
                                     or self._spec.activation != p["activation"]
                                     or m != p["n_ensemble"] or self._dtype != p["dtype"]):
-                raise ValueError("warm_start=True continues the fitted network, so the "
-                                 "outputs, hidden_layer_sizes, activation, n_ensemble and "
-                                 "dtype must not change. Set warm_start=False to fit a new "
-                                 "one.")
+                raise validate.bad(_OWNER, "warm_start", "False to fit a network whose "
+                                   "outputs, hidden_layer_sizes, activation, n_ensemble or "
+                                   "dtype differ from the fitted one's (warm_start=True "
+                                   "continues the fitted network)", self.warm_start)
         else:
             m = p["n_ensemble"]
         n = X.shape[0]
@@ -405,8 +354,8 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         else:
             frac = p["validation_fraction"]
             if frac > 0 and n - int(np.ceil(frac * n)) < 1:
-                raise ValueError(f"validation_fraction={frac} leaves no training rows for "
-                                 f"{n} samples. Lower validation_fraction or pass more rows.")
+                raise validate.bad(_OWNER, "validation_fraction", "small enough to leave "
+                                   f"training rows of the {n} samples (or pass more rows)", frac)
             seed, tr_idx, val_idx = training_split(n, frac, self.random_state)
         x_tr, y_tr = X[tr_idx], y2[tr_idx]
         w_tr = None if w is None else w[tr_idx]

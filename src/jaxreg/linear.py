@@ -7,19 +7,19 @@ normal initial weights and bias (the blog's ``randn``), plain gradient descent
 replacement at every step (``sampling="bootstrap"``). The whole loop is one compiled call;
 refits on data of the same shape reuse the compiled executable.
 
-Rank 4: imports data, model, optim, train.
+Rank 5: imports validate, data, model, optim, engine, runner.
 """
 
 from __future__ import annotations
 
 import logging
-import numbers
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from jaxreg import validate
 from jaxreg.data import check_not_text
 
 __all__ = ["LinearSGDRegressor"]
@@ -27,14 +27,6 @@ __all__ = ["LinearSGDRegressor"]
 logger = logging.getLogger("jaxreg.linear")
 
 _NAME = "LinearSGDRegressor"
-
-
-def _param_error(name: str, rule: str, value) -> ValueError:
-    return ValueError(f"The '{name}' parameter of {_NAME} must be {rule}. Got {value!r} instead.")
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
 def _check_2d(X) -> None:
@@ -102,27 +94,15 @@ class LinearSGDRegressor(RegressorMixin, BaseEstimator):
         return tags
 
     def _check_params(self) -> None:
-        lr = self.learning_rate
-        if (isinstance(lr, bool) or not isinstance(lr, numbers.Real)
-                or not np.isfinite(lr) or lr <= 0):
-            raise _param_error("learning_rate", "a float in the range (0, inf)", lr)
-        if not _is_int(self.n_steps) or self.n_steps < 1:
-            raise _param_error("n_steps", "an int in the range [1, inf)", self.n_steps)
-        if self.batch_size is not None and (not _is_int(self.batch_size)
-                                            or self.batch_size < 1):
-            raise _param_error("batch_size", "an int in the range [1, inf) or None",
-                               self.batch_size)
-        rs = self.random_state
-        if not (rs is None or isinstance(rs, np.random.RandomState)
-                or (_is_int(rs) and 0 <= rs < 2**32)):
-            raise _param_error("random_state",
-                               "an int in the range [0, 2**32), a RandomState instance or None",
-                               rs)
-        if not (isinstance(self.verbose, bool) or (_is_int(self.verbose) and self.verbose >= 0)):
-            raise _param_error("verbose", "an int in the range [0, inf) or a bool", self.verbose)
+        validate.real(_NAME, "learning_rate", self.learning_rate, low=0, low_open=True)
+        validate.integer(_NAME, "n_steps", self.n_steps, low=1)
+        validate.integer(_NAME, "batch_size", self.batch_size, low=1, allow_none=True)
+        validate.random_state(_NAME, self.random_state)
+        if not isinstance(self.verbose, bool):
+            validate.integer(_NAME, "verbose", self.verbose, low=0)
 
     def _seed(self) -> int:
-        if _is_int(self.random_state):
+        if validate.is_int(self.random_state):
             return int(self.random_state)
         return int(check_random_state(self.random_state).randint(0, 2**31 - 1))
 
@@ -147,9 +127,8 @@ class LinearSGDRegressor(RegressorMixin, BaseEstimator):
         y_2d = y.reshape(n, -1)
         batch = min(100, n) if self.batch_size is None else self.batch_size
         if batch > n:
-            raise ValueError(f"The 'batch_size' parameter of {_NAME} must be at most the "
-                             f"number of samples ({n}): bootstrap batches are drawn from the "
-                             f"training rows. Got {batch!r} instead.")
+            raise validate.bad(_NAME, "batch_size", f"at most the number of samples ({n}): "
+                               "bootstrap batches are drawn from the training rows", batch)
         spec = MLPSpec((d, y_2d.shape[1]), activation="identity", init="normal",
                        bias_init="normal")
         cfg = TrainConfig(epochs=self.n_steps, optimizer="gd", sampling="bootstrap",

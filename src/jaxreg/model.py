@@ -22,6 +22,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxreg import validate
+
 __all__ = [
     "ACTIVATIONS",
     "INITIALIZERS",
@@ -94,20 +96,17 @@ class MLPSpec:
     def __post_init__(self):
         sizes = tuple(self.layer_sizes)
         object.__setattr__(self, "layer_sizes", sizes)
-        if len(sizes) < 2:
-            raise ValueError("MLPSpec.layer_sizes must list at least an input and an output "
-                             f"width. Got {sizes!r}.")
-        for s in sizes:
-            if isinstance(s, bool) or not isinstance(s, int) or s < 1:
-                raise ValueError("MLPSpec.layer_sizes must be positive integers. "
-                                 f"Got {sizes!r}.")
-        _check_choice("MLPSpec.activation", self.activation, ACTIVATIONS)
-        _check_choice("MLPSpec.init", self.init, INITIALIZERS)
-        _check_choice("MLPSpec.bias_init", self.bias_init, _BIAS_INITS)
-        _check_choice("MLPSpec.key_scheme", self.key_scheme, _KEY_SCHEMES)
-        if self.gain is not None and not (math.isfinite(self.gain) and self.gain > 0):
-            raise ValueError(f"MLPSpec.gain must be a positive finite number or None. "
-                             f"Got {self.gain!r}.")
+        # Python ints only (not NumPy's): the spec is written to JSON as it is.
+        if len(sizes) < 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1
+                                 for s in sizes):
+            raise validate.bad("MLPSpec", "layer_sizes", "a sequence of positive ints listing "
+                               "at least an input and an output width", sizes)
+        validate.choice("MLPSpec", "activation", self.activation, ACTIVATIONS)
+        validate.choice("MLPSpec", "init", self.init, INITIALIZERS)
+        validate.choice("MLPSpec", "bias_init", self.bias_init, _BIAS_INITS)
+        validate.choice("MLPSpec", "key_scheme", self.key_scheme, _KEY_SCHEMES)
+        if self.gain is not None:
+            validate.real("MLPSpec", "gain", self.gain, low=0, low_open=True)
 
     @property
     def n_params(self) -> int:
@@ -121,11 +120,6 @@ class MLPSpec:
     @property
     def n_outputs(self) -> int:
         return self.layer_sizes[-1]
-
-
-def _check_choice(name: str, value, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {sorted(choices)}. Got {value!r}.")
 
 
 def n_params(spec_or_params) -> int:

@@ -1,4 +1,4 @@
-"""Optimizers and learning-rate schedules. Rank 2: imports model only.
+"""Optimizers and learning-rate schedules. Rank 2: imports validate only.
 
 Every value a sweep may vary travels in ``Hparams`` as a traced array, so changing a
 learning rate, an L2 strength or a schedule parameter never recompiles. ``gd`` is the
@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from jaxreg import validate
 
 __all__ = [
     "OPTIMIZERS",
@@ -61,7 +63,9 @@ SCHEDULES = ("constant", "exponential", "cosine", "warmup_cosine")
 
 
 def check_hparams(hp: Hparams) -> None:
-    """Validate host-side hyperparameters (scalars or arrays), naming the bad field."""
+    """Validate host-side hyperparameters (scalars or arrays; never traced values), naming
+    the bad field: ``The 'l2' parameter of Hparams must be a float in [0, inf). Got -1
+    instead.``"""
     rules = {
         "learning_rate": (lambda v: v > 0, "a float in (0, inf)"),
         "l2": (lambda v: v >= 0, "a float in [0, inf)"),
@@ -77,13 +81,17 @@ def check_hparams(hp: Hparams) -> None:
         try:
             arr = np.asarray(value, dtype=np.float64)
         except (TypeError, ValueError):
-            raise ValueError(f"The '{name}' hyperparameter must be {rule}. "
-                             f"Got {value!r} instead.") from None
+            raise validate.bad("Hparams", name, rule, value) from None
         good = np.isfinite(arr) & ok(arr)
         if arr.size == 0 or not np.all(good):
-            shown = value if arr.size == 1 else (
-                "an empty array" if arr.size == 0 else f"an array containing {arr[~good][0]!r}")
-            raise ValueError(f"The '{name}' hyperparameter must be {rule}. Got {shown!r} instead.")
+            shown = np.asarray(value)  # its own dtype: a float32 shows as written
+            if arr.size == 0:
+                got = "an empty array"
+            elif arr.ndim == 0:
+                got = validate.show(shown[()])
+            else:
+                got = f"an array containing {validate.show(shown[~good][0])}"
+            raise validate.bad("Hparams", name, rule, got=got)
 
 
 def learning_rate_at(schedule: str, hp: Hparams, step, total_steps: int):
@@ -94,6 +102,7 @@ def learning_rate_at(schedule: str, hp: Hparams, step, total_steps: int):
     ``cosine`` decays to ``alpha * lr`` over ``total_steps``; ``warmup_cosine`` rises
     linearly from 0 over ``warmup_steps`` and then follows the cosine.
     """
+    validate.choice("learning_rate_at", "schedule", schedule, SCHEDULES)
     lr = hp.learning_rate
     if schedule == "constant":
         return lr
@@ -103,13 +112,12 @@ def learning_rate_at(schedule: str, hp: Hparams, step, total_steps: int):
     if schedule == "cosine":
         t = jnp.minimum(step, total_steps) / total_steps
         return lr * ((1 - hp.alpha) * 0.5 * (1 + jnp.cos(math.pi * t)) + hp.alpha)
-    if schedule == "warmup_cosine":
-        warm = jnp.maximum(hp.warmup_steps, 1.0)
-        rest = jnp.maximum(total_steps - hp.warmup_steps, 1.0)
-        t = jnp.clip((step - hp.warmup_steps) / rest, 0.0, 1.0)
-        cos = lr * ((1 - hp.alpha) * 0.5 * (1 + jnp.cos(math.pi * t)) + hp.alpha)
-        return jnp.where(step < hp.warmup_steps, lr * step / warm, cos)
-    raise ValueError(f"schedule must be one of {list(SCHEDULES)}. Got {schedule!r}.")
+    # warmup_cosine
+    warm = jnp.maximum(hp.warmup_steps, 1.0)
+    rest = jnp.maximum(total_steps - hp.warmup_steps, 1.0)
+    t = jnp.clip((step - hp.warmup_steps) / rest, 0.0, 1.0)
+    cos = lr * ((1 - hp.alpha) * 0.5 * (1 + jnp.cos(math.pi * t)) + hp.alpha)
+    return jnp.where(step < hp.warmup_steps, lr * step / warm, cos)
 
 
 class Optimizer(NamedTuple):
@@ -160,9 +168,8 @@ def make_optimizer(name: str) -> Optimizer:
     """The optimizer called ``name`` (see ``OPTIMIZERS``) as an ``Optimizer`` pair."""
     if name == "gd":
         return gd()
+    validate.choice("make_optimizer", "name", name, OPTIMIZERS)
     factories = _optax_factories()
-    if name not in factories:
-        raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}. Got {name!r}.")
     factory, extra = factories[name]
     injected = optax.inject_hyperparams(factory)
 

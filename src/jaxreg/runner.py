@@ -18,7 +18,7 @@ chunked run (to resume from). Everything that varies is one argument:
 Executables are cached (bounded, least recently used first out) by architecture,
 configuration, placement and argument shapes, so equal shapes never recompile.
 
-Rank 4: imports data, model, optim and engine.
+Rank 4: imports validate, data, model, optim and engine.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxreg import validate
 from jaxreg.data import Dataset
 from jaxreg.engine import (
     History,
@@ -102,12 +103,13 @@ class Placement:
     parts: int = 1
 
     def __post_init__(self):
-        if self.batching not in ("single", "vmap", "map"):
-            raise ValueError(f"Placement.batching must be 'single', 'vmap' or 'map'. Got "
-                             f"{self.batching!r}.")
-        if self.batching == "single" and (self.devices or self.parts != 1):
-            raise ValueError("Placement.batching='single' runs one model on one device. Got "
-                             f"devices={self.devices!r}, parts={self.parts}.")
+        validate.choice("Placement", "batching", self.batching, ("single", "vmap", "map"))
+        if self.batching == "single" and self.devices:
+            raise validate.bad("Placement", "devices", "None or empty when batching='single' "
+                               "(one model on one device)", self.devices)
+        if self.batching == "single" and self.parts != 1:
+            raise validate.bad("Placement", "parts", "1 when batching='single' (one model on "
+                               "one device)", self.parts)
 
     @property
     def n_slots(self) -> int:
@@ -120,11 +122,8 @@ def placement_for(m: int, *, devices=None, threads: int | None = None,
     """The placement of ``m`` models: every local device (``devices`` None), ``map`` on CPU
     and ``vmap`` on accelerators (``batching`` None), and on a single CPU device one host
     thread per core (``threads`` None; chunked runs use one)."""
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
-                                or threads < 1):
-        raise ValueError(f"threads must be an integer >= 1. Got {threads!r}.")
-    if batching not in (None, "vmap", "map"):
-        raise ValueError(f"batching must be None, 'vmap' or 'map'. Got {batching!r}.")
+    threads = validate.integer("placement_for", "threads", threads, low=1, allow_none=True)
+    validate.choice("placement_for", "batching", batching, ("vmap", "map"), allow_none=True)
     if m == 1:
         return Placement()
     devs = tuple(jax.local_devices() if devices is None else devices)
@@ -281,22 +280,23 @@ def run(spec: MLPSpec, cfg: TrainConfig, data: Dataset, hparams: Hparams, keys, 
     check_hparams(hparams)
     keys = jnp.asarray(keys)
     if keys.ndim != 2 or keys.shape[0] < 1:
-        raise ValueError(f"keys must be an (M, 2) array of PRNG keys with M >= 1. Got shape "
-                         f"{tuple(keys.shape)}.")
+        raise validate.bad("run", "keys", "an (M, 2) array of PRNG keys with M >= 1",
+                           got=f"an array of shape {tuple(keys.shape)}")
     m = int(keys.shape[0])
     n = int(np.shape(data.x)[0])
     if cfg.sampling == "bootstrap" and cfg.batch_size > n:
-        raise ValueError(f"batch_size must not exceed the number of training rows for "
-                         f"bootstrap sampling. Got batch_size={cfg.batch_size} with {n} rows.")
+        raise validate.bad("TrainConfig", "batch_size", f"at most the number of training rows "
+                           f"({n}) for bootstrap sampling", cfg.batch_size)
     chunked = chunk_epochs is not None
     if (resume is not None or n_epochs is not None or callbacks) and not chunked:
-        raise ValueError("resume, n_epochs and callbacks need chunk_epochs. Got "
-                         "chunk_epochs=None.")
+        raise validate.bad("run", "chunk_epochs", "an int when resume, n_epochs or callbacks "
+                           "are given", chunk_epochs)
     if chunked:
-        _check_chunks(cfg, chunk_epochs, n_epochs)
+        chunk_epochs, n_epochs = _check_chunks(cfg, chunk_epochs, n_epochs)
     placement = placement or placement_for(m, chunked=chunked)
     if m > 1 and placement.batching == "single":
-        raise ValueError(f"Placement.batching='single' trains one model. Got {m} models.")
+        raise validate.bad("run", "placement", f"a Placement with batching 'vmap' or 'map' for "
+                           f"{m} models (batching='single' trains one)", placement)
     dtype = data.x.dtype
     hp = Hparams(*(jnp.broadcast_to(jnp.asarray(v, dtype), (m,)) for v in hparams))
     pad = -m % placement.n_slots
@@ -339,18 +339,21 @@ def run(spec: MLPSpec, cfg: TrainConfig, data: Dataset, hparams: Hparams, keys, 
     return Outcome(result, timings, final)
 
 
-def _check_chunks(cfg: TrainConfig, chunk_epochs, n_epochs) -> None:
+def _check_chunks(cfg: TrainConfig, chunk_epochs, n_epochs) -> tuple[int, int | None]:
     if not cfg.record_every:
-        raise ValueError("chunk_epochs needs cfg.record_every >= 1. Got record_every=0.")
-    if (isinstance(chunk_epochs, bool) or not isinstance(chunk_epochs, int) or chunk_epochs < 1
+        raise validate.bad("run", "chunk_epochs", "None when cfg.record_every=0 (chunks end at "
+                           "record points)", chunk_epochs)
+    if (not validate.is_int(chunk_epochs) or chunk_epochs < 1
             or chunk_epochs % cfg.record_every or cfg.epochs % chunk_epochs):
-        raise ValueError("chunk_epochs must be a positive multiple of record_every "
-                         f"({cfg.record_every}) that divides epochs ({cfg.epochs}). "
-                         f"Got {chunk_epochs!r}.")
-    if n_epochs is not None and (isinstance(n_epochs, bool) or not isinstance(n_epochs, int)
-                                 or n_epochs < 1 or n_epochs % chunk_epochs):
-        raise ValueError(f"n_epochs must be a positive multiple of chunk_epochs "
-                         f"({chunk_epochs}). Got {n_epochs!r}.")
+        raise validate.bad("run", "chunk_epochs", "a positive multiple of record_every "
+                           f"({cfg.record_every}) that divides epochs ({cfg.epochs})",
+                           chunk_epochs)
+    if n_epochs is not None and (not validate.is_int(n_epochs) or n_epochs < 1
+                                 or n_epochs % chunk_epochs):
+        raise validate.bad("run", "n_epochs", f"None or a positive multiple of chunk_epochs "
+                           f"({chunk_epochs})", n_epochs)
+    # Python ints: the chunk length is a static argument and part of the compile-cache key.
+    return int(chunk_epochs), None if n_epochs is None else int(n_epochs)
 
 
 def _run_whole(spec, cfg, data, hp, keys, params, placement: Placement):
@@ -531,12 +534,14 @@ def fit_many(spec: MLPSpec, cfg: TrainConfig, data: Dataset, hparams: Hparams = 
     ``(result, timings)`` with ``return_timings=True``.
     """
     if keys is None:
-        if n_models is None:
-            raise ValueError("fit_many needs keys or n_models. Got neither.")
+        if not validate.is_int(n_models) or n_models < 1:
+            raise validate.bad("fit_many", "n_models", "an int in [1, inf) when keys is None",
+                               n_models)
         keys = list(range(n_models))
     if isinstance(keys, list | tuple | range):
         if not keys:
-            raise ValueError("fit_many needs at least one key. Got an empty list.")
+            raise validate.bad("fit_many", "keys", "None, a non-empty list of int seeds or an "
+                               "(M, 2) array of PRNG keys", keys)
         keys = jnp.stack([as_key(int(k)) for k in keys])
     m = int(np.shape(keys)[0])
     placement = placement_for(m, devices=devices, threads=threads, batching=batching,
