@@ -1,37 +1,24 @@
-"""Imports only go downward (../shared/DESIGN.md): walk every module's imports."""
+"""Imports only go downward: every module's rank comes from the table in ARCHITECTURE.md,
+and a module may import only modules of a strictly lower rank."""
 
 import ast
 import pathlib
+import re
 
 import pytest
 
-SRC = pathlib.Path(__file__).resolve().parents[1] / "src" / "jaxreg"
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SRC = ROOT / "src" / "jaxreg"
 
-# rank of every module; a module may import only modules of a strictly lower rank.
-RANKS = {
-    "validate": 0,
-    "data": 0,
-    "plots": 0,
-    "runtime": 0,
-    "errors": 0,
-    "files": 0,
-    "interrupts": 0,
-    "tabular": 0,
-    "model": 1,
-    "loss": 2,
-    "optim": 2,
-    "engine": 3,
-    "store": 3,
-    "runner": 4,
-    "checkpoint": 4,
-    "sweeps": 5,
-    "estimator": 5,
-    "linear": 5,
-    "report": 5,
-    "apps": 6,  # every jaxreg.apps.* module
-    "cli": 7,
-    "__main__": 8,
-}
+
+def _ranks_from_architecture() -> dict[str, int]:
+    """``| rank | `module` | owns |`` rows of ARCHITECTURE.md's table."""
+    rows = re.findall(r"^\| (\d+) \| `([\w.]+)` \|", (ROOT / "ARCHITECTURE.md").read_text(),
+                      flags=re.MULTILINE)
+    return {name: int(rank) for rank, name in rows}
+
+
+RANKS = _ranks_from_architecture()
 
 
 def _module_name(path: pathlib.Path) -> str:
