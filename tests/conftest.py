@@ -22,7 +22,9 @@ def _strict_jax(request):
     # A silent (n,) vs (n, 1) broadcast or an implicit dtype promotion is a bug: make them
     # errors in every test.
     nojit = "jit_mode" in request.fixturenames and request.getfixturevalue("jit_mode") == "nojit"
-    with jax.numpy_rank_promotion("raise"):
+    # Optax itself relies on standard promotion: tests that call it as a reference say so.
+    promotion = "standard" if request.node.get_closest_marker("optax_reference") else "strict"
+    with jax.numpy_rank_promotion("raise"), jax.numpy_dtype_promotion(promotion):
         if nojit:
             with jax.disable_jit():
                 yield

@@ -70,6 +70,7 @@ def test_full_batch_gd_equals_numpy_backpropagation(data):
     assert int(res.epochs_run) == epochs and int(res.best_epoch) == epochs
 
 
+@pytest.mark.optax_reference
 def test_adam_with_l2_equals_optax(data):
     epochs, lr, l2 = 4, 0.05, 1e-3
     res = make_train(SPEC, TrainConfig(epochs, "adam", record_every=0))(

@@ -65,6 +65,7 @@ def test_gd_step_is_p_minus_lr_g_and_equals_optax_sgd():
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.optax_reference
 def test_every_optimizer_name_matches_optax():
     params = init(jax.random.PRNGKey(3), MLPSpec((1, 3, 1)))
     grads = jax.tree.map(lambda p: jnp.ones_like(p) * 0.3, params)
@@ -83,6 +84,7 @@ def test_every_optimizer_name_matches_optax():
             np.testing.assert_allclose(a, b, rtol=1e-6, err_msg=name)
 
 
+@pytest.mark.optax_reference
 def test_schedules_match_optax():
     hp = Hparams(learning_rate=3e-3, decay_rate=0.5, transition_steps=1000.0, alpha=0.1,
                  warmup_steps=100.0).astype(jnp.float32)

@@ -273,7 +273,8 @@ def polynomial_data(key, coefficients=(1.0, -2.0, 1.0, -2.0), n: int = 1000,
     """
     key, subkey = jax.random.split(key, 2)
     x = jnp.linspace(x_min, x_max, n)
-    y = jnp.polyval(jnp.asarray(coefficients), x) + jax.random.normal(subkey, shape=(n,))
+    y = jnp.polyval(jnp.asarray(coefficients, x.dtype), x) + jax.random.normal(subkey,
+                                                                                shape=(n,))
     return x.reshape(-1, 1), y.reshape(-1, 1), key
 
 

@@ -106,18 +106,23 @@ def learning_rate_at(schedule: str, hp: Hparams, step, total_steps: int):
     lr = hp.learning_rate
     if schedule == "constant":
         return lr
+    # The step counter is an int: convert it once, explicitly, to the learning rate's dtype
+    # (what implicit promotion did, written out).
+    dtype = jnp.result_type(lr)
+    s = jnp.asarray(step).astype(dtype)
     if schedule == "exponential":
-        p = step / hp.transition_steps
+        p = s / hp.transition_steps
         return jnp.where(step <= 0, lr, lr * jnp.power(hp.decay_rate, p))
+    total = jnp.asarray(total_steps, dtype)
     if schedule == "cosine":
-        t = jnp.minimum(step, total_steps) / total_steps
+        t = jnp.minimum(s, total) / total
         return lr * ((1 - hp.alpha) * 0.5 * (1 + jnp.cos(math.pi * t)) + hp.alpha)
     # warmup_cosine
     warm = jnp.maximum(hp.warmup_steps, 1.0)
-    rest = jnp.maximum(total_steps - hp.warmup_steps, 1.0)
-    t = jnp.clip((step - hp.warmup_steps) / rest, 0.0, 1.0)
+    rest = jnp.maximum(total - hp.warmup_steps, 1.0)
+    t = jnp.clip((s - hp.warmup_steps) / rest, 0.0, 1.0)
     cos = lr * ((1 - hp.alpha) * 0.5 * (1 + jnp.cos(math.pi * t)) + hp.alpha)
-    return jnp.where(step < hp.warmup_steps, lr * step / warm, cos)
+    return jnp.where(s < hp.warmup_steps, lr * s / warm, cos)
 
 
 class Optimizer(NamedTuple):
@@ -176,16 +181,20 @@ def make_optimizer(name: str) -> Optimizer:
     def _hyper(hp, lr):
         return {"learning_rate": lr, **{k: getattr(hp, k) for k in extra}}
 
+    # Optax's internals mix its int32 step count with Python floats: they rely on JAX's
+    # standard dtype promotion, whatever a caller (the tests: "strict") has set around us.
     def init(params, hp):
         dtype = jax.tree.leaves(params)[0].dtype
         values = {k: jnp.asarray(v, dtype) for k, v in _hyper(hp, hp.learning_rate).items()}
-        return injected(**values).init(params)
+        with jax.numpy_dtype_promotion("standard"):
+            return injected(**values).init(params)
 
     def step(params, grads, state, lr, hp):
         dtype = jax.tree.leaves(params)[0].dtype
         hyper = {k: jnp.asarray(v, dtype) for k, v in _hyper(hp, lr).items()}
         state = state._replace(hyperparams={**state.hyperparams, **hyper})
-        updates, state = injected(**hyper).update(grads, state, params)
-        return optax.apply_updates(params, updates), state
+        with jax.numpy_dtype_promotion("standard"):
+            updates, state = injected(**hyper).update(grads, state, params)
+            return optax.apply_updates(params, updates), state
 
     return Optimizer(init, step)
