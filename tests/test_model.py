@@ -1,3 +1,5 @@
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,7 +32,8 @@ def test_init_reproduces_the_lectures_weights():
     sizes = (1, 10, 10, 10, 1)
     for i, layer in enumerate(params):
         key, sub = jax.random.split(key)
-        w = jax.random.normal(sub, (sizes[i], sizes[i + 1])) * jnp.sqrt(2 / sizes[i])
+        w = (jax.random.normal(sub, (sizes[i], sizes[i + 1]), dtype=jnp.float32)
+             * jnp.sqrt(jnp.float32(2 / sizes[i])))
         np.testing.assert_array_equal(layer.W, w)
         np.testing.assert_array_equal(layer.b, np.ones((1, sizes[i + 1])))
 
@@ -41,9 +44,10 @@ def test_split_scheme_and_kaiming_gain_follow_the_blog():
                    key_scheme="split")
     p = init(key, spec)
     k1, k2 = jax.random.split(key, 2)
-    np.testing.assert_array_equal(p[0].W, jax.random.normal(k1, (1, 128)) * (5 / 3) / 1.0)
-    np.testing.assert_allclose(p[1].W, jax.random.normal(k2, (128, 1)) * (5 / 3)
-                               / np.sqrt(128.0), rtol=1e-6)
+    f32 = jnp.float32  # init's default dtype, also under JAX_ENABLE_X64=1
+    np.testing.assert_array_equal(p[0].W, jax.random.normal(k1, (1, 128), f32) * (5 / 3) / 1.0)
+    np.testing.assert_allclose(p[1].W, jax.random.normal(k2, (128, 1), f32) * (5 / 3)
+                               / math.sqrt(128.0), rtol=1e-6)
     assert not np.any(p[0].b)
 
 
