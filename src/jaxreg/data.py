@@ -7,7 +7,7 @@ Rank 0: imports nothing from jaxreg.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -34,11 +34,11 @@ class Dataset(NamedTuple):
     ``x_val``/``y_val``: held-out rows or None.
     """
 
-    x: jax.Array
-    y: jax.Array
-    x_val: jax.Array | None = None
-    y_val: jax.Array | None = None
-    w: jax.Array | None = None
+    x: Any  # JAX or NumPy arrays
+    y: Any
+    x_val: Any = None
+    y_val: Any = None
+    w: Any = None
 
 
 # ---------------------------------------------------------------- validation

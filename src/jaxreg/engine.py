@@ -116,7 +116,8 @@ class TrainConfig:
             return 1
         if self.sampling == "bootstrap" and self.steps_per_epoch is not None:
             return self.steps_per_epoch
-        return math.ceil(n / min(self.batch_size, n))
+        batch = n if self.batch_size is None else min(self.batch_size, n)
+        return math.ceil(n / batch)
 
 
 class TrainState(NamedTuple):
@@ -182,9 +183,8 @@ class Engine(NamedTuple):
 def _lanes(data: Dataset):
     x_t = data.x.T
     y_t = data.y.T
-    has_val = data.x_val is not None
-    xv_t = data.x_val.T if has_val else None
-    yv_t = data.y_val.T if has_val else None
+    xv_t = None if data.x_val is None else data.x_val.T
+    yv_t = None if data.y_val is None else data.y_val.T
     return x_t, y_t, xv_t, yv_t
 
 

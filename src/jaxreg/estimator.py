@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import numbers
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -158,6 +159,11 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         self.verbose = verbose
         self.warm_start = warm_start
 
+    # Private fitted state (set by _fit/_store_result and load; never by __init__).
+    _seed: int
+    _state: tuple[Any, Any] | None
+    _state_cfg: TrainConfig | None
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
@@ -179,7 +185,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         if hidden is None or any(not v.is_int(s) or s < 1 for s in hidden):
             raise v.bad(_OWNER, "hidden_layer_sizes",
                         "a positive int or a sequence of positive ints", self.hidden_layer_sizes)
-        p = {"hidden": tuple(int(s) for s in hidden)}
+        p: dict[str, Any] = {"hidden": tuple(int(s) for s in hidden)}
         p["activation"] = v.choice(_OWNER, "activation", self.activation, ACTIVATIONS)
         p["init"] = v.choice(_OWNER, "init", self.init, INITIALIZERS)
         p["bias_init"] = v.choice(_OWNER, "bias_init", self.bias_init, _BIAS_INITS)

@@ -17,7 +17,7 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -41,8 +41,8 @@ __all__ = [
 class Layer(NamedTuple):
     """One affine layer: ``W`` of shape ``(fan_in, fan_out)``, ``b`` of shape ``(1, fan_out)``."""
 
-    W: jax.Array
-    b: jax.Array
+    W: Any  # a JAX or NumPy array
+    b: Any
 
 
 def _identity(x):

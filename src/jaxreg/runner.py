@@ -160,13 +160,18 @@ def _signature(args) -> tuple:
                            for x in leaves))
 
 
+# Process modes that change what the same Python code compiles to (read as attributes: they
+# have context managers).
+_MODE_FLAGS = ("jax_enable_x64", "jax_threefry_partitionable")
+
+
 def _compiled(cache_key, build: Callable, args):
     """``(executable, compile_seconds)`` of ``jax.jit(build())`` for ``args``; compiled once
     per key and argument signature (0 seconds on a hit)."""
     global _COMPILES
     # The random-number mode changes what init and sampling compile to.
-    full_key = (cache_key, _signature(args), jax.config.jax_enable_x64,
-                jax.config.jax_threefry_partitionable)
+    full_key = (cache_key, _signature(args),
+                *(getattr(jax.config, flag) for flag in _MODE_FLAGS))
     hit = _CACHE.get(full_key)
     if hit is not None:
         _CACHE.move_to_end(full_key)
@@ -284,7 +289,7 @@ def run(spec: MLPSpec, cfg: TrainConfig, data: Dataset, hparams: Hparams, keys, 
                            got=f"an array of shape {tuple(keys.shape)}")
     m = int(keys.shape[0])
     n = int(np.shape(data.x)[0])
-    if cfg.sampling == "bootstrap" and cfg.batch_size > n:
+    if cfg.sampling == "bootstrap" and cfg.batch_size is not None and cfg.batch_size > n:
         raise validate.bad("TrainConfig", "batch_size", f"at most the number of training rows "
                            f"({n}) for bootstrap sampling", cfg.batch_size)
     chunked = chunk_epochs is not None
@@ -534,10 +539,10 @@ def fit_many(spec: MLPSpec, cfg: TrainConfig, data: Dataset, hparams: Hparams = 
     ``(result, timings)`` with ``return_timings=True``.
     """
     if keys is None:
-        if not validate.is_int(n_models) or n_models < 1:
+        if n_models is None or not validate.is_int(n_models) or n_models < 1:
             raise validate.bad("fit_many", "n_models", "an int in [1, inf) when keys is None",
                                n_models)
-        keys = list(range(n_models))
+        keys = list(range(int(n_models)))
     if isinstance(keys, list | tuple | range):
         if not keys:
             raise validate.bad("fit_many", "keys", "None, a non-empty list of int seeds or an "
