@@ -7,17 +7,21 @@ lr 1e-3, no history. Rows:
 
 - **plain vmap**: ``jax.jit(jax.vmap(train_gd))`` of a faithful copy of the lecture's code
   (``benchmarks/bench_lecture.py``), XLA's default settings.
-- **fit_many, 1 part**: jaxreg's engine vmapped over the model axis, one execution.
-- **fit_many, threads**: the same executable on equal parts of the model axis, one host
-  thread per core (what ``fit_many`` does by default on a single CPU device).
+- **fit_many, 1 part**: jaxreg's engine vmapped over the model axis, one execution
+  (``jaxreg.runner.run`` with ``Placement("vmap")``).
+- **fit_many (default)**: ``placement_for(M)``, what ``fit_many`` picks: on a single CPU
+  device, a ``lax.map`` of the one-model program on equal parts of the model axis, one
+  host thread per core.
 - the same in a fresh subprocess with the CLI's settings (``[CLI]``: XLA options from
   ``jaxreg.runtime.FAST_CPU_XLA_FLAGS`` and one CPU device per core, the model axis split
   over them), because XLA reads these once, when its backend starts.
 
 Every row is compiled first (compile time reported apart), run once to warm up, then
-timed with ``block_until_ready`` (median of the timed runs). Per-model validation MSE is
-compared with the plain vmap. Memory: XLA's memory analysis of each executable (arguments,
-outputs, temporaries) and the peak resident set size of each process.
+timed with ``block_until_ready`` (median of the timed runs; jaxreg's rows report the
+runner's ``Timings``: compile seconds of the first call, run seconds of each call).
+Per-model validation MSE is compared with the plain vmap. Memory: XLA's memory analysis
+of each executable (arguments, outputs, temporaries) and the peak resident set size of
+each process.
 
     python benchmarks/bench_many.py              # M = 64 and 512 (about 10 minutes)
     python benchmarks/bench_many.py --quick      # M = 64 only
@@ -73,9 +77,10 @@ def run_rows(m: int, repeats: int, plain: bool, cli: bool) -> list[dict]:
     import bench_lecture
 
     from jaxreg.data import Dataset, lecture_data
-    from jaxreg.model import MLPSpec, init
+    from jaxreg.engine import TrainConfig
+    from jaxreg.model import MLPSpec
     from jaxreg.optim import Hparams
-    from jaxreg.train import TrainConfig, compiled_train, fit_many
+    from jaxreg.runner import Placement, placement_for, run
 
     xt, yt, xv, yv = lecture_data()
     data = Dataset(xt, yt, xv, yv)
@@ -97,45 +102,65 @@ def run_rows(m: int, repeats: int, plain: bool, cli: bool) -> list[dict]:
                      "compile_s": compile_s, "times": times, "mem": _memory(exe),
                      "val": np.asarray(_val_mse_lecture(out, xv, yv, loss_fn)).tolist()})
 
-    n_dev = len(jax.local_devices())
-    one = jax.local_devices()[:1]
-    variants = [("fit_many, vmap, 1 part", dict(threads=1, devices=one, batching="vmap"))]
-    if cli:
-        variants.append(("fit_many, map, 1 device", dict(threads=1, devices=one)))
-    if n_dev > 1:
-        variants.append((f"fit_many (default): shard_map over {n_dev} CPU devices", {}))
+    # Placements, explicit: what ``fit_many``'s options chose before (threads=1 on the first
+    # device, vmap or map) and the library's default (``placement_for``).
+    default = placement_for(m)
+    if default.devices:
+        default_name = f"shard_map over {len(default.devices)} CPU devices"
     else:
-        variants.append((f"fit_many (default): {os.cpu_count()} threads", {}))
-    for name, kw in variants:
+        default_name = f"{default.parts} threads"
+    variants = [("fit_many, vmap, 1 part", Placement("vmap"))]
+    if cli:
+        variants.append(("fit_many, map, 1 device", Placement("map")))
+    variants.append((f"fit_many (default): {default_name}", default))
+    for name, placement in variants:
         hp = Hparams(LR)
-        # Compile through fit_many's own cache, then time the calls (compile reported apart).
+        # Compile through the runner's own cache, then time the calls (compile reported
+        # apart): ``Timings.run_seconds`` is the executable's calls (every part's thread)
+        # and ``block_until_ready``.
         t0 = time.perf_counter()
-        first = fit_many(spec, cfg, data, hp, keys=keys, **kw)
+        first = run(spec, cfg, data, hp, keys, placement=placement)
         warm_s = time.perf_counter() - t0
         times = []
         for _ in range(repeats):
-            res = fit_many(spec, cfg, data, hp, keys=keys, **kw)
-            times.append(res.run_seconds)
-        # The executable's memory, for the shape fit_many compiled (one part or all models).
-        parts = m if kw.get("threads") == 1 or n_dev > 1 else m // os.cpu_count()
-        batching = kw.get("batching") or "map"
-        sub = (keys[:parts], data, Hparams(*(jnp.full((parts,), v, xt.dtype)
-                                             for v in Hparams(LR))),
-               jax.vmap(lambda k: init(k, spec))(keys[:parts]))
-        exe, _ = compiled_train(spec, cfg, *sub, wrap=_models_wrap(batching))
-        rows.append({"name": name + suffix, "m": m, "compile_s": first.compile_seconds,
+            out = run(spec, cfg, data, hp, keys, placement=placement)
+            times.append(out.timings.run_seconds)
+        # The executable's memory for the models one call sees (one part, or all models),
+        # built from the engine directly without shard_map (per device it is the same
+        # program over fewer models).
+        part = -(-m // placement.parts)
+        exe = _models_executable(spec, cfg, data, keys[:part], placement.batching)
+        rows.append({"name": name + suffix, "m": m, "placement": repr(placement),
+                     "compile_s": first.timings.compile_seconds,
                      "warm_call_s": warm_s, "times": times, "mem": _memory(exe),
-                     "val": np.asarray(res.val_mse[:, 0]).tolist()})
+                     "val": np.asarray(out.result.val_mse[:, 0]).tolist()})
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     for r in rows:
         r["peak_rss"] = rss
     return rows
 
 
-def _models_wrap(batching):
-    from jaxreg.train import _models_wrap as wrap
+def _models_executable(spec, cfg, data, keys, batching: str):
+    """``make_train`` over a model axis (``vmap``, or ``lax.map`` of the one-model program),
+    compiled for ``len(keys)`` models: the program the runner runs for one part."""
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
 
-    return wrap(batching, None)
+    from jaxreg.engine import make_train
+    from jaxreg.model import init
+    from jaxreg.optim import Hparams
+
+    train = make_train(spec, cfg)
+    n = int(keys.shape[0])
+    hp = Hparams(*(jnp.full((n,), v, data.x.dtype) for v in Hparams(LR)))
+    params = jax.vmap(lambda k: init(k, spec, dtype=data.x.dtype))(keys)
+    if batching == "vmap":
+        fn = jax.vmap(train, in_axes=(0, None, 0, 0))
+    else:
+        def fn(k, d, h, p):
+            return lax.map(lambda a: train(a[0], d, a[1], a[2]), (k, h, p))
+    return jax.jit(fn).lower(keys, data, hp, params).compile()
 
 
 def _child(args) -> int:

@@ -53,7 +53,9 @@ SPEC, XS, YS, params, state = (_NS[k] for k in ("SPEC", "XS", "YS", "params", "s
 
 OLD, NEW, NEXT = 1, 2, 3
 
-_KILL_SCRIPT = _COMMON + '''
+_KILL_SCRIPT = (
+    _COMMON
+    + '''
 import json, os, pathlib, signal, sys, traceback
 
 root, case = pathlib.Path(sys.argv[1]), sys.argv[2]
@@ -144,11 +146,16 @@ for variant in ("before", "after"):
                      "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None})
 print(json.dumps({"calls": calls, "measure": str(measure), "runs": runs}))
 '''
+)
 
 
 def _run_script(script, *args, timeout=120):
-    proc = subprocess.run([sys.executable, "-c", script, *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
 
@@ -157,8 +164,10 @@ def _model_version(path):
     """The version v whose params(v) the model at path holds exactly, else None."""
     loaded = store.load_model(path).params
     for v in (OLD, NEW, NEXT):
-        if all(np.array_equal(a.W, b.W) and np.array_equal(a.b, b.b) and a.W.dtype == b.W.dtype
-               for a, b in zip(loaded, params(v), strict=True)):
+        if all(
+            np.array_equal(a.W, b.W) and np.array_equal(a.b, b.b) and a.W.dtype == b.W.dtype
+            for a, b in zip(loaded, params(v), strict=True)
+        ):
             return v
     return None
 
@@ -168,9 +177,14 @@ def _checkpoint_version(path):
     got = trees["state"]
     for v in (OLD, NEW, NEXT):
         want = state(v)
-        if (all(np.array_equal(a, b) and np.asarray(a).dtype == np.asarray(b).dtype
-                for a, b in zip(got["params"], want["params"], strict=True))
-                and np.array_equal(got["step"], want["step"]) and meta == {"v": v}):
+        if (
+            all(
+                np.array_equal(a, b) and np.asarray(a).dtype == np.asarray(b).dtype
+                for a, b in zip(got["params"], want["params"], strict=True)
+            )
+            and np.array_equal(got["step"], want["step"])
+            and meta == {"v": v}
+        ):
             return v
     return None
 
@@ -200,13 +214,24 @@ def _save_report(path, v):
 
 CASES = {
     # case: (load -> version, one more save, manifest, files the manifest names)
-    "model": (_model_version, lambda p, v: store.save_model(p, SPEC, params(v), XS, YS),
-              store.META_FILE, lambda d: {d["files"]["weights"]}),
-    "report": (_model_version, _save_report, store.META_FILE,
-               lambda d: {d["files"]["weights"], d["files"]["report"], "report"}),
-    "checkpoint": (_checkpoint_version,
-                   lambda p, v: checkpoint.save_checkpoint(p, {"state": state(v)}, {"v": v}),
-                   checkpoint.META_FILE, lambda d: {d["tensors_file"]}),
+    "model": (
+        _model_version,
+        lambda p, v: store.save_model(p, SPEC, params(v), XS, YS),
+        store.META_FILE,
+        lambda d: {d["files"]["weights"]},
+    ),
+    "report": (
+        _model_version,
+        _save_report,
+        store.META_FILE,
+        lambda d: {d["files"]["weights"], d["files"]["report"], "report"},
+    ),
+    "checkpoint": (
+        _checkpoint_version,
+        lambda p, v: checkpoint.save_checkpoint(p, {"state": state(v)}, {"v": v}),
+        checkpoint.META_FILE,
+        lambda d: {d["tensors_file"]},
+    ),
 }
 
 
@@ -233,8 +258,7 @@ def test_a_sigkill_at_any_call_leaves_the_old_or_the_new_version(tmp_path, case)
         assert run["signal"] == signal.SIGKILL and run["exit"] is None, (where, run)
         version = load_version(path)
         # Killed before the manifest's replacement: the old version; after it: the new one.
-        killed_after_commit = n > commit_point or (n == commit_point and
-                                                   run["variant"] == "after")
+        killed_after_commit = n > commit_point or (n == commit_point and run["variant"] == "after")
         assert version == (NEW if killed_after_commit else OLD), (where, version)
         if case == "report":
             assert _report_version(path) == version, where
@@ -248,7 +272,9 @@ def test_a_sigkill_at_any_call_leaves_the_old_or_the_new_version(tmp_path, case)
             assert os.readlink(path / "report") == doc["files"]["report"], where
 
 
-_CONCURRENT_SCRIPT = _COMMON + '''
+_CONCURRENT_SCRIPT = (
+    _COMMON
+    + """
 import json, multiprocessing, pathlib, sys
 from jaxreg import store
 
@@ -269,7 +295,8 @@ for w in workers:
 for w in workers:
     w.join()
 print(json.dumps([w.exitcode for w in workers]))
-'''
+"""
+)
 
 
 @pytest.mark.parametrize("fresh", [False, True], ids=["over-a-model", "fresh-path"])
@@ -283,9 +310,14 @@ def test_concurrent_saves_to_one_path(tmp_path, fresh):
     # Last writer wins: the folder holds, whole, the last save of one of the writers.
     loaded = store.load_model(path).params
     last = [100 + 10 * p + rounds - 1 for p in range(procs)]
-    matches = [v for v in last
-               if all(np.array_equal(a.W, b.W) and np.array_equal(a.b, b.b)
-                      for a, b in zip(loaded, params(v), strict=True))]
+    matches = [
+        v
+        for v in last
+        if all(
+            np.array_equal(a.W, b.W) and np.array_equal(a.b, b.b)
+            for a, b in zip(loaded, params(v), strict=True)
+        )
+    ]
     assert len(matches) == 1, loaded
     doc = _manifest(path, store.META_FILE)
     assert sorted(os.listdir(path)) == sorted([store.META_FILE, doc["files"]["weights"]])
@@ -327,12 +359,15 @@ def test_stale_temporaries_go_and_live_ones_stay(tmp_path):
     # The writer is gone (its locks with it): the next save removes what it left.
     store.save_model(path, SPEC, params(NEXT), XS, YS)
     doc = _manifest(path, store.META_FILE)
-    assert sorted(os.listdir(path)) == sorted([store.META_FILE, doc["files"]["weights"],
-                                               "notes.txt"])
+    assert sorted(os.listdir(path)) == sorted(
+        [store.META_FILE, doc["files"]["weights"], "notes.txt"]
+    )
     assert (path / "notes.txt").read_text() == "not jaxreg's"
 
 
-_KILL_BEFORE_COMMIT_SCRIPT = _COMMON + '''
+_KILL_BEFORE_COMMIT_SCRIPT = (
+    _COMMON
+    + """
 import os, signal, sys
 case, path = sys.argv[1], sys.argv[2]
 if case == "checkpoint":
@@ -355,23 +390,34 @@ if case == "checkpoint":
     checkpoint.save_checkpoint(path, {"state": state(2)}, {"v": 2})
 else:
     store.save_model(path, SPEC, params(2), XS, YS)
-'''
+"""
+)
 
-@pytest.mark.parametrize("case, fresh", [
-    ("model", False),
-    ("model", True),
-    ("checkpoint", True),
-], ids=["model-existing", "model-fresh", "checkpoint-fresh"])
+
+@pytest.mark.parametrize(
+    "case, fresh",
+    [
+        ("model", False),
+        ("model", True),
+        ("checkpoint", True),
+    ],
+    ids=["model-existing", "model-fresh", "checkpoint-fresh"],
+)
 def test_a_writer_killed_before_its_commit_point_leaves_what_the_next_save_removes(
-        tmp_path, case, fresh):
+    tmp_path, case, fresh
+):
     # A real writer stages its files (locked temporaries), publishes the weights and is
     # killed before its commit point; what it left is unlocked and goes with the next save.
     load_version, save, manifest, named = CASES[case]
     path = tmp_path / "m"
     if not fresh:
         save(path, OLD)
-    proc = subprocess.run([sys.executable, "-c", _KILL_BEFORE_COMMIT_SCRIPT, case, str(path)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILL_BEFORE_COMMIT_SCRIPT, case, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-4000:]
     left = sorted(os.listdir(path))
     assert len([e for e in left if e.startswith(TMP_PREFIX)]) == 1, left  # the manifest

@@ -42,18 +42,29 @@ def _template(data, hp, spec=SPEC):
     return jax.tree.map(lambda t: jax.ShapeDtypeStruct(t.shape[1:], t.dtype), state)
 
 
-def _resumable(data, hp, keys, chunk_epochs, path=None, every=None, resume=False,
-               fingerprint=None, callback=None):
+def _resumable(
+    data,
+    hp,
+    keys,
+    chunk_epochs,
+    path=None,
+    every=None,
+    resume=False,
+    fingerprint=None,
+    callback=None,
+):
     """A checkpointed run through the runner, as MLPRegressor.fit(checkpoint=...) does it."""
     keys = jnp.stack(keys)
     checkpointer, start = None, None
     if path is not None:
         checkpointer = ck.Checkpointer(path, every=every, resume=resume)
-        start = checkpointer.start(keys, runner.state_template(SPEC, CFG, data, hp,
-                                                               len(keys)), fingerprint or {})
+        start = checkpointer.start(
+            keys, runner.state_template(SPEC, CFG, data, hp, len(keys)), fingerprint or {}
+        )
     callbacks = [c for c in (checkpointer, callback) if c is not None]
-    out = runner.run(SPEC, CFG, data, hp, keys, resume=start, chunk_epochs=chunk_epochs,
-                     callbacks=callbacks)
+    out = runner.run(
+        SPEC, CFG, data, hp, keys, resume=start, chunk_epochs=chunk_epochs, callbacks=callbacks
+    )
     return out.result, checkpointer
 
 
@@ -68,13 +79,21 @@ def _equal(a, b):
 
 def test_round_trip_is_exact_and_keeps_scalars_and_dtypes(tmp_path, data):
     state = _state(data)
-    hist = History(np.arange(3, dtype=np.int32), np.ones((3, 1), np.float32),
-                   np.full((3, 1), np.nan, np.float32), np.zeros(3, np.float32))
-    ck.save_checkpoint(tmp_path / "c", {"state": state, "history": hist,
-                                        "key": jax.random.PRNGKey(7)}, {"epoch": 3})
+    hist = History(
+        np.arange(3, dtype=np.int32),
+        np.ones((3, 1), np.float32),
+        np.full((3, 1), np.nan, np.float32),
+        np.zeros(3, np.float32),
+    )
+    ck.save_checkpoint(
+        tmp_path / "c",
+        {"state": state, "history": hist, "key": jax.random.PRNGKey(7)},
+        {"epoch": 3},
+    )
     tpl = _template(data, Hparams(0.01))
     trees, meta = ck.load_checkpoint(
-        tmp_path / "c", {"state": tpl, "history": hist, "key": jax.random.PRNGKey(0)})
+        tmp_path / "c", {"state": tpl, "history": hist, "key": jax.random.PRNGKey(0)}
+    )
     _equal(trees["state"], state)
     _equal(trees["history"], hist)
     assert np.array_equal(trees["key"], jax.random.PRNGKey(7)) and meta == {"epoch": 3}
@@ -105,8 +124,9 @@ def test_a_crash_before_the_commit_keeps_the_previous_checkpoint(tmp_path, data,
 
     monkeypatch.setattr(ck.os, "replace", crash)
     with pytest.raises(OSError, match="killed"):
-        changed = jax.tree.map(lambda a: ~a if a.dtype == bool else a + jnp.ones((), a.dtype),
-                               state)
+        changed = jax.tree.map(
+            lambda a: ~a if a.dtype == bool else a + jnp.ones((), a.dtype), state
+        )
         ck.save_checkpoint(tmp_path / "c", {"s": changed}, {"n": 2})
     monkeypatch.undo()
     trees, meta = ck.load_checkpoint(tmp_path / "c", {"s": state})
@@ -168,12 +188,12 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(tmp_path, data
     meta = ck.read_checkpoint_meta(tmp_path / "c")["meta"]
     assert (meta["n_members"], meta["epoch"]) == (2, 8)  # every 4 epochs
     with pytest.raises(ck.CheckpointError, match="different run .*differs in: run"):
-        _resumable(data, hp, keys, 2, tmp_path / "c", every=4, resume=True,
-                   fingerprint={"run": 2})
+        _resumable(data, hp, keys, 2, tmp_path / "c", every=4, resume=True, fingerprint={"run": 2})
     with pytest.raises(ck.CheckpointError, match="inconsistent: 2 member"):
         _resumable(data, hp, keys[:1], 2, tmp_path / "c", every=4, resume=True, fingerprint=fp)
-    again, checkpointer = _resumable(data, hp, keys, 2, tmp_path / "c", every=4, resume=True,
-                                     fingerprint=fp)
+    again, checkpointer = _resumable(
+        data, hp, keys, 2, tmp_path / "c", every=4, resume=True, fingerprint=fp
+    )
     assert checkpointer.resumed_from == 8
     _equal(full, jax.tree.map(np.asarray, again))
 

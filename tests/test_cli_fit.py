@@ -35,13 +35,14 @@ def diabetes_csv(tmp_path_factory):
 
 
 def test_help_does_not_import_jax_matplotlib_or_pandas():
-    code = ("import sys\nfrom jaxreg.cli import main\n"
-            "for argv in (['--help'], ['fit', '--help'], ['predict', '--help']):\n"
-            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
-            "heavy = [m for m in ('jax', 'matplotlib', 'pandas', 'sklearn') if m in sys.modules]\n"
-            "print('HEAVY', heavy, file=sys.stderr)\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60)
+    code = (
+        "import sys\nfrom jaxreg.cli import main\n"
+        "for argv in (['--help'], ['fit', '--help'], ['predict', '--help']):\n"
+        "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+        "heavy = [m for m in ('jax', 'matplotlib', 'pandas', 'sklearn') if m in sys.modules]\n"
+        "print('HEAVY', heavy, file=sys.stderr)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "jaxreg fit" in proc.stdout and "--checkpoint-every" in proc.stdout
     assert "HEAVY []" in proc.stderr, proc.stderr
 
@@ -56,10 +57,30 @@ def test_diabetes_fit_predict_report(tmp_path, diabetes_csv, capsys):
 
     model_dir = tmp_path / "model"
     compiles = compile_count()
-    code, out, err = _run(["fit", str(diabetes_csv), "--target", "target", "--hidden", "16",
-                           "--epochs", "40", "--patience", "10", "--ensemble", "2",
-                           "--lr", "3e-3", "--seed", "1", "--no-report", "--out",
-                           str(model_dir)], capsys)
+    code, out, err = _run(
+        [
+            "fit",
+            str(diabetes_csv),
+            "--target",
+            "target",
+            "--hidden",
+            "16",
+            "--epochs",
+            "40",
+            "--patience",
+            "10",
+            "--ensemble",
+            "2",
+            "--lr",
+            "3e-3",
+            "--seed",
+            "1",
+            "--no-report",
+            "--out",
+            str(model_dir),
+        ],
+        capsys,
+    )
     assert code == 0, err
     # init, chunk and finish compile once: no recompilation between chunks or members.
     assert compile_count() - compiles == 3
@@ -75,8 +96,9 @@ def test_diabetes_fit_predict_report(tmp_path, diabetes_csv, capsys):
 
     # predict: one row per input row, columns named after the target, plus the std.
     preds = tmp_path / "preds.csv"
-    code, out, err = _run(["predict", str(model_dir), str(diabetes_csv), "--out", str(preds),
-                           "--std"], capsys)
+    code, out, err = _run(
+        ["predict", str(model_dir), str(diabetes_csv), "--out", str(preds), "--std"], capsys
+    )
     assert code == 0, err
     df = pd.read_csv(preds)
     assert list(df.columns) == ["target", "target_std"] and df.shape == (442, 2)
@@ -107,8 +129,9 @@ def test_diabetes_fit_predict_report(tmp_path, diabetes_csv, capsys):
     assert "Ridge baseline" in page
 
     # A refused report writes nothing: every check runs before the first file.
-    code, out, err = _run(["report", str(model_dir), "--feature", "zz", "--out",
-                           str(tmp_path / "rep2")], capsys)
+    code, out, err = _run(
+        ["report", str(model_dir), "--feature", "zz", "--out", str(tmp_path / "rep2")], capsys
+    )
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "--feature" in err and "'zz'" in err
     assert not (tmp_path / "rep2").exists()
@@ -122,8 +145,24 @@ def _small_frame(n=50):
 
 
 # One small setup shared by several tests, so in-process runs reuse one compilation.
-SMALL = ["--target", "y", "--hidden", "8", "--epochs", "400", "--batch-size", "16",
-         "--patience", "0", "--lr", "1e-2", "--seed", "7", "--quiet", "--no-report"]
+SMALL = [
+    "--target",
+    "y",
+    "--hidden",
+    "8",
+    "--epochs",
+    "400",
+    "--batch-size",
+    "16",
+    "--patience",
+    "0",
+    "--lr",
+    "1e-2",
+    "--seed",
+    "7",
+    "--quiet",
+    "--no-report",
+]
 
 
 def test_resume_after_sigkill_equals_an_uninterrupted_run_and_the_estimator(tmp_path, capsys):
@@ -136,11 +175,21 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run_and_the_estimator(tmp_
 
     # A real process, killed with SIGKILL right after its first checkpoint (epoch 5 of 400).
     env = {**os.environ, "JAXREG_CACHE_DIR": str(tmp_path / "xla")}
-    cmd = [sys.executable, "-m", "jaxreg", "--default-xla", "fit", str(data), *SMALL,
-           "--checkpoint-every", "5", "--out", str(tmp_path / "killed")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "jaxreg",
+        "--default-xla",
+        "fit",
+        str(data),
+        *SMALL,
+        "--checkpoint-every",
+        "5",
+        "--out",
+        str(tmp_path / "killed"),
+    ]
     ckpt = tmp_path / "killed.checkpoint"
-    victim = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    victim = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not (ckpt / "checkpoint.json").exists():
         assert victim.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
@@ -151,16 +200,22 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run_and_the_estimator(tmp_
     epoch = json.loads((ckpt / "checkpoint.json").read_text())["meta"]["epoch"]
     assert 0 < epoch < 400
     # The same command with --resume, in a new process ...
-    resumed = subprocess.Popen([*cmd, "--resume"], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    resumed = subprocess.Popen(
+        [*cmd, "--resume"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         # ... while this process makes the uninterrupted run (no checkpoints).
-        code, _, err = _run(["fit", str(data), *SMALL, "--out", str(tmp_path / "straight")],
-                            capsys)
+        code, _, err = _run(["fit", str(data), *SMALL, "--out", str(tmp_path / "straight")], capsys)
         assert code == 0, err
         # It equals MLPRegressor with the same settings, bit for bit.
-        ref = MLPRegressor(hidden_layer_sizes=(8,), learning_rate=1e-2, epochs=400,
-                           batch_size=16, validation_fraction=0.2, random_state=7)
+        ref = MLPRegressor(
+            hidden_layer_sizes=(8,),
+            learning_rate=1e-2,
+            epochs=400,
+            batch_size=16,
+            validation_fraction=0.2,
+            random_state=7,
+        )
         ref.fit(frame[["u", "v"]], frame["y"], chunk_epochs=_chunk_epochs(400, None))
         got = load(tmp_path / "straight")
         for a, b in zip(ref.params_, got.params_, strict=True):
@@ -172,7 +227,8 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run_and_the_estimator(tmp_
     docs = [json.loads((tmp_path / d / "model.json").read_text()) for d in ("straight", "killed")]
     assert docs[0]["files"]["weights"] == docs[1]["files"]["weights"]  # content-addressed
     assert (tmp_path / "straight" / docs[0]["files"]["weights"]).read_bytes() == (
-        tmp_path / "killed" / docs[1]["files"]["weights"]).read_bytes()
+        tmp_path / "killed" / docs[1]["files"]["weights"]
+    ).read_bytes()
     meta = [doc["metadata"] for doc in docs]
     assert meta[0]["loss_curve"] == meta[1]["loss_curve"]
     assert meta[0]["validation_loss_curve"] == meta[1]["validation_loss_curve"]
@@ -196,31 +252,45 @@ BAD_FIT = [
     ("empty file", "", [], ["is empty"]),
     ("header only", "a,y\n", [], ["no data rows"]),
     ("unreadable encoding", "a,y\n1,2\n".encode("utf-16"), [], ["cannot be read as utf-8"]),
-    ("missing target", "a,b\n1,2\n3,4\n", [],
-     ["'y'", "not found", "Available columns: 'a', 'b'"]),
-    ("non-numeric", "a,y\n1,2\nabc,3\n4,5\n", [],
-     ["column 'a'", "must be numeric", "'abc'", "row 2"]),
-    ("NaN rows", "a,y\n1,2\n,3\n4,5\n5,6\n", [],
-     ["1 row(s) with missing values", "--drop-na"]),
+    ("missing target", "a,b\n1,2\n3,4\n", [], ["'y'", "not found", "Available columns: 'a', 'b'"]),
+    (
+        "non-numeric",
+        "a,y\n1,2\nabc,3\n4,5\n",
+        [],
+        ["column 'a'", "must be numeric", "'abc'", "row 2"],
+    ),
+    ("NaN rows", "a,y\n1,2\n,3\n4,5\n5,6\n", [], ["1 row(s) with missing values", "--drop-na"]),
     ("single row", "a,y\n1,2\n", [], ["at least 2 data rows", "Got 1"]),
     ("constant target", "a,y\n1,2\n2,2\n3,2\n", [], ["'y'", "is constant"]),
-    ("unknown format", "a,y\n1,2\n2,3\n", ["--data-name", "d.xlsx"],
-     ["Unknown data format", "'.xlsx'"]),
+    (
+        "unknown format",
+        "a,y\n1,2\n2,3\n",
+        ["--data-name", "d.xlsx"],
+        ["Unknown data format", "'.xlsx'"],
+    ),
     ("folder", None, ["--data-name", "folder.csv"], ["is not a file"]),
-    ("bad lr", "a,y\n1,2\n2,3\n3,4\n", ["--lr", "-1"],
-     ["--lr must be a float in (0, inf)", "-1"]),
+    ("bad lr", "a,y\n1,2\n2,3\n3,4\n", ["--lr", "-1"], ["--lr must be a float in (0, inf)", "-1"]),
     ("bad hidden", "a,y\n1,2\n2,3\n3,4\n", ["--hidden", "8,x"], ["--hidden", "'8,x'"]),
-    ("bad activation", "a,y\n1,2\n2,3\n3,4\n", ["--activation", "nope"],
-     ["--activation must be one of", "'nope'"]),
+    (
+        "bad activation",
+        "a,y\n1,2\n2,3\n3,4\n",
+        ["--activation", "nope"],
+        ["--activation must be one of", "'nope'"],
+    ),
 ]
 
 
-@pytest.mark.parametrize("argv, pieces", [
-    (["fit", "d.csv", "--target", "y", "--epochs", "abc"],
-     ["jaxreg fit: error: argument --epochs", "'abc'"]),
-    (["fit", "d.csv"], ["jaxreg fit: error: the following arguments are required: --target"]),
-    (["fitt"], ["jaxreg: error: argument COMMAND: invalid choice: 'fitt'"]),
-])
+@pytest.mark.parametrize(
+    "argv, pieces",
+    [
+        (
+            ["fit", "d.csv", "--target", "y", "--epochs", "abc"],
+            ["jaxreg fit: error: argument --epochs", "'abc'"],
+        ),
+        (["fit", "d.csv"], ["jaxreg fit: error: the following arguments are required: --target"]),
+        (["fitt"], ["jaxreg: error: argument COMMAND: invalid choice: 'fitt'"]),
+    ],
+)
 def test_usage_errors_are_one_line_with_exit_2(capsys, argv, pieces):
     with pytest.raises(SystemExit) as info:
         main(argv)
@@ -232,8 +302,9 @@ def test_usage_errors_are_one_line_with_exit_2(capsys, argv, pieces):
 
 
 @pytest.mark.parametrize("case, content, extra, pieces", BAD_FIT, ids=[c[0] for c in BAD_FIT])
-def test_bad_fit_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, case, content,
-                                                             extra, pieces):
+def test_bad_fit_input_is_one_line_exit_2_and_writes_nothing(
+    tmp_path, capsys, case, content, extra, pieces
+):
     name = "d.csv"
     if extra[:1] == ["--data-name"]:
         name, extra = extra[1], extra[2:]
@@ -242,9 +313,22 @@ def test_bad_fit_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, c
     elif content is not None:
         _write(tmp_path, name, content)
     before = sorted(p.name for p in tmp_path.iterdir())
-    code, _, err = _run(["fit", str(tmp_path / name), "--target", "y", "--epochs", "2",
-                         "--checkpoint-every", "1", "--out", str(tmp_path / "model"), *extra],
-                        capsys)
+    code, _, err = _run(
+        [
+            "fit",
+            str(tmp_path / name),
+            "--target",
+            "y",
+            "--epochs",
+            "2",
+            "--checkpoint-every",
+            "1",
+            "--out",
+            str(tmp_path / "model"),
+            *extra,
+        ],
+        capsys,
+    )
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("jaxreg fit: error: "), err
@@ -260,8 +344,9 @@ def test_drop_na_drops_rows_then_predict_needs_the_model_features(tmp_path, caps
     frame.loc[9, "y"] = np.nan
     data = tmp_path / "d.csv"
     frame.to_csv(data, index=False)
-    code, out, err = _run(["fit", str(data), *SMALL, "--drop-na", "--resume", "--out",
-                           str(tmp_path / "m")], capsys)
+    code, out, err = _run(
+        ["fit", str(data), *SMALL, "--drop-na", "--resume", "--out", str(tmp_path / "m")], capsys
+    )
     assert code == 0, err
     assert "Dropped 2 row(s) with missing values" in out and "50 rows" in out
     assert f"No checkpoint in {tmp_path / 'm.checkpoint'}; starting from the beginning" in out
@@ -284,8 +369,11 @@ def test_bad_model_folders_and_prediction_data(tmp_path, capsys):
         (["predict", str(tmp_path / "notmodel"), data], "predict", "is not a jaxreg model"),
         (["predict", str(tmp_path / "nothing"), data], "predict", "does not exist"),
         (["report", str(tmp_path / "notmodel")], "report", "is not a jaxreg model"),
-        (["fit", data, "--target", "y", "--out", str(tmp_path / "notmodel")], "fit",
-         "not a jaxreg model; refusing to touch it"),
+        (
+            ["fit", data, "--target", "y", "--out", str(tmp_path / "notmodel")],
+            "fit",
+            "not a jaxreg model; refusing to touch it",
+        ),
     ]
     for argv, cmd, piece in cases:
         code, _, err = _run(argv, capsys)

@@ -21,8 +21,7 @@ def test_lecture_data_matches_the_lectures_generator():
         eps = 0.2 * np.asarray(jax.random.normal(k, shape=(400,)))
         assert xs.shape == ys.shape == (400, 1)
         np.testing.assert_allclose(np.asarray(xs).ravel(), x, rtol=0, atol=1e-6)
-        np.testing.assert_allclose(np.asarray(ys).ravel(), np.sqrt(x) + np.sin(x) + eps,
-                                   atol=2e-6)
+        np.testing.assert_allclose(np.asarray(ys).ravel(), np.sqrt(x) + np.sin(x) + eps, atol=2e-6)
     assert not np.allclose(yt, yv)
 
 
@@ -30,10 +29,16 @@ def test_earlier_scheme_uses_keys_two_and_three_of_a_three_way_split():
     xt, yt, _, yv = lecture_data_earlier()
     _, k1, k2 = jax.random.split(jax.random.PRNGKey(1234), 3)
     x = np.linspace(0, 5, 400)
-    np.testing.assert_allclose(np.asarray(yt).ravel(), np.sqrt(x) + np.sin(x)
-                               + 0.2 * np.asarray(jax.random.normal(k1, (400,))), atol=2e-6)
-    np.testing.assert_allclose(np.asarray(yv).ravel(), np.sqrt(x) + np.sin(x)
-                               + 0.2 * np.asarray(jax.random.normal(k2, (400,))), atol=2e-6)
+    np.testing.assert_allclose(
+        np.asarray(yt).ravel(),
+        np.sqrt(x) + np.sin(x) + 0.2 * np.asarray(jax.random.normal(k1, (400,))),
+        atol=2e-6,
+    )
+    np.testing.assert_allclose(
+        np.asarray(yv).ravel(),
+        np.sqrt(x) + np.sin(x) + 0.2 * np.asarray(jax.random.normal(k2, (400,))),
+        atol=2e-6,
+    )
 
 
 def test_polynomial_data_returns_the_unused_half_of_the_key():
@@ -69,14 +74,17 @@ def test_standardizer_round_trip_and_population_std():
     np.testing.assert_allclose(s.scale[:2], a[:, :2].std(0, ddof=0))
 
 
-@pytest.mark.parametrize("bad, match", [
-    (np.array([[1.0, np.nan]]), r"x must be finite\. Got 1 NaN"),
-    (np.array([[np.inf]]), "x must be finite"),
-    (np.array([["a", "1"]], dtype=object), "x must be numeric. Got a non-numeric value 'a'"),
-    (np.zeros((2, 2, 2)), r"x must be a 2-D array .* Got an array with shape \(2, 2, 2\)"),
-    (np.zeros((0, 3)), "x must have at least one row"),
-    (np.array([[1 + 2j]]), "x must be real-valued"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (np.array([[1.0, np.nan]]), r"x must be finite\. Got 1 NaN"),
+        (np.array([[np.inf]]), "x must be finite"),
+        (np.array([["a", "1"]], dtype=object), "x must be numeric. Got a non-numeric value 'a'"),
+        (np.zeros((2, 2, 2)), r"x must be a 2-D array .* Got an array with shape \(2, 2, 2\)"),
+        (np.zeros((0, 3)), "x must have at least one row"),
+        (np.array([[1 + 2j]]), "x must be real-valued"),
+    ],
+)
 def test_as_2d_float_rejects_bad_input(bad, match):
     with pytest.raises(ValueError, match=match):
         as_2d_float("x", bad)

@@ -27,8 +27,9 @@ def test_the_blogs_ten_losses(blog_run):
     # the logged loss is the train MSE before that epoch's update, from the untrained params
     pred0 = np.tanh(blog_run.x_norm @ blog_run.params0[0].W + blog_run.params0[0].b)
     pred0 = pred0 @ blog_run.params0[1].W + blog_run.params0[1].b
-    np.testing.assert_allclose(blog_run.losses[0], np.mean((pred0 - blog_run.y_norm) ** 2),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        blog_run.losses[0], np.mean((pred0 - blog_run.y_norm) ** 2), rtol=1e-5
+    )
 
 
 def test_data_and_predictions_are_in_the_original_units(blog_run):
@@ -63,8 +64,20 @@ def _check_pngs(folder, names):
 
 def test_demo_polynomial_command(tmp_path, capsys):
     out = tmp_path / "poly"
-    rc = main(["--no-cache", "demo", "polynomial", "--out", str(out), "--epochs", "1000",
-               "--quick", "--eager-epochs", "2"])
+    rc = main(
+        [
+            "--no-cache",
+            "demo",
+            "polynomial",
+            "--out",
+            str(out),
+            "--epochs",
+            "1000",
+            "--quick",
+            "--eager-epochs",
+            "2",
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "jax_threefry_partitionable=False" in text
@@ -78,8 +91,7 @@ def test_demo_polynomial_command(tmp_path, capsys):
     # the jaxpr of the forward pass on the raw X: two products and a tanh
     assert "f32[1000,1]" in text and text.count("dot_general") == 2 and "tanh" in text
     # FLOPs of a step: the two products on 1000 x 128, forward and backward, >= 3 x 4 n h
-    flops = float(re.search(r"FLOPs of one training step .*: ([\d,]+)", text)[1]
-                  .replace(",", ""))
+    flops = float(re.search(r"FLOPs of one training step .*: ([\d,]+)", text)[1].replace(",", ""))
     assert 3 * 4 * 1000 * 128 <= flops <= 3 * 3 * 4 * 1000 * 128
     _check_pngs(out, ["data.png", "untrained.png", "trained.png", "loss.png"])
 
@@ -100,13 +112,16 @@ def test_linear_run_recovers_the_blogs_model():
     assert run.loss_curve.shape == (5000,) and run.loss_curve[0] > 10 * run.final_loss
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["demo"], "demo needs a sub-command"),
-    (["demo", "polynomial", "--epochs", "0"], "--epochs must be a positive integer. Got 0."),
-    (["demo", "polynomial", "--eager-epochs", "-1"], "--eager-epochs must be a positive"),
-    (["demo", "linear", "--steps", "0"], "--steps must be a positive integer. Got 0."),
-    (["demo", "linear", "--seed", "-3"], "--seed must be a non-negative integer. Got -3."),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["demo"], "demo needs a sub-command"),
+        (["demo", "polynomial", "--epochs", "0"], "--epochs must be a positive integer. Got 0."),
+        (["demo", "polynomial", "--eager-epochs", "-1"], "--eager-epochs must be a positive"),
+        (["demo", "linear", "--steps", "0"], "--steps must be a positive integer. Got 0."),
+        (["demo", "linear", "--seed", "-3"], "--seed must be a non-negative integer. Got -3."),
+    ],
+)
 def test_bad_options_are_one_line_errors(argv, message, capsys):
     assert main(["--no-cache", *argv]) == 2
     err = capsys.readouterr().err

@@ -15,8 +15,9 @@ from jaxreg.engine import TrainConfig, make_engine, make_train
 from jaxreg.model import MLPSpec, init
 from jaxreg.optim import Hparams
 
-SPEC = MLPSpec((2, 5, 1), activation="tanh", init="glorot_uniform", bias_init="normal",
-               key_scheme="split")
+SPEC = MLPSpec(
+    (2, 5, 1), activation="tanh", init="glorot_uniform", bias_init="normal", key_scheme="split"
+)
 KEY = jax.random.PRNGKey(3)
 
 
@@ -26,14 +27,19 @@ def data():
     x = rng.uniform(-1, 1, (24, 2))
     y = np.sin(2 * x[:, :1]) + 0.3 * x[:, 1:]
     dt = jnp.zeros(()).dtype  # float64 under JAX_ENABLE_X64=1, else float32
-    return Dataset(jnp.asarray(x[:16], dt), jnp.asarray(y[:16], dt),
-                   jnp.asarray(x[16:], dt), jnp.asarray(y[16:], dt))
+    return Dataset(
+        jnp.asarray(x[:16], dt),
+        jnp.asarray(y[:16], dt),
+        jnp.asarray(x[16:], dt),
+        jnp.asarray(y[16:], dt),
+    )
 
 
 def _numpy_grads(params, x, y):
     """Backpropagation of mean((tanh(x W0 + b0) W1 + b1 - y)^2) written out in NumPy."""
-    (w0, b0), (w1, b1) = [(np.asarray(p.W, np.float64), np.asarray(p.b, np.float64))
-                          for p in params]
+    (w0, b0), (w1, b1) = [
+        (np.asarray(p.W, np.float64), np.asarray(p.b, np.float64)) for p in params
+    ]
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     h = np.tanh(x @ w0 + b0)
     out = h @ w1 + b1
@@ -46,23 +52,27 @@ def _numpy_grads(params, x, y):
 
 
 def _tol(data):
-    return dict(rtol=1e-5, atol=1e-6) if data.x.dtype == jnp.float32 else dict(rtol=1e-10,
-                                                                              atol=1e-12)
+    return (
+        dict(rtol=1e-5, atol=1e-6) if data.x.dtype == jnp.float32 else dict(rtol=1e-10, atol=1e-12)
+    )
 
 
 def test_full_batch_gd_equals_numpy_backpropagation(data):
     epochs, lr = 5, 0.1
     res = make_train(SPEC, TrainConfig(epochs, "gd", record_every=1))(KEY, data, Hparams(lr))
-    params = [(np.asarray(p.W, np.float64), np.asarray(p.b, np.float64))
-              for p in init(KEY, SPEC, dtype=data.x.dtype)]
+    params = [
+        (np.asarray(p.W, np.float64), np.asarray(p.b, np.float64))
+        for p in init(KEY, SPEC, dtype=data.x.dtype)
+    ]
     losses = []
     for _ in range(epochs):
         from jaxreg.model import Layer
 
         loss, grads = _numpy_grads([Layer(w, b) for w, b in params], data.x, data.y)
         losses.append(loss)
-        params = [(w - lr * gw, b - lr * gb) for (w, b), (gw, gb) in zip(params, grads,
-                                                                          strict=True)]
+        params = [
+            (w - lr * gw, b - lr * gb) for (w, b), (gw, gb) in zip(params, grads, strict=True)
+        ]
     np.testing.assert_allclose(np.asarray(res.history.train_mse)[:, 0], losses, **_tol(data))
     for layer, (w, b) in zip(res.params, params, strict=True):
         np.testing.assert_allclose(layer.W, w, **_tol(data))
@@ -73,8 +83,7 @@ def test_full_batch_gd_equals_numpy_backpropagation(data):
 @pytest.mark.optax_reference
 def test_adam_with_l2_equals_optax(data):
     epochs, lr, l2 = 4, 0.05, 1e-3
-    res = make_train(SPEC, TrainConfig(epochs, "adam", record_every=0))(
-        KEY, data, Hparams(lr, l2))
+    res = make_train(SPEC, TrainConfig(epochs, "adam", record_every=0))(KEY, data, Hparams(lr, l2))
     params = init(KEY, SPEC, dtype=data.x.dtype)
 
     def objective(p):
@@ -94,8 +103,7 @@ def test_adam_with_l2_equals_optax(data):
 
 
 def test_chunks_of_the_engine_equal_one_train(data):
-    cfg = TrainConfig(12, "adam", batch_size=5, sampling="shuffle", record_every=2,
-                      patience=4)
+    cfg = TrainConfig(12, "adam", batch_size=5, sampling="shuffle", record_every=2, patience=4)
     hp = Hparams(0.05)
     whole = make_train(SPEC, cfg)(KEY, data, hp)
     eng = make_engine(SPEC, cfg)

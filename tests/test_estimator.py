@@ -52,13 +52,15 @@ _XFAIL = {
         "integer weights and repeated rows give the same loss mathematically, but float32 "
         "sums in a different order differ in the last bits and non-convex training "
         "amplifies that beyond the check's rtol=1e-7 (zero and equal weights are exact: "
-        "zero-weight rows are dropped and equal weights take the unweighted path)"),
+        "zero-weight rows are dropped and equal weights take the unweighted path)"
+    ),
 }
 
 
-@parametrize_with_checks([MLPRegressor(hidden_layer_sizes=(8,), epochs=100,
-                                       learning_rate=1e-2)],
-                         expected_failed_checks=lambda est: _XFAIL)
+@parametrize_with_checks(
+    [MLPRegressor(hidden_layer_sizes=(8,), epochs=100, learning_rate=1e-2)],
+    expected_failed_checks=lambda est: _XFAIL,
+)
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 
@@ -68,8 +70,9 @@ def test_the_sample_weight_check_passes_in_float64():
     from sklearn.utils.estimator_checks import check_sample_weight_equivalence_on_dense_data
 
     check_sample_weight_equivalence_on_dense_data(
-        "MLPRegressor", MLPRegressor(hidden_layer_sizes=(8,), epochs=100, learning_rate=1e-2,
-                                     dtype="float64"))
+        "MLPRegressor",
+        MLPRegressor(hidden_layer_sizes=(8,), epochs=100, learning_rate=1e-2, dtype="float64"),
+    )
 
 
 # ---------------------------------------------------------------- behaviour
@@ -91,8 +94,7 @@ def test_multi_output_predicts_2d():
     X, y = _data(k=2)
     model = MLPRegressor(**BASE).fit(X, y)
     assert model.predict(X).shape == (40, 2)
-    np.testing.assert_allclose(model.predict(X), _numpy_forward(model, X), rtol=1e-5,
-                               atol=1e-4)
+    np.testing.assert_allclose(model.predict(X), _numpy_forward(model, X), rtol=1e-5, atol=1e-4)
 
 
 def test_refit_and_new_learning_rate_or_l2_do_not_recompile(fitted):
@@ -107,9 +109,15 @@ def test_refit_and_new_learning_rate_or_l2_do_not_recompile(fitted):
 def test_early_stopping_restores_the_best_epoch():
     X, y = _data(n=60, seed=1)
     y = y + np.random.default_rng(5).normal(scale=0.5, size=60)  # noise to overfit
-    model = MLPRegressor(hidden_layer_sizes=(32, 32), epochs=400, learning_rate=3e-2,
-                         early_stopping=True, validation_fraction=0.25, patience=20,
-                         random_state=0).fit(X, y)
+    model = MLPRegressor(
+        hidden_layer_sizes=(32, 32),
+        epochs=400,
+        learning_rate=3e-2,
+        early_stopping=True,
+        validation_fraction=0.25,
+        patience=20,
+        random_state=0,
+    ).fit(X, y)
     val = np.asarray(model.validation_loss_curve_)
     assert model.n_iter_ < 400 and len(val) == model.n_iter_
     assert model.best_epoch_ == int(np.argmin(val))
@@ -128,8 +136,9 @@ def test_ensemble_std_is_zero_with_shared_keys_and_positive_otherwise(monkeypatc
     mean, std = model.predict(X, return_std=True)
     assert model.params_[0].W.shape == (3, 2, 8)
     assert mean.shape == std.shape == (40,) and np.all(std > 0)
-    monkeypatch.setattr(est_mod, "_member_keys",
-                        lambda seed, n: np.repeat(jax.random.PRNGKey(seed)[None], n, 0))
+    monkeypatch.setattr(
+        est_mod, "_member_keys", lambda seed, n: np.repeat(jax.random.PRNGKey(seed)[None], n, 0)
+    )
     same = MLPRegressor(**BASE, n_ensemble=3).fit(X, y)
     _, std_same = same.predict(X, return_std=True)
     np.testing.assert_array_equal(std_same, 0.0)
@@ -204,13 +213,13 @@ def test_divergence_raises_with_a_hint():
 def test_pipeline_gridsearch_cross_val_and_transformed_target(fitted):
     _, X, y = fitted
     before = runner.compile_count()
-    grid = GridSearchCV(MLPRegressor(**BASE), {"learning_rate": [3e-3, 1e-2],
-                                               "l2": [0.0, 1e-3]}, cv=2).fit(X, y)
+    grid = GridSearchCV(
+        MLPRegressor(**BASE), {"learning_rate": [3e-3, 1e-2], "l2": [0.0, 1e-3]}, cv=2
+    ).fit(X, y)
     # Two folds of 20 rows share one shape: one compilation for the whole grid.
     assert runner.compile_count() - before <= 1
     assert grid.best_params_["learning_rate"] in (3e-3, 1e-2)
-    scores = cross_val_score(make_pipeline(StandardScaler(), MLPRegressor(**BASE)), X, y,
-                             cv=2)
+    scores = cross_val_score(make_pipeline(StandardScaler(), MLPRegressor(**BASE)), X, y, cv=2)
     assert scores.shape == (2,) and np.all(np.isfinite(scores))
     ttr = TransformedTargetRegressor(MLPRegressor(**BASE), func=np.log, inverse_func=np.exp)
     assert ttr.fit(X, y).predict(X).shape == (40,)
@@ -221,25 +230,34 @@ def test_pipeline_gridsearch_cross_val_and_transformed_target(fitted):
 # ---------------------------------------------------------------- errors
 
 
-@pytest.mark.parametrize("name, value, rule", [
-    ("learning_rate", -1, "a float in (0, inf)"),
-    ("l2", -0.5, "a float in [0, inf)"),
-    ("epochs", 0, "an int in [1, inf)"),
-    ("batch_size", 2.5, "an int in [1, inf) or None"),
-    ("validation_fraction", 1.0, "a float in [0, 1)"),
-    ("activation", "nope", "a str among"),
-    ("optimizer", "bfgs", "a str among"),
-    ("hidden_layer_sizes", (8, 0), "a positive int or a sequence of positive ints"),
-    ("dtype", "float16", "a str among {'float32', 'float64'}"),
-    ("n_ensemble", 0, "an int in [1, inf)"),
-    ("early_stopping", "yes", "an instance of 'bool'"),
-    ("schedule", "step", "a str among {'constant', 'cosine', 'exponential', 'warmup_cosine'} "
-     "or None"),
-    ("random_state", -1, "an int in [0, 4294967295], an instance of "
-     "'numpy.random.RandomState' or None"),
-    ("verbose", -2, "an int in [0, inf)"),
-    ("patience", np.float64(2.0), "an int in [1, inf)"),
-])
+@pytest.mark.parametrize(
+    "name, value, rule",
+    [
+        ("learning_rate", -1, "a float in (0, inf)"),
+        ("l2", -0.5, "a float in [0, inf)"),
+        ("epochs", 0, "an int in [1, inf)"),
+        ("batch_size", 2.5, "an int in [1, inf) or None"),
+        ("validation_fraction", 1.0, "a float in [0, 1)"),
+        ("activation", "nope", "a str among"),
+        ("optimizer", "bfgs", "a str among"),
+        ("hidden_layer_sizes", (8, 0), "a positive int or a sequence of positive ints"),
+        ("dtype", "float16", "a str among {'float32', 'float64'}"),
+        ("n_ensemble", 0, "an int in [1, inf)"),
+        ("early_stopping", "yes", "an instance of 'bool'"),
+        (
+            "schedule",
+            "step",
+            "a str among {'constant', 'cosine', 'exponential', 'warmup_cosine'} or None",
+        ),
+        (
+            "random_state",
+            -1,
+            "an int in [0, 4294967295], an instance of 'numpy.random.RandomState' or None",
+        ),
+        ("verbose", -2, "an int in [0, inf)"),
+        ("patience", np.float64(2.0), "an int in [1, inf)"),
+    ],
+)
 def test_invalid_parameters_name_the_parameter_and_value(name, value, rule):
     X, y = _data()
     shown = repr(value) if isinstance(value, str) else str(value)
@@ -252,23 +270,34 @@ def test_invalid_parameters_name_the_parameter_and_value(name, value, rule):
 def test_learning_rate_message_is_exact():
     with pytest.raises(ValueError) as info:
         MLPRegressor(learning_rate=-1).fit(*_data())
-    assert str(info.value) == ("The 'learning_rate' parameter of MLPRegressor must be a float "
-                               "in (0, inf). Got -1 instead.")
+    assert str(info.value) == (
+        "The 'learning_rate' parameter of MLPRegressor must be a float in (0, inf). Got -1 instead."
+    )
 
 
-@pytest.mark.parametrize("make, match", [
-    (lambda X, y: (np.where(np.arange(80).reshape(40, 2) == 3, np.nan, X), y), "NaN"),
-    (lambda X, y: (X, np.where(np.arange(40) == 0, np.inf, y)), "infinity"),
-    (lambda X, y: (X.astype(str).astype(object) + "x", y),
-     r"^X must be numeric\. Got the non-numeric value '[-0-9.e]+x'\.$"),
-    (lambda X, y: (X, np.array(["a"] * 40)), r"^y must be numeric\. Got the non-numeric "
-     r"value 'a'\.$"),
-    (lambda X, y: (__import__("pandas").DataFrame({"u": X[:, 0], "v": ["q"] * 40}), y),
-     r"^X must be numeric\. Column 'v' holds the non-numeric value 'q'\.$"),
-    (lambda X, y: (X[:, 0], y), "Expected 2D array"),
-    (lambda X, y: (X[:0], y[:0]), "0 sample"),
-    (lambda X, y: (X, y[:-1]), "inconsistent numbers of samples"),
-])
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda X, y: (np.where(np.arange(80).reshape(40, 2) == 3, np.nan, X), y), "NaN"),
+        (lambda X, y: (X, np.where(np.arange(40) == 0, np.inf, y)), "infinity"),
+        (
+            lambda X, y: (X.astype(str).astype(object) + "x", y),
+            r"^X must be numeric\. Got the non-numeric value '[-0-9.e]+x'\.$",
+        ),
+        (
+            lambda X, y: (X, np.array(["a"] * 40)),
+            r"^y must be numeric\. Got the non-numeric "
+            r"value 'a'\.$",
+        ),
+        (
+            lambda X, y: (__import__("pandas").DataFrame({"u": X[:, 0], "v": ["q"] * 40}), y),
+            r"^X must be numeric\. Column 'v' holds the non-numeric value 'q'\.$",
+        ),
+        (lambda X, y: (X[:, 0], y), "Expected 2D array"),
+        (lambda X, y: (X[:0], y[:0]), "0 sample"),
+        (lambda X, y: (X, y[:-1]), "inconsistent numbers of samples"),
+    ],
+)
 def test_bad_input_is_refused(make, match):
     X, y = make(*_data())
     with pytest.raises(ValueError, match=match):
@@ -279,11 +308,16 @@ def test_fit_options_are_checked():
     X, y = _data()
     with pytest.raises(ValueError) as info:
         MLPRegressor(**BASE).fit(X, y, chunk_epochs=7)
-    assert str(info.value) == ("The 'chunk_epochs' parameter of MLPRegressor.fit must be a "
-                               "positive int that divides epochs=50. Got 7 instead.")
-    with pytest.raises(ValueError, match=r"'sample_weight' parameter of MLPRegressor.fit must "
-                                         r"be a scalar or an array of shape \(40,\)\. Got an "
-                                         r"array of shape \(3,\) instead\."):
+    assert str(info.value) == (
+        "The 'chunk_epochs' parameter of MLPRegressor.fit must be a "
+        "positive int that divides epochs=50. Got 7 instead."
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"'sample_weight' parameter of MLPRegressor.fit must "
+        r"be a scalar or an array of shape \(40,\)\. Got an "
+        r"array of shape \(3,\) instead\.",
+    ):
         MLPRegressor(**BASE).fit(X, y, sample_weight=np.ones(3))
 
 
@@ -291,8 +325,9 @@ def test_negative_sample_weight_is_refused():
     X, y = _data()
     w = np.ones(40)
     w[3] = -1
-    with pytest.raises(ValueError, match="'sample_weight' .* non-negative. Got the negative "
-                                         "weight -1.0 instead"):
+    with pytest.raises(
+        ValueError, match="'sample_weight' .* non-negative. Got the negative weight -1.0 instead"
+    ):
         MLPRegressor(**BASE).fit(X, y, sample_weight=w)
 
 

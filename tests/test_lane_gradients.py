@@ -21,8 +21,9 @@ def _loss_plain(params, x, y, act):
     return jnp.mean((apply(params, x, act) - y) ** 2)
 
 
-@pytest.mark.parametrize("sizes, act", [((1, 7, 5, 1), "tanh"), ((3, 4, 2), "relu"),
-                                        ((2, 6, 6, 3), "gelu")])
+@pytest.mark.parametrize(
+    "sizes, act", [((1, 7, 5, 1), "tanh"), ((3, 4, 2), "relu"), ((2, 6, 6, 3), "gelu")]
+)
 def test_lane_gradients_equal_lecture_layout_autodiff(sizes, act):
     key = jax.random.PRNGKey(3)
     params = init(key, MLPSpec(sizes, activation=act))
@@ -53,8 +54,9 @@ def test_lane_gradients_match_finite_differences_in_float64():
                     f[j] += sign * eps
                     new = list(leaves)
                     new[i] = jnp.asarray(f.reshape(leaf.shape))
-                    bumped.append(float(_loss_lanes(jax.tree.unflatten(treedef, new), x, y,
-                                                    "tanh")))
+                    bumped.append(
+                        float(_loss_lanes(jax.tree.unflatten(treedef, new), x, y, "tanh"))
+                    )
                 fd = (bumped[0] - bumped[1]) / (2 * eps)
                 got = float(np.asarray(jax.tree.leaves(grads)[i]).ravel()[j])
                 assert got == pytest.approx(fd, rel=1e-5, abs=1e-8)

@@ -13,8 +13,9 @@ SRC = ROOT / "src" / "jaxreg"
 
 def _ranks_from_architecture() -> dict[str, int]:
     """``| rank | `module` | owns |`` rows of ARCHITECTURE.md's table."""
-    rows = re.findall(r"^\| (\d+) \| `([\w.]+)` \|", (ROOT / "ARCHITECTURE.md").read_text(),
-                      flags=re.MULTILINE)
+    rows = re.findall(
+        r"^\| (\d+) \| `([\w.]+)` \|", (ROOT / "ARCHITECTURE.md").read_text(), flags=re.MULTILINE
+    )
     return {name: int(rank) for rank, name in rows}
 
 
@@ -64,7 +65,8 @@ def test_imports_only_go_down(path):
             raise AssertionError(f"{path.name}: modules in jaxreg.apps must not import each other")
         assert RANKS[target] < RANKS[me], (
             f"{path.relative_to(SRC)} (rank {RANKS[me]}) imports jaxreg.{target} "
-            f"(rank {RANKS[target]}): imports must go to a lower rank")
+            f"(rank {RANKS[target]}): imports must go to a lower rank"
+        )
 
 
 def test_the_checker_sees_an_upward_import(tmp_path):

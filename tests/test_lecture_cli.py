@@ -10,20 +10,36 @@ from jaxreg.sweeps import EXERCISE_STRATEGIES
 
 
 def test_help_is_fast_and_imports_no_heavy_library():
-    code = ("import sys\nfrom jaxreg.cli import main\ntry:\n    main(['--help'])\n"
-            "except SystemExit:\n    pass\n"
-            "heavy = [m for m in ('jax', 'matplotlib', 'pandas', 'keras', 'sklearn') "
-            "if m in sys.modules]\nprint('HEAVY', heavy)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
+    code = (
+        "import sys\nfrom jaxreg.cli import main\ntry:\n    main(['--help'])\n"
+        "except SystemExit:\n    pass\n"
+        "heavy = [m for m in ('jax', 'matplotlib', 'pandas', 'keras', 'sklearn') "
+        "if m in sys.modules]\nprint('HEAVY', heavy)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert "lecture" in out
     assert "HEAVY []" in out
 
 
 def test_lecture_cli_writes_plots_and_tables(tmp_path, capsys):
     out = tmp_path / "lec"
-    code = main(["--no-cache", "lecture", "--out", str(out), "--epochs", "20",
-                 "--record-every", "10", "--exercise", "--seeds", "2"])
+    code = main(
+        [
+            "--no-cache",
+            "lecture",
+            "--out",
+            str(out),
+            "--epochs",
+            "20",
+            "--record-every",
+            "10",
+            "--exercise",
+            "--seeds",
+            "2",
+        ]
+    )
     assert code == 0
     text = capsys.readouterr().out
     assert "Noise floor" in text and "JAX + Optax ADAM" in text
@@ -49,12 +65,17 @@ def test_lecture_cli_writes_plots_and_tables(tmp_path, capsys):
     assert "paired t-test" in text
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["lecture", "--epochs", "0"], "--epochs must be a positive integer. Got 0"),
-    (["lecture", "--epochs", "100", "--record-every", "7"], "--record-every must be a positive "
-     "divisor of --epochs (100). Got 7"),
-    (["lecture", "--seeds", "4"], "--seeds needs --exercise"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["lecture", "--epochs", "0"], "--epochs must be a positive integer. Got 0"),
+        (
+            ["lecture", "--epochs", "100", "--record-every", "7"],
+            "--record-every must be a positive divisor of --epochs (100). Got 7",
+        ),
+        (["lecture", "--seeds", "4"], "--seeds needs --exercise"),
+    ],
+)
 def test_lecture_cli_bad_options(argv, message, capsys, tmp_path):
     assert main(["--no-cache", *argv, "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err

@@ -49,8 +49,9 @@ def test_first_steps_are_rmse_gradient_steps():
     x = np.linspace(-1.0, 1.0, 10).reshape(1, 10)
     y = np.array([30.0])
     est = LinearSGDRegressor(random_state=3).fit(x, y)
-    w0, b0 = init(jax.random.PRNGKey(3), MLPSpec((10, 1), "identity", init="normal",
-                                                  bias_init="normal"))[0]
+    w0, b0 = init(
+        jax.random.PRNGKey(3), MLPSpec((10, 1), "identity", init="normal", bias_init="normal")
+    )[0]
     r0 = x[0] @ np.asarray(w0, np.float64)[:, 0] + float(b0[0, 0]) - y[0]
     shrink = 0.01 * (x[0] @ x[0] + 1)
     expected = abs(r0) - shrink * np.arange(5)
@@ -86,8 +87,7 @@ def test_deterministic_under_a_seed_and_refit_reuses_the_compilation(blog_fit):
 def test_verbose_logs_every_tenth_of_the_run(blog_fit, caplog):
     x, y, est = blog_fit
     with caplog.at_level(logging.INFO, logger="jaxreg.linear"):
-        LinearSGDRegressor(n_steps=BLOG_STEPS, batch_size=100, random_state=0,
-                           verbose=1).fit(x, y)
+        LinearSGDRegressor(n_steps=BLOG_STEPS, batch_size=100, random_state=0, verbose=1).fit(x, y)
     lines = [r.getMessage() for r in caplog.records if r.name == "jaxreg.linear"]
     assert len(lines) == 10
     assert lines[0] == f"500 step - Loss: {est.loss_curve_[499]:.4f}"
@@ -97,10 +97,14 @@ def test_verbose_logs_every_tenth_of_the_run(blog_fit, caplog):
 def test_divergence_names_the_step_and_the_learning_rate():
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(50, 2)) * 1e3
-    with pytest.raises(FloatingPointError, match=r"diverged: .* at step \d+ "
-                       r"\(learning_rate=1e\+30\)\. Lower the learning rate"):
-        LinearSGDRegressor(learning_rate=1e30, n_steps=20, batch_size=10,
-                           random_state=0).fit(x, x @ [1.0, 2.0])
+    with pytest.raises(
+        FloatingPointError,
+        match=r"diverged: .* at step \d+ "
+        r"\(learning_rate=1e\+30\)\. Lower the learning rate",
+    ):
+        LinearSGDRegressor(learning_rate=1e30, n_steps=20, batch_size=10, random_state=0).fit(
+            x, x @ [1.0, 2.0]
+        )
 
 
 def test_two_dimensional_y_and_dataframes():
@@ -131,21 +135,33 @@ GOOD_X = np.arange(12.0).reshape(6, 2)
 GOOD_Y = np.arange(6.0)
 
 
-@pytest.mark.parametrize("params, pattern", [
-    ({"learning_rate": -1}, "The 'learning_rate' parameter of LinearSGDRegressor must be a "
-                            "float in (0, inf). Got -1 instead."),
-    ({"learning_rate": float("nan")}, "'learning_rate' parameter .* Got nan instead"),
-    ({"learning_rate": "fast"}, "'learning_rate' parameter .* Got 'fast' instead"),
-    ({"n_steps": 0}, "The 'n_steps' parameter of LinearSGDRegressor must be an int in "
-                     "[1, inf). Got 0 instead."),
-    ({"n_steps": 2.5}, "'n_steps' parameter .* Got 2.5 instead"),
-    ({"batch_size": 0}, "'batch_size' parameter .* Got 0 instead"),
-    ({"batch_size": 7}, "The 'batch_size' parameter of LinearSGDRegressor must be at most the "
-                        "number of samples (6): bootstrap batches are drawn from the training "
-                        "rows. Got 7 instead."),
-    ({"random_state": -1}, "'random_state' parameter .* Got -1 instead"),
-    ({"verbose": -2}, "'verbose' parameter .* Got -2 instead"),
-])
+@pytest.mark.parametrize(
+    "params, pattern",
+    [
+        (
+            {"learning_rate": -1},
+            "The 'learning_rate' parameter of LinearSGDRegressor must be a "
+            "float in (0, inf). Got -1 instead.",
+        ),
+        ({"learning_rate": float("nan")}, "'learning_rate' parameter .* Got nan instead"),
+        ({"learning_rate": "fast"}, "'learning_rate' parameter .* Got 'fast' instead"),
+        (
+            {"n_steps": 0},
+            "The 'n_steps' parameter of LinearSGDRegressor must be an int in "
+            "[1, inf). Got 0 instead.",
+        ),
+        ({"n_steps": 2.5}, "'n_steps' parameter .* Got 2.5 instead"),
+        ({"batch_size": 0}, "'batch_size' parameter .* Got 0 instead"),
+        (
+            {"batch_size": 7},
+            "The 'batch_size' parameter of LinearSGDRegressor must be at most the "
+            "number of samples (6): bootstrap batches are drawn from the training "
+            "rows. Got 7 instead.",
+        ),
+        ({"random_state": -1}, "'random_state' parameter .* Got -1 instead"),
+        ({"verbose": -2}, "'verbose' parameter .* Got -2 instead"),
+    ],
+)
 def test_invalid_parameters_name_the_parameter_and_value(params, pattern):
     if not pattern.startswith("'"):
         pattern = re.escape(pattern)
@@ -153,16 +169,19 @@ def test_invalid_parameters_name_the_parameter_and_value(params, pattern):
         LinearSGDRegressor(**params).fit(GOOD_X, GOOD_Y)
 
 
-@pytest.mark.parametrize("x, y, pattern", [
-    (np.arange(6.0), GOOD_Y, r"X must be a 2-D array .* 1 dimension\(s\) and shape \(6,\)"),
-    (np.zeros((6, 2, 1)), GOOD_Y, r"X must be a 2-D array .* shape \(6, 2, 1\)"),
-    (np.where(GOOD_X == 3, np.nan, GOOD_X), GOOD_Y, "Input X contains NaN"),
-    (GOOD_X, np.where(GOOD_Y == 2, np.inf, GOOD_Y), "Input y contains infinity"),
-    (np.array([["a", "b"]] * 6), GOOD_Y, "X must be numeric. Got the non-numeric value 'a'."),
-    (GOOD_X, np.array(list("abcdef")), "y must be numeric. Got the non-numeric value 'a'."),
-    (np.zeros((0, 2)), np.zeros(0), "Found array with 0 sample"),
-    (GOOD_X, GOOD_Y[:5], r"inconsistent numbers of samples: \[6, 5\]"),
-])
+@pytest.mark.parametrize(
+    "x, y, pattern",
+    [
+        (np.arange(6.0), GOOD_Y, r"X must be a 2-D array .* 1 dimension\(s\) and shape \(6,\)"),
+        (np.zeros((6, 2, 1)), GOOD_Y, r"X must be a 2-D array .* shape \(6, 2, 1\)"),
+        (np.where(GOOD_X == 3, np.nan, GOOD_X), GOOD_Y, "Input X contains NaN"),
+        (GOOD_X, np.where(GOOD_Y == 2, np.inf, GOOD_Y), "Input y contains infinity"),
+        (np.array([["a", "b"]] * 6), GOOD_Y, "X must be numeric. Got the non-numeric value 'a'."),
+        (GOOD_X, np.array(list("abcdef")), "y must be numeric. Got the non-numeric value 'a'."),
+        (np.zeros((0, 2)), np.zeros(0), "Found array with 0 sample"),
+        (GOOD_X, GOOD_Y[:5], r"inconsistent numbers of samples: \[6, 5\]"),
+    ],
+)
 def test_bad_data_is_refused(x, y, pattern):
     with pytest.raises(ValueError, match=pattern):
         LinearSGDRegressor().fit(x, y)
@@ -173,8 +192,10 @@ def test_predict_checks_fitted_and_shape():
         LinearSGDRegressor().predict(GOOD_X)
     x = np.random.default_rng(0).normal(size=(20, 3))  # a shape sklearn's checks compile
     est = LinearSGDRegressor(random_state=0).fit(x, x.sum(axis=1))
-    with pytest.raises(ValueError, match="X has 2 features, but LinearSGDRegressor is "
-                                         "expecting 3 features as input"):
+    with pytest.raises(
+        ValueError,
+        match="X has 2 features, but LinearSGDRegressor is expecting 3 features as input",
+    ):
         est.predict(np.zeros((2, 2)))
     with pytest.raises(ValueError, match="X must be a 2-D array"):
         est.predict(np.zeros(2))

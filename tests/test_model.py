@@ -32,22 +32,25 @@ def test_init_reproduces_the_lectures_weights():
     sizes = (1, 10, 10, 10, 1)
     for i, layer in enumerate(params):
         key, sub = jax.random.split(key)
-        w = (jax.random.normal(sub, (sizes[i], sizes[i + 1]), dtype=jnp.float32)
-             * jnp.sqrt(jnp.float32(2 / sizes[i])))
+        w = jax.random.normal(sub, (sizes[i], sizes[i + 1]), dtype=jnp.float32) * jnp.sqrt(
+            jnp.float32(2 / sizes[i])
+        )
         np.testing.assert_array_equal(layer.W, w)
         np.testing.assert_array_equal(layer.b, np.ones((1, sizes[i + 1])))
 
 
 def test_split_scheme_and_kaiming_gain_follow_the_blog():
     key = jax.random.PRNGKey(7)
-    spec = MLPSpec((1, 128, 1), init="kaiming_normal", gain=5 / 3, bias_init="zeros",
-                   key_scheme="split")
+    spec = MLPSpec(
+        (1, 128, 1), init="kaiming_normal", gain=5 / 3, bias_init="zeros", key_scheme="split"
+    )
     p = init(key, spec)
     k1, k2 = jax.random.split(key, 2)
     f32 = jnp.float32  # init's default dtype, also under JAX_ENABLE_X64=1
     np.testing.assert_array_equal(p[0].W, jax.random.normal(k1, (1, 128), f32) * (5 / 3) / 1.0)
-    np.testing.assert_allclose(p[1].W, jax.random.normal(k2, (128, 1), f32) * (5 / 3)
-                               / math.sqrt(128.0), rtol=1e-6)
+    np.testing.assert_allclose(
+        p[1].W, jax.random.normal(k2, (128, 1), f32) * (5 / 3) / math.sqrt(128.0), rtol=1e-6
+    )
     assert not np.any(p[0].b)
 
 
@@ -59,19 +62,29 @@ def test_glorot_uniform_bounds_and_lecun_scale():
     assert abs(float(np.std(q[0].W)) - np.sqrt(1 / 400)) < 0.005
 
 
-@pytest.mark.parametrize("act, ref", [
-    ("tanh", np.tanh), ("relu", lambda v: np.maximum(v, 0)),
-    ("sigmoid", lambda v: 1 / (1 + np.exp(-v))), ("identity", lambda v: v),
-    ("elu", lambda v: np.where(v > 0, v, np.expm1(v))),
-])
+@pytest.mark.parametrize(
+    "act, ref",
+    [
+        ("tanh", np.tanh),
+        ("relu", lambda v: np.maximum(v, 0)),
+        ("sigmoid", lambda v: 1 / (1 + np.exp(-v))),
+        ("identity", lambda v: v),
+        ("elu", lambda v: np.where(v > 0, v, np.expm1(v))),
+    ],
+)
 def test_apply_matches_numpy(act, ref):
     spec = MLPSpec((3, 8, 5, 2), activation=act)
     params = init(jax.random.PRNGKey(2), spec)
     x = np.random.default_rng(0).normal(size=(17, 3)).astype(np.float32)
-    np.testing.assert_allclose(apply(params, x, act), numpy_forward(params, x, ref),
-                               rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(apply_lanes(to_lanes(params), x.T, act).T,
-                               numpy_forward(params, x, ref), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        apply(params, x, act), numpy_forward(params, x, ref), rtol=1e-5, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        apply_lanes(to_lanes(params), x.T, act).T,
+        numpy_forward(params, x, ref),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 def test_lane_conversion_is_exact():
@@ -96,18 +109,30 @@ def test_lecture_exercise_parameter_counts():
     assert MLPSpec((1, 6, 6, 6, 6, 6, 1)).n_params == 187
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(layer_sizes=(1,)), r"The 'layer_sizes' parameter of MLPSpec must be a sequence of "
-     r"positive ints listing at least an input and an output width\. Got \(1,\) instead\."),
-    (dict(layer_sizes=(1, 0, 1)), r"'layer_sizes' .* positive ints .* Got \(1, 0, 1\) instead"),
-    (dict(layer_sizes=(1, 2.5, 1)), r"'layer_sizes' .* positive ints .* Got \(1, 2\.5, 1\)"),
-    (dict(activation="swish"), r"'activation' parameter of MLPSpec must be a str among "
-     r"\{'elu', 'gelu', .*\}\. Got 'swish' instead"),
-    (dict(init="xavier"), r"'init' parameter of MLPSpec must be a str among .* Got 'xavier'"),
-    (dict(bias_init="twos"), r"'bias_init' parameter of MLPSpec must be a str among "
-     r"\{'normal', 'ones', 'zeros'\}\. Got 'twos'"),
-    (dict(gain=-1.0), r"'gain' parameter of MLPSpec must be a float in \(0, inf\)\. Got -1\.0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (
+            dict(layer_sizes=(1,)),
+            r"The 'layer_sizes' parameter of MLPSpec must be a sequence of "
+            r"positive ints listing at least an input and an output width\. Got \(1,\) instead\.",
+        ),
+        (dict(layer_sizes=(1, 0, 1)), r"'layer_sizes' .* positive ints .* Got \(1, 0, 1\) instead"),
+        (dict(layer_sizes=(1, 2.5, 1)), r"'layer_sizes' .* positive ints .* Got \(1, 2\.5, 1\)"),
+        (
+            dict(activation="swish"),
+            r"'activation' parameter of MLPSpec must be a str among "
+            r"\{'elu', 'gelu', .*\}\. Got 'swish' instead",
+        ),
+        (dict(init="xavier"), r"'init' parameter of MLPSpec must be a str among .* Got 'xavier'"),
+        (
+            dict(bias_init="twos"),
+            r"'bias_init' parameter of MLPSpec must be a str among "
+            r"\{'normal', 'ones', 'zeros'\}\. Got 'twos'",
+        ),
+        (dict(gain=-1.0), r"'gain' parameter of MLPSpec must be a float in \(0, inf\)\. Got -1\.0"),
+    ],
+)
 def test_spec_rejects_bad_values(kwargs, match):
     with pytest.raises(ValueError, match=match):
         MLPSpec(**kwargs)

@@ -39,8 +39,9 @@ def test_configure_process_before_start_and_the_persistent_cache(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
 
     def child():
-        out = subprocess.run([sys.executable, "-c", _CHILD, str(cache)], env=env,
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, "-c", _CHILD, str(cache)], env=env, capture_output=True, text=True
+        )
         assert out.returncode == 0, out.stderr[-2000:]
         return out.stdout.split()
 

@@ -25,8 +25,22 @@ from jaxreg.cli import main
 
 PROC = ["--no-cache", "--default-xla"]
 # One small setup shared by the tests, so in-process runs reuse one compilation.
-FAST = ["--target", "y", "--hidden", "4", "--epochs", "10", "--batch-size", "0",
-        "--patience", "0", "--seed", "3", "--quiet", "--no-report"]
+FAST = [
+    "--target",
+    "y",
+    "--hidden",
+    "4",
+    "--epochs",
+    "10",
+    "--batch-size",
+    "0",
+    "--patience",
+    "0",
+    "--seed",
+    "3",
+    "--quiet",
+    "--no-report",
+]
 
 
 def _run(args, capsys):
@@ -103,23 +117,37 @@ def test_1_an_existing_model_needs_overwrite_checked_before_training(model_dir, 
     assert code == 2 and "--overwrite" in _one_error_line(err)
     assert "Read " not in out  # refused before the data was even read
     assert _snapshot(model_dir) == before
-    code, _, err = _run(["fit", str(csv), *FAST, "--lr", "0.01", "--overwrite", "--out",
-                         str(model_dir)], capsys)
+    code, _, err = _run(
+        ["fit", str(csv), *FAST, "--lr", "0.01", "--overwrite", "--out", str(model_dir)], capsys
+    )
     assert code == 0, err
     assert _snapshot(model_dir) != before
 
 
-def test_2_checkpoint_dir_with_a_foreign_checkpoint_json_is_refused_untouched(tmp_path, csv,
-                                                                             capsys):
+def test_2_checkpoint_dir_with_a_foreign_checkpoint_json_is_refused_untouched(
+    tmp_path, csv, capsys
+):
     ckpt = tmp_path / "ck"
     ckpt.mkdir()
     (ckpt / "checkpoint.json").write_text('{"step": 3}')
     (ckpt / "notes.txt").write_text("mine")
     before = _snapshot(ckpt)
     for extra in ([], ["--resume"]):
-        code, out, err = _run(["fit", str(csv), *FAST, "--checkpoint-every", "5",
-                               "--checkpoint-dir", str(ckpt), *extra, "--out",
-                               str(tmp_path / "m")], capsys)
+        code, out, err = _run(
+            [
+                "fit",
+                str(csv),
+                *FAST,
+                "--checkpoint-every",
+                "5",
+                "--checkpoint-dir",
+                str(ckpt),
+                *extra,
+                "--out",
+                str(tmp_path / "m"),
+            ],
+            capsys,
+        )
         assert code == 2 and "checkpoint" in _one_error_line(err)
         assert "Read " not in out
         assert _snapshot(ckpt) == before and not (tmp_path / "m").exists()
@@ -135,14 +163,27 @@ def test_2_a_finished_run_removes_only_its_own_checkpoint_files(tmp_path, csv, c
 
         check_checkpoint_folder(ckpt)
     (ckpt / "notes.txt").unlink()
-    code, _, err = _run(["fit", str(csv), *FAST, "--checkpoint-every", "5",
-                         "--checkpoint-dir", str(ckpt), "--out", str(tmp_path / "m")], capsys)
+    code, _, err = _run(
+        [
+            "fit",
+            str(csv),
+            *FAST,
+            "--checkpoint-every",
+            "5",
+            "--checkpoint-dir",
+            str(ckpt),
+            "--out",
+            str(tmp_path / "m"),
+        ],
+        capsys,
+    )
     assert code == 0, err
     # The user made the folder: jaxreg removes its own files and leaves the folder.
     assert ckpt.is_dir() and list(ckpt.iterdir()) == []
     # A folder jaxreg made itself goes away with the checkpoint.
-    code, _, err = _run(["fit", str(csv), *FAST, "--checkpoint-every", "5", "--out",
-                         str(tmp_path / "n")], capsys)
+    code, _, err = _run(
+        ["fit", str(csv), *FAST, "--checkpoint-every", "5", "--out", str(tmp_path / "n")], capsys
+    )
     assert code == 0, err
     assert not (tmp_path / "n.checkpoint").exists()
 
@@ -170,30 +211,42 @@ def test_3_a_failing_fit_replaces_nothing(tmp_path, model_dir, capsys):
     frame.loc[val[0], "b"] = 1e300  # a validation row far outside the training rows
     bad = tmp_path / "bad.csv"
     frame.to_csv(bad, index=False)
-    code, _, err = _run(["fit", str(bad), *FAST, "--val-fraction", "0.2", "--overwrite",
-                         "--out", str(model_dir)], capsys)
+    code, _, err = _run(
+        ["fit", str(bad), *FAST, "--val-fraction", "0.2", "--overwrite", "--out", str(model_dir)],
+        capsys,
+    )
     line = _one_error_line(err)
     assert code == 2 and "'b'" in line and "cannot represent" in line
     assert _snapshot(model_dir) == before
     # --resume with a non-empty foreign checkpoint folder: refused before training.
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "x.bin").write_bytes(b"\x00")
-    code, out, err = _run(["fit", str(tmp_path / "d.csv"), *FAST, "--resume",
-                           "--checkpoint-dir", str(tmp_path / "foreign"), "--overwrite",
-                           "--out", str(model_dir)], capsys)
+    code, out, err = _run(
+        [
+            "fit",
+            str(tmp_path / "d.csv"),
+            *FAST,
+            "--resume",
+            "--checkpoint-dir",
+            str(tmp_path / "foreign"),
+            "--overwrite",
+            "--out",
+            str(model_dir),
+        ],
+        capsys,
+    )
     assert code == 2 and "refusing to touch it" in _one_error_line(err)
     assert "Read " not in out and _snapshot(model_dir) == before
 
 
-def test_3_tiny_tables_and_huge_targets_fit_or_fail_before_the_commit(tmp_path, model_dir,
-                                                                      capsys):
+def test_3_tiny_tables_and_huge_targets_fit_or_fail_before_the_commit(tmp_path, model_dir, capsys):
     from jaxreg.estimator import load
 
     three = tmp_path / "three.csv"
-    pd.DataFrame({"a": [1.0, 2, 3], "b": [1.0, 0, 1], "y": [1.0, 2, 4]}).to_csv(three,
-                                                                              index=False)
-    code, out, err = _run(["fit", str(three), *FAST, "--overwrite", "--out", str(model_dir)],
-                          capsys)
+    pd.DataFrame({"a": [1.0, 2, 3], "b": [1.0, 0, 1], "y": [1.0, 2, 4]}).to_csv(three, index=False)
+    code, out, err = _run(
+        ["fit", str(three), *FAST, "--overwrite", "--out", str(model_dir)], capsys
+    )
     assert code == 0, err
     assert "n/a" in out  # R² of one validation row is undefined, and says so
     doc = json.loads((model_dir / "model.json").read_text())
@@ -202,8 +255,7 @@ def test_3_tiny_tables_and_huge_targets_fit_or_fail_before_the_commit(tmp_path, 
     frame = _frame()
     frame["y"] *= 1e38
     frame.to_csv(huge, index=False)
-    code, _, err = _run(["fit", str(huge), *FAST, "--overwrite", "--out", str(model_dir)],
-                        capsys)
+    code, _, err = _run(["fit", str(huge), *FAST, "--overwrite", "--out", str(model_dir)], capsys)
     assert code == 0, err
     pred = load(model_dir).predict(frame[["a", "b"]])
     assert np.all(np.isfinite(pred)) and np.abs(pred).max() > 1e37
@@ -212,21 +264,30 @@ def test_3_tiny_tables_and_huge_targets_fit_or_fail_before_the_commit(tmp_path, 
 # ---------------------------------------------------------------- 5: OS errors
 
 
-def test_5_os_errors_are_one_line_naming_the_path(tmp_path, csv, model_dir, capsys,
-                                                  monkeypatch):
+def test_5_os_errors_are_one_line_naming_the_path(tmp_path, csv, model_dir, capsys, monkeypatch):
     before = _snapshot(model_dir)
     # A file where a folder must be: sweep, lecture, report --out, --cache-dir.
     afile = tmp_path / "afile"
     afile.write_text("x")
-    for argv, cmd in ((["report", str(model_dir), "--out", str(afile)], "report"),
-                      (["lecture", "--epochs", "10", "--no-keras", "--out", str(afile)],
-                       "lecture"),
-                      (["sweep", "--lecture", "--epochs", "2", "--seeds", "1", "--out",
-                        str(afile)], "sweep")):
+    for argv, cmd in (
+        (["report", str(model_dir), "--out", str(afile)], "report"),
+        (["lecture", "--epochs", "10", "--no-keras", "--out", str(afile)], "lecture"),
+        (["sweep", "--lecture", "--epochs", "2", "--seeds", "1", "--out", str(afile)], "sweep"),
+    ):
         code, _, err = _run(argv, capsys)
         assert code == 2 and str(afile) in _one_error_line(err, cmd), err
-    code = main(["--cache-dir", str(afile), "--default-xla", "fit", str(csv), *FAST, "--out",
-                 str(tmp_path / "m")])
+    code = main(
+        [
+            "--cache-dir",
+            str(afile),
+            "--default-xla",
+            "fit",
+            str(csv),
+            *FAST,
+            "--out",
+            str(tmp_path / "m"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and str(afile) in _one_error_line(err)
     assert afile.read_text() == "x"
@@ -254,8 +315,7 @@ def test_5_os_errors_are_one_line_naming_the_path(tmp_path, csv, model_dir, caps
         return real_open(path, flags, *a)
 
     monkeypatch.setattr(files.os, "open", read_only)
-    code, out, err = _run(["fit", str(csv), *FAST, "--overwrite", "--out", str(model_dir)],
-                          capsys)
+    code, out, err = _run(["fit", str(csv), *FAST, "--overwrite", "--out", str(model_dir)], capsys)
     line = _one_error_line(err)
     assert code == 2 and "Read-only file system" in line and "--out" in line
     assert "Read " not in out
@@ -264,9 +324,9 @@ def test_5_os_errors_are_one_line_naming_the_path(tmp_path, csv, model_dir, caps
 
 
 @pytest.mark.parametrize("where", ["weights", "report"])
-def test_5_disk_full_during_the_save_or_the_report_keeps_the_old_model(tmp_path, csv,
-                                                                       model_dir, capsys,
-                                                                       monkeypatch, where):
+def test_5_disk_full_during_the_save_or_the_report_keeps_the_old_model(
+    tmp_path, csv, model_dir, capsys, monkeypatch, where
+):
     from jaxreg import files, plots
 
     before = _snapshot(model_dir)
@@ -321,15 +381,28 @@ def test_6_an_interrupt_swallowed_by_a_callback_is_not_lost():
 
 def test_6_ctrl_c_at_any_moment_exits_130_with_nothing_replaced(tmp_path, csv, model_dir):
     env = {**os.environ, "JAXREG_CACHE_DIR": str(tmp_path / "xla")}
-    cmd = [sys.executable, "-m", "jaxreg", "--default-xla", "fit", str(csv), *FAST[:-2],
-           "--epochs", "3000", "--overwrite", "--out", str(model_dir)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "jaxreg",
+        "--default-xla",
+        "fit",
+        str(csv),
+        *FAST[:-2],
+        "--epochs",
+        "3000",
+        "--overwrite",
+        "--out",
+        str(model_dir),
+    ]
     before = _snapshot(model_dir)
     codes = []
     # From 0.25 s: earlier, the signal can land while the interpreter itself starts up
     # (before any line of jaxreg runs), where Python prints its own traceback.
     for delay in (0.25, 0.6, 1.2, 2.0, 3.5):
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         time.sleep(delay)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=120)
@@ -340,8 +413,9 @@ def test_6_ctrl_c_at_any_moment_exits_130_with_nothing_replaced(tmp_path, csv, m
         assert "Traceback" not in err and "Exception ignored" not in err, err
         if proc.returncode != 0:
             if proc.returncode == 130:  # before the arguments are parsed: "jaxreg: ..."
-                assert re.fullmatch(r"jaxreg( fit)?: interrupted",
-                                    err.strip().splitlines()[-1]), err
+                assert re.fullmatch(r"jaxreg( fit)?: interrupted", err.strip().splitlines()[-1]), (
+                    err
+                )
             assert _snapshot(model_dir) == before
         else:  # finished before the signal: the new model, complete
             from jaxreg.store import load_model
@@ -354,20 +428,22 @@ def test_6_ctrl_c_at_any_moment_exits_130_with_nothing_replaced(tmp_path, csv, m
 # ---------------------------------------------------------------- 7: malformed documents
 
 
-@pytest.mark.parametrize("edit, field", [
-    (lambda d: d.__setitem__("metadata", [1, 2]), "metadata"),
-    (lambda d: d["model"].__setitem__("feature_names", 5), "model.feature_names"),
-    (lambda d: d["metadata"].__setitem__("n_iter", float("inf")), "Infinity"),
-    (None, "nests too deeply"),
-    (lambda d: d["model"]["spec"].__setitem__("layer_sizes", ["2", 3]), "layer_sizes"),
-])
+@pytest.mark.parametrize(
+    "edit, field",
+    [
+        (lambda d: d.__setitem__("metadata", [1, 2]), "metadata"),
+        (lambda d: d["model"].__setitem__("feature_names", 5), "model.feature_names"),
+        (lambda d: d["metadata"].__setitem__("n_iter", float("inf")), "Infinity"),
+        (None, "nests too deeply"),
+        (lambda d: d["model"]["spec"].__setitem__("layer_sizes", ["2", 3]), "layer_sizes"),
+    ],
+)
 def test_7_malformed_model_json_is_one_line(tmp_path, capsys, edit, field):
     from jaxreg.estimator import MLPRegressor, load
 
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(20, 2)), rng.normal(size=20)
-    MLPRegressor(hidden_layer_sizes=(3,), epochs=2, random_state=0).fit(X, y).save(
-        tmp_path / "m")
+    MLPRegressor(hidden_layer_sizes=(3,), epochs=2, random_state=0).fit(X, y).save(tmp_path / "m")
     path = tmp_path / "m" / "model.json"
     doc = json.loads(path.read_text())
     if field == "nests too deeply":
@@ -414,11 +490,15 @@ def test_8_non_finite_weights_raise_scikit_learns_message_as_a_value_error():
     assert issubclass(TrainingDivergedError, ValueError)
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(30, 2)), rng.normal(size=30)
-    with pytest.raises(ValueError, match=r"^Solver produced non-finite parameter weights\. "
-                                         r"The input data may contain large values and need "
-                                         r"to be preprocessed\."):
-        MLPRegressor(hidden_layer_sizes=(8,), epochs=50, learning_rate=1e30, optimizer="sgd",
-                     random_state=0).fit(X, y)
+    with pytest.raises(
+        ValueError,
+        match=r"^Solver produced non-finite parameter weights\. "
+        r"The input data may contain large values and need "
+        r"to be preprocessed\.",
+    ):
+        MLPRegressor(
+            hidden_layer_sizes=(8,), epochs=50, learning_rate=1e30, optimizer="sgd", random_state=0
+        ).fit(X, y)
 
 
 def test_10_huge_sample_weights_fit_like_their_ratios():
@@ -436,18 +516,22 @@ def test_10_huge_sample_weights_fit_like_their_ratios():
 # ---------------------------------------------------------------- 9: tamper-evident models
 
 
-@pytest.mark.parametrize("edit", [
-    lambda d: d["model"]["spec"].__setitem__("activation", "relu"),
-    lambda d: d["model"]["x_scaler"]["mean"].__setitem__(0, 0.5),
-    lambda d: d["model"].__setitem__("feature_names", ["b", "a"]),
-    lambda d: d["model"].__setitem__("y_ndim", 2),
-])
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda d: d["model"]["spec"].__setitem__("activation", "relu"),
+        lambda d: d["model"]["x_scaler"]["mean"].__setitem__(0, 0.5),
+        lambda d: d["model"].__setitem__("feature_names", ["b", "a"]),
+        lambda d: d["model"].__setitem__("y_ndim", 2),
+    ],
+)
 def test_9_edits_to_what_determines_predictions_are_refused(tmp_path, edit):
     from jaxreg.estimator import MLPRegressor, load
 
     frame = _frame(20)
     MLPRegressor(hidden_layer_sizes=(3,), epochs=2, random_state=0).fit(
-        frame[["a", "b"]], frame["y"]).save(tmp_path / "m")
+        frame[["a", "b"]], frame["y"]
+    ).save(tmp_path / "m")
     load(tmp_path / "m")  # loads before the edit
     path = tmp_path / "m" / "model.json"
     doc = json.loads(path.read_text())
@@ -462,13 +546,15 @@ def test_9_feature_order_is_checked_at_predict_time(tmp_path):
 
     frame = _frame(20)
     model = MLPRegressor(hidden_layer_sizes=(3,), epochs=2, random_state=0).fit(
-        frame[["a", "b"]], frame["y"])
+        frame[["a", "b"]], frame["y"]
+    )
     model.save(tmp_path / "m")
     for m in (model, load(tmp_path / "m")):
         with pytest.raises(ValueError, match="feature names"):
             m.predict(frame[["b", "a"]])
     arrays = MLPRegressor(hidden_layer_sizes=(3,), epochs=2, random_state=0).fit(
-        frame[["a", "b"]].to_numpy(), frame["y"].to_numpy())
+        frame[["a", "b"]].to_numpy(), frame["y"].to_numpy()
+    )
     arrays.save(tmp_path / "n")
     with pytest.raises(ValueError, match="2 features"):
         load(tmp_path / "n").predict(frame[["a", "b", "y"]].to_numpy())
@@ -499,11 +585,24 @@ def test_10_predict_refuses_to_overwrite_its_input(tmp_path, csv, model_dir, cap
 def test_10_no_runtime_warning_reaches_the_terminal(tmp_path, capsys):
     # One validation row: R² is undefined (0/0 inside NumPy) and reported as n/a.
     three = tmp_path / "three.csv"
-    pd.DataFrame({"a": [1.0, 2, 3], "b": [1.0, 0, 1], "y": [1.0, 2, 4]}).to_csv(three,
-                                                                              index=False)
+    pd.DataFrame({"a": [1.0, 2, 3], "b": [1.0, 0, 1], "y": [1.0, 2, 4]}).to_csv(three, index=False)
     env = {**os.environ, "JAXREG_CACHE_DIR": str(tmp_path / "xla")}
-    proc = subprocess.run([sys.executable, "-m", "jaxreg", "--default-xla", "fit", str(three),
-                           *FAST, "--out", str(tmp_path / "m")], env=env, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jaxreg",
+            "--default-xla",
+            "fit",
+            str(three),
+            *FAST,
+            "--out",
+            str(tmp_path / "m"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "Warning" not in proc.stderr, proc.stderr

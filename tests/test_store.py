@@ -14,17 +14,27 @@ SPEC = MLPSpec((2, 3, 1), init="glorot_uniform", bias_init="zeros", key_scheme="
 
 def _params(m=2, seed=0, dtype=np.float32):
     rng = np.random.default_rng(seed)
-    return tuple(Layer(rng.normal(size=(m, a, b)).astype(dtype),
-                       rng.normal(size=(m, 1, b)).astype(dtype))
-                 for a, b in zip(SPEC.layer_sizes[:-1], SPEC.layer_sizes[1:], strict=True))
+    return tuple(
+        Layer(rng.normal(size=(m, a, b)).astype(dtype), rng.normal(size=(m, 1, b)).astype(dtype))
+        for a, b in zip(SPEC.layer_sizes[:-1], SPEC.layer_sizes[1:], strict=True)
+    )
 
 
 def _save(path, params=None, **kw):
     xs = Standardizer(np.array([0.1, -2.0]), np.array([1.5, 3.0]))
     ys = Standardizer(np.array([7.25]), np.array([0.3]))
-    return save_model(path, SPEC, _params() if params is None else params, xs, ys,
-                      config={"epochs": 10}, feature_names=["a", "b"], target_names=["t"],
-                      metadata={"loss_curve": [1.0, 0.5]}, **kw)
+    return save_model(
+        path,
+        SPEC,
+        _params() if params is None else params,
+        xs,
+        ys,
+        config={"epochs": 10},
+        feature_names=["a", "b"],
+        target_names=["t"],
+        metadata={"loss_curve": [1.0, 0.5]},
+        **kw,
+    )
 
 
 def _weights(path):
@@ -164,8 +174,12 @@ def _rewrite_weights(path, tensors):
 def test_shapes_that_disagree_with_the_spec(tmp_path):
     _save(tmp_path / "m")
     p = _params()
-    tensors = {"layers.0.W": p[0].W[:, :, :2].copy(), "layers.0.b": p[0].b,
-               "layers.1.W": p[1].W, "layers.1.b": p[1].b}
+    tensors = {
+        "layers.0.W": p[0].W[:, :, :2].copy(),
+        "layers.0.b": p[0].b,
+        "layers.1.W": p[1].W,
+        "layers.1.b": p[1].b,
+    }
     _rewrite_weights(tmp_path / "m", tensors)
     with pytest.raises(ValueError, match=r"layers\.0\.W has shape \(2, 2, 2\)"):
         load_model(tmp_path / "m")
@@ -184,7 +198,9 @@ def test_non_finite_weights(tmp_path):
     p = _params()
     bad = p[1].b.copy()
     bad[0, 0, 0] = np.inf
-    _rewrite_weights(tmp_path / "m", {"layers.0.W": p[0].W, "layers.0.b": p[0].b,
-                                      "layers.1.W": p[1].W, "layers.1.b": bad})
+    _rewrite_weights(
+        tmp_path / "m",
+        {"layers.0.W": p[0].W, "layers.0.b": p[0].b, "layers.1.W": p[1].W, "layers.1.b": bad},
+    )
     with pytest.raises(ValueError, match=r"layers\.1\.b holds NaN or infinite"):
         load_model(tmp_path / "m")

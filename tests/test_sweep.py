@@ -51,7 +51,11 @@ def test_grid_expands_to_one_row_per_configuration(result):
     t = result.table
     assert len(t) == 4
     assert list(zip(t["learning_rate"], t["l2"], strict=True)) == [
-        (1e-2, 0.0), (1e-2, 1e-3), (2e-2, 0.0), (2e-2, 1e-3)]
+        (1e-2, 0.0),
+        (1e-2, 1e-3),
+        (2e-2, 0.0),
+        (2e-2, 1e-3),
+    ]
     assert (t["architecture"] == "1-4-1").all() and (t["n_params"] == 13).all()
     assert (t["n_seeds"] == 2).all() and (t["n_diverged"] == 0).all()
     assert result.val_mse.shape == (4, 2) and result.train_mse.shape == (4, 2)
@@ -67,9 +71,18 @@ def _held_out_as_fit(x, y, val_fraction, seed):
 
 @pytest.mark.parametrize("split_seed", [0, 7])
 def test_the_sweep_holds_out_the_rows_fit_holds_out(result, split_seed):
-    res = result if split_seed == 0 else sweep(_xy(), architectures=[(4,)], grid=GRID,
-                                               seeds=SEEDS, epochs=EPOCHS,
-                                               split_seed=split_seed)
+    res = (
+        result
+        if split_seed == 0
+        else sweep(
+            _xy(),
+            architectures=[(4,)],
+            grid=GRID,
+            seeds=SEEDS,
+            epochs=EPOCHS,
+            split_seed=split_seed,
+        )
+    )
     x_tr, y_tr, x_va, y_va = _held_out_as_fit(*_xy(), 0.2, split_seed)
     assert len(x_va) == math.ceil(0.2 * N_ROWS)
     for got, want in zip(res.data, (x_tr, y_tr, x_va, y_va), strict=False):
@@ -83,22 +96,28 @@ def test_each_vmapped_model_equals_the_model_trained_alone(result):
         row = [0, 3][i]
         for s, seed in enumerate(SEEDS):
             alone = fit(spec, cfg, data, Hparams(lr, l2=l2), key=seed)
-            np.testing.assert_allclose(result.val_mse[row, s], float(alone.val_mse[0]),
-                                       rtol=1e-5)
-            np.testing.assert_allclose(result.train_mse[row, s], float(alone.train_mse[0]),
-                                       rtol=1e-5)
+            np.testing.assert_allclose(result.val_mse[row, s], float(alone.val_mse[0]), rtol=1e-5)
+            np.testing.assert_allclose(
+                result.train_mse[row, s], float(alone.train_mse[0]), rtol=1e-5
+            )
             if row == int(result.best["config"]):
-                for a, b in zip(jax.tree.leaves(alone.params),
-                                jax.tree.leaves(result.best_params), strict=True):
-                    np.testing.assert_allclose(np.asarray(b[s]), np.asarray(a), rtol=1e-5,
-                                               atol=1e-6)
+                for a, b in zip(
+                    jax.tree.leaves(alone.params), jax.tree.leaves(result.best_params), strict=True
+                ):
+                    np.testing.assert_allclose(
+                        np.asarray(b[s]), np.asarray(a), rtol=1e-5, atol=1e-6
+                    )
 
 
 def test_sweeping_learning_rates_does_not_recompile(result):
     before = compile_count()
-    again = sweep(_xy(), architectures=[(4,)], grid={"learning_rate": [3e-2, 5e-3],
-                                                     "l2": [1e-4, 0.0]},
-                  seeds=SEEDS, epochs=EPOCHS)
+    again = sweep(
+        _xy(),
+        architectures=[(4,)],
+        grid={"learning_rate": [3e-2, 5e-3], "l2": [1e-4, 0.0]},
+        seeds=SEEDS,
+        epochs=EPOCHS,
+    )
     assert compile_count() == before
     assert not np.allclose(again.val_mse, result.val_mse)
 
@@ -116,8 +135,11 @@ def test_confidence_intervals_match_a_direct_computation(result):
     half = stats.t.ppf(0.95, 16) * w.std(ddof=1) / math.sqrt(17)
     assert (mean, low, high) == pytest.approx((w.mean(), w.mean() - half, w.mean() + half))
     assert math.isnan(confidence_interval([1.0])[1])
-    with pytest.raises(ValueError, match=r"The 'confidence' parameter of confidence_interval "
-                                         r"must be a float in \(0, 1\). Got 95 instead."):
+    with pytest.raises(
+        ValueError,
+        match=r"The 'confidence' parameter of confidence_interval "
+        r"must be a float in \(0, 1\). Got 95 instead.",
+    ):
         confidence_interval(w, 95)
 
 
@@ -131,15 +153,19 @@ def test_paired_comparison_matches_scipy():
     d = a - b
     half = stats.t.ppf(0.975, 23) * d.std(ddof=1) / math.sqrt(24)
     assert (r.mean_diff, r.ci_low, r.ci_high) == pytest.approx(
-        (d.mean(), d.mean() - half, d.mean() + half))
+        (d.mean(), d.mean() - half, d.mean() + half)
+    )
     assert r.frac_a_better == pytest.approx(np.mean(d < 0)) and r.n == 24
     # equal differences: a degenerate test, decided without SciPy's division by zero
     same = paired_comparison([1.0, 2.0, 3.0], [2.0, 3.0, 4.0])
     assert (same.t_stat, same.p_value) == (-math.inf, 0.0)
     assert math.isnan(paired_comparison([1.0, 2.0], [1.0, 2.0]).p_value)
-    with pytest.raises(ValueError, match=r"The 'b' parameter of paired_comparison must have "
-                                         r"the length of 'a' \(2: one value per seed\). "
-                                         "Got length 1 instead."):
+    with pytest.raises(
+        ValueError,
+        match=r"The 'b' parameter of paired_comparison must have "
+        r"the length of 'a' \(2: one value per seed\). "
+        "Got length 1 instead.",
+    ):
         paired_comparison([1.0, 2.0], [1.0])
 
 
@@ -167,40 +193,66 @@ def test_exercise_seeds_start_with_the_lectures():
 GRID_RULE = "The 'grid' parameter of sweep must be a dict whose "
 
 
-@pytest.mark.parametrize("grid, match", [
-    ({"learning_rate": []}, GRID_RULE + "'learning_rate' value is a non-empty list. Got "
-                                        r"\[\] instead."),
-    ({"lr": [1e-3]}, GRID_RULE + "keys are in .*Got the unknown key 'lr' instead."),
-    ({"learning_rate": [1e-3, -1e-3]}, "The 'learning_rate' parameter of Hparams must be a "
-                                       r"float in \(0, inf\). Got -0.001 instead."),
-    ({"l2": ["big"]}, GRID_RULE + "'l2' values are numbers. Got 'big' instead."),
-    ({"l2": [True]}, GRID_RULE + "'l2' values are numbers. Got True instead."),
-    ({"optimizer": ["adamax"]}, GRID_RULE + r"'optimizer' values are in \[.*\]. Got 'adamax'"),
-    ({"learning_rate": [1e-3, 1e-3]}, GRID_RULE + "'learning_rate' values are distinct."),
-    ([("learning_rate", 1e-3)], "The 'grid' parameter of sweep must be a dict of name"),
-])
+@pytest.mark.parametrize(
+    "grid, match",
+    [
+        (
+            {"learning_rate": []},
+            GRID_RULE + "'learning_rate' value is a non-empty list. Got "
+            r"\[\] instead.",
+        ),
+        ({"lr": [1e-3]}, GRID_RULE + "keys are in .*Got the unknown key 'lr' instead."),
+        (
+            {"learning_rate": [1e-3, -1e-3]},
+            "The 'learning_rate' parameter of Hparams must be a "
+            r"float in \(0, inf\). Got -0.001 instead.",
+        ),
+        ({"l2": ["big"]}, GRID_RULE + "'l2' values are numbers. Got 'big' instead."),
+        ({"l2": [True]}, GRID_RULE + "'l2' values are numbers. Got True instead."),
+        ({"optimizer": ["adamax"]}, GRID_RULE + r"'optimizer' values are in \[.*\]. Got 'adamax'"),
+        ({"learning_rate": [1e-3, 1e-3]}, GRID_RULE + "'learning_rate' values are distinct."),
+        ([("learning_rate", 1e-3)], "The 'grid' parameter of sweep must be a dict of name"),
+    ],
+)
 def test_bad_grids_give_clear_errors(grid, match):
     with pytest.raises(ValueError, match=match):
         sweep(_xy(), grid=grid, seeds=2, epochs=EPOCHS)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"seeds": 0}, "The 'seeds' parameter of sweep must be .* Got 0 instead."),
-    ({"seeds": [1, 1]}, r"'seeds' parameter of sweep must be .*distinct.* Got \[1, 1\]"),
-    ({"architectures": []}, r"'architectures' parameter of sweep must be a non-empty list. "
-                            r"Got \[\] instead."),
-    ({"architectures": [(4, 0)]}, "positive hidden widths. Got \\(4, 0\\) instead."),
-    ({"architectures": [MLPSpec((2, 3, 1))]}, "must list MLPSpec with 1 input.* Got 2-3-1 "
-                                              "instead."),
-    ({"val_fraction": 1.5}, r"The 'val_fraction' parameter of sweep must be a float in "
-                            r"\(0, 1\). Got 1.5 instead."),
-    ({"val_fraction": 0.99}, "'val_fraction' parameter of sweep must leave at least one "
-                             "training row. Got 0.99 instead"),
-    ({"split_seed": -1}, r"The 'split_seed' parameter of sweep must be an int in "
-                         r"\[0, 4294967295\]. Got -1 instead."),
-    ({"confidence": 1.0}, "'confidence' parameter of sweep must be a float in"),
-    ({"data_or_xy": "table.csv"}, "The 'data_or_xy' parameter of sweep must be a Dataset"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"seeds": 0}, "The 'seeds' parameter of sweep must be .* Got 0 instead."),
+        ({"seeds": [1, 1]}, r"'seeds' parameter of sweep must be .*distinct.* Got \[1, 1\]"),
+        (
+            {"architectures": []},
+            r"'architectures' parameter of sweep must be a non-empty list. "
+            r"Got \[\] instead.",
+        ),
+        ({"architectures": [(4, 0)]}, "positive hidden widths. Got \\(4, 0\\) instead."),
+        (
+            {"architectures": [MLPSpec((2, 3, 1))]},
+            "must list MLPSpec with 1 input.* Got 2-3-1 instead.",
+        ),
+        (
+            {"val_fraction": 1.5},
+            r"The 'val_fraction' parameter of sweep must be a float in "
+            r"\(0, 1\). Got 1.5 instead.",
+        ),
+        (
+            {"val_fraction": 0.99},
+            "'val_fraction' parameter of sweep must leave at least one "
+            "training row. Got 0.99 instead",
+        ),
+        (
+            {"split_seed": -1},
+            r"The 'split_seed' parameter of sweep must be an int in "
+            r"\[0, 4294967295\]. Got -1 instead.",
+        ),
+        ({"confidence": 1.0}, "'confidence' parameter of sweep must be a float in"),
+        ({"data_or_xy": "table.csv"}, "The 'data_or_xy' parameter of sweep must be a Dataset"),
+    ],
+)
 def test_bad_arguments_give_clear_errors(kwargs, match):
     kwargs = dict(kwargs)
     data = kwargs.pop("data_or_xy", _xy())
@@ -218,13 +270,30 @@ def test_cli_sweeps_a_csv_file_with_a_toml_grid(tmp_path, capsys, result):
     csv = tmp_path / "d.csv"
     _write_csv(csv)
     toml = tmp_path / "grid.toml"
-    toml.write_text('hidden = [[4]]\nepochs = 20\nseeds = 2\n'
-                    '[grid]\nlearning_rate = [1e-2, 2e-2]\nl2 = [0, 1e-3]\n')
+    toml.write_text(
+        "hidden = [[4]]\nepochs = 20\nseeds = 2\n"
+        "[grid]\nlearning_rate = [1e-2, 2e-2]\nl2 = [0, 1e-3]\n"
+    )
     out = tmp_path / "out"
     before = compile_count()
-    code = cli.main(["--no-cache", "sweep", "--data", str(csv), "--target", "y", "--features",
-                     "x", "--grid", str(toml), "--out", str(out), "--plain",
-                     "--ensemble-plot"])
+    code = cli.main(
+        [
+            "--no-cache",
+            "sweep",
+            "--data",
+            str(csv),
+            "--target",
+            "y",
+            "--features",
+            "x",
+            "--grid",
+            str(toml),
+            "--out",
+            str(out),
+            "--plain",
+            "--ensemble-plot",
+        ]
+    )
     assert code == 0
     assert compile_count() == before  # same shapes as the fixture's sweep: no new compile
     for name in ("sweep.csv", "sweep.md", "sweep.png", "ensemble.png"):
@@ -238,8 +307,23 @@ def test_cli_sweeps_a_csv_file_with_a_toml_grid(tmp_path, capsys, result):
 
 def test_cli_lecture_reports_the_noise_floor(tmp_path, capsys):
     out = tmp_path / "lec"
-    code = cli.main(["--no-cache", "sweep", "--lecture", "--hidden", "2", "--lr", "1e-2",
-                     "--epochs", "5", "--seeds", "2", "--out", str(out)])
+    code = cli.main(
+        [
+            "--no-cache",
+            "sweep",
+            "--lecture",
+            "--hidden",
+            "2",
+            "--lr",
+            "1e-2",
+            "--epochs",
+            "5",
+            "--seeds",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     for name in ("sweep.csv", "sweep.md", "sweep.png", "ensemble.png"):
         assert (out / name).stat().st_size > 0
@@ -248,18 +332,22 @@ def test_cli_lecture_reports_the_noise_floor(tmp_path, capsys):
     assert "gap_pct" in pd.read_csv(out / "sweep.csv").columns
 
 
-@pytest.mark.parametrize("argv, match", [
-    (["--target", "nope"], r"'nope' \(--target\) not found in"),
-    (["--target", "y", "--lr", "abc"], "'--lr' option must be a comma-separated list"),
-    (["--target", "y", "--lr", "-1"], "'learning_rate' parameter of Hparams must be a float"),
-    (["--target", "y", "--hidden", "4,x"], "'--hidden' option must be positive integer"),
-    (["--target", "y", "--l2", "0", "--schedule", "linear"], "'schedule' values are in"),
-])
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--target", "nope"], r"'nope' \(--target\) not found in"),
+        (["--target", "y", "--lr", "abc"], "'--lr' option must be a comma-separated list"),
+        (["--target", "y", "--lr", "-1"], "'learning_rate' parameter of Hparams must be a float"),
+        (["--target", "y", "--hidden", "4,x"], "'--hidden' option must be positive integer"),
+        (["--target", "y", "--l2", "0", "--schedule", "linear"], "'schedule' values are in"),
+    ],
+)
 def test_cli_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, argv, match):
     csv = tmp_path / "d.csv"
     _write_csv(csv)
-    code = cli.main(["--no-cache", "sweep", "--data", str(csv), "--out", str(tmp_path / "o"),
-                     *argv])
+    code = cli.main(
+        ["--no-cache", "sweep", "--data", str(csv), "--out", str(tmp_path / "o"), *argv]
+    )
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert pytest.importorskip("re").search(match, err), err
@@ -284,12 +372,15 @@ def _private_uses(path: pathlib.Path) -> list[str]:
                 elif node.module == "jaxreg":
                     modules.add(a.asname or a.name)
         elif isinstance(node, ast.Import):
-            modules.update(a.asname or a.name for a in node.names
-                           if a.name.startswith("jaxreg"))
+            modules.update(a.asname or a.name for a in node.names if a.name.startswith("jaxreg"))
     for node in ast.walk(tree):
-        if (isinstance(node, ast.Attribute) and node.attr.startswith("_")
-                and not node.attr.startswith("__") and isinstance(node.value, ast.Name)
-                and node.value.id in modules):
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+            and isinstance(node.value, ast.Name)
+            and node.value.id in modules
+        ):
             found.append(f"{node.value.id}.{node.attr}")
     return found
 

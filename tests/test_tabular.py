@@ -38,24 +38,43 @@ def test_bool_columns_are_numeric_and_features_may_be_read_without_targets(tmp_p
     assert t.y is None and t.x.shape == (2, 1)
 
 
-@pytest.mark.parametrize("content, kwargs, exc, pieces", [
-    (None, {}, FileNotFoundError, ["does not exist"]),
-    ("", {}, ValueError, ["empty (0 bytes)"]),
-    ("a,y\n", {}, ValueError, ["no data rows", "'a', 'y'"]),
-    ("a,y\n1,2\n", {"targets": ["z"]}, ValueError,
-     ["'z'", "(targets) not found", "Available columns: 'a', 'y'"]),
-    ("a,y\n1,2\n", {"features": ["b"]}, ValueError, ["'b'", "(features)", "Available"]),
-    ("a,b,y\n1,2,3\n4,oops,6\n", {}, ValueError,
-     ["column 'b'", "must be numeric", "'oops'", "row 2 (line 3"]),
-    ("a,y\n1,2\n2,x\n", {}, ValueError, ["Target column 'y'", "'x'", "row 2"]),
-    ("a,y\n1,\n2,3\n3,4\n", {}, ValueError,
-     ["1 row(s) with missing values", "row 1", "column 'y'", "drop_na=True"]),
-    ("a,y\n1,2\n", {}, ValueError, ["at least 2 data rows", "Got 1"]),
-    ("a,y\n1,5\n2,5\n3,5\n", {}, ValueError, ["'y'", "is constant", "5"]),
-    ("a,y\n1,inf\n2,5\n", {}, ValueError, ["infinite value (inf)", "'y'", "row 1"]),
-    ("a,y\n1,2\n", {"targets": ["y"], "features": ["y"]}, ValueError,
-     ["both a feature and a target"]),
-])
+@pytest.mark.parametrize(
+    "content, kwargs, exc, pieces",
+    [
+        (None, {}, FileNotFoundError, ["does not exist"]),
+        ("", {}, ValueError, ["empty (0 bytes)"]),
+        ("a,y\n", {}, ValueError, ["no data rows", "'a', 'y'"]),
+        (
+            "a,y\n1,2\n",
+            {"targets": ["z"]},
+            ValueError,
+            ["'z'", "(targets) not found", "Available columns: 'a', 'y'"],
+        ),
+        ("a,y\n1,2\n", {"features": ["b"]}, ValueError, ["'b'", "(features)", "Available"]),
+        (
+            "a,b,y\n1,2,3\n4,oops,6\n",
+            {},
+            ValueError,
+            ["column 'b'", "must be numeric", "'oops'", "row 2 (line 3"],
+        ),
+        ("a,y\n1,2\n2,x\n", {}, ValueError, ["Target column 'y'", "'x'", "row 2"]),
+        (
+            "a,y\n1,\n2,3\n3,4\n",
+            {},
+            ValueError,
+            ["1 row(s) with missing values", "row 1", "column 'y'", "drop_na=True"],
+        ),
+        ("a,y\n1,2\n", {}, ValueError, ["at least 2 data rows", "Got 1"]),
+        ("a,y\n1,5\n2,5\n3,5\n", {}, ValueError, ["'y'", "is constant", "5"]),
+        ("a,y\n1,inf\n2,5\n", {}, ValueError, ["infinite value (inf)", "'y'", "row 1"]),
+        (
+            "a,y\n1,2\n",
+            {"targets": ["y"], "features": ["y"]},
+            ValueError,
+            ["both a feature and a target"],
+        ),
+    ],
+)
 def test_bad_files_raise_one_line_errors(tmp_path, content, kwargs, exc, pieces):
     p = tmp_path / "d.csv" if content is None else _csv(tmp_path, content)
     kwargs = {"targets": ["y"], **kwargs}

@@ -28,7 +28,7 @@ def _one_line(err: str, prefix: str) -> str:
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(prefix), err
     assert "Traceback" not in err
-    return lines[0][len(prefix):]
+    return lines[0][len(prefix) :]
 
 
 # ------------------------------------------------------------------ 1. true byte offset
@@ -76,8 +76,7 @@ def test_invalid_byte_offset_counts_the_byte_order_mark(tmp_path):
 def test_a_text_header_naming_a_column_twice_is_refused(tmp_path, name, sep):
     header = ["a", "b", "a", "c", "b", "y"]
     p = tmp_path / name
-    p.write_text(sep.join(header) + "\n" + sep.join("123456") + "\n"
-                 + sep.join("234567") + "\n")
+    p.write_text(sep.join(header) + "\n" + sep.join("123456") + "\n" + sep.join("234567") + "\n")
     # pandas alone would rename the second 'a' silently
     assert "a.1" in pd.read_csv(p, sep=sep).columns
     with pytest.raises(ValueError) as info:
@@ -114,8 +113,9 @@ def test_distinct_names_that_look_renamed_are_kept(tmp_path):
 def test_sweep_refuses_a_duplicated_column(tmp_path, capsys):
     p = tmp_path / "d.csv"
     p.write_text("x,x,y\n1,2,3\n2,3,5\n3,4,6\n")
-    code, _, err = _run(["sweep", "--data", str(p), "--target", "y", "--out",
-                         str(tmp_path / "o"), *TINY], capsys)
+    code, _, err = _run(
+        ["sweep", "--data", str(p), "--target", "y", "--out", str(tmp_path / "o"), *TINY], capsys
+    )
     assert code == 2
     line = _one_line(err, "jaxreg sweep: error: ")
     assert "'x'" in line and "more than once" in line and str(p) in line
@@ -137,16 +137,15 @@ BAD_FILES = [
 
 
 @pytest.mark.parametrize("case, name, text, pieces", BAD_FILES, ids=[c[0] for c in BAD_FILES])
-def test_sweep_refuses_a_bad_file_with_fits_message(tmp_path, capsys, case, name, text,
-                                                    pieces):
+def test_sweep_refuses_a_bad_file_with_fits_message(tmp_path, capsys, case, name, text, pieces):
     p = tmp_path / name
     p.write_text(text)
-    code, _, err = _run(["fit", str(p), "--target", "y", "--out", str(tmp_path / "model")],
-                        capsys)
+    code, _, err = _run(["fit", str(p), "--target", "y", "--out", str(tmp_path / "model")], capsys)
     assert code == 2
     fit_line = _one_line(err, "jaxreg fit: error: ")
-    code, _, err = _run(["sweep", "--data", str(p), "--target", "y", "--out",
-                         str(tmp_path / "o"), *TINY], capsys)
+    code, _, err = _run(
+        ["sweep", "--data", str(p), "--target", "y", "--out", str(tmp_path / "o"), *TINY], capsys
+    )
     assert code == 2
     assert _one_line(err, "jaxreg sweep: error: ") == fit_line
     for piece in pieces:  # rows counted from 1 as data rows, as the file was written
@@ -175,16 +174,28 @@ def test_sweep_load_table_reads_every_format_as_load_xy(tmp_path, name):
 
 def _small_csv(tmp_path, n=10):
     p = tmp_path / "d.csv"
-    pd.DataFrame({"x": np.arange(n, dtype=float), "y": np.arange(n) ** 2.0}).to_csv(
-        p, index=False)
+    pd.DataFrame({"x": np.arange(n, dtype=float), "y": np.arange(n) ** 2.0}).to_csv(p, index=False)
     return p
 
 
 @pytest.mark.parametrize("value", ["-1", "4294967296"])
 def test_sweep_split_seed_out_of_range_is_refused_before_any_work(tmp_path, capsys, value):
     # the data file does not exist: the option is checked first
-    code, _, err = _run(["sweep", "--data", str(tmp_path / "none.csv"), "--target", "y",
-                         "--split-seed", value, "--out", str(tmp_path / "o"), *TINY], capsys)
+    code, _, err = _run(
+        [
+            "sweep",
+            "--data",
+            str(tmp_path / "none.csv"),
+            "--target",
+            "y",
+            "--split-seed",
+            value,
+            "--out",
+            str(tmp_path / "o"),
+            *TINY,
+        ],
+        capsys,
+    )
     assert code == 2
     line = _one_line(err, "jaxreg sweep: error: ")
     assert line == f"--split-seed must be an integer in [0, 4294967295]. Got {value}."
@@ -197,14 +208,28 @@ def test_sweep_split_seed_range_is_the_generators(tmp_path):
     args = argparse.Namespace(val_fraction=0.2, split_seed=top, out=str(tmp_path / "o"))
     sweepcmd.check_args(args)
     with pytest.raises(ValueError, match="--split-seed"):
-        sweepcmd.check_args(argparse.Namespace(val_fraction=0.2, split_seed=-1,
-                                               out=str(tmp_path / "o")))
+        sweepcmd.check_args(
+            argparse.Namespace(val_fraction=0.2, split_seed=-1, out=str(tmp_path / "o"))
+        )
 
 
 @pytest.mark.parametrize("value", ["-0.1", "0", "1", "1.5", "nan"])
 def test_sweep_val_fraction_outside_0_1_is_refused_before_any_work(tmp_path, capsys, value):
-    code, _, err = _run(["sweep", "--data", str(tmp_path / "none.csv"), "--target", "y",
-                         "--val-fraction", value, "--out", str(tmp_path / "o"), *TINY], capsys)
+    code, _, err = _run(
+        [
+            "sweep",
+            "--data",
+            str(tmp_path / "none.csv"),
+            "--target",
+            "y",
+            "--val-fraction",
+            value,
+            "--out",
+            str(tmp_path / "o"),
+            *TINY,
+        ],
+        capsys,
+    )
     assert code == 2
     line = _one_line(err, "jaxreg sweep: error: ")
     assert line.startswith("--val-fraction must be a float in (0, 1)"), line
@@ -213,8 +238,21 @@ def test_sweep_val_fraction_outside_0_1_is_refused_before_any_work(tmp_path, cap
 
 def test_sweep_val_fraction_leaving_no_training_rows_names_the_option(tmp_path, capsys):
     p = _small_csv(tmp_path, n=10)
-    code, _, err = _run(["sweep", "--data", str(p), "--target", "y", "--val-fraction", "0.99",
-                         "--out", str(tmp_path / "o"), *TINY], capsys)
+    code, _, err = _run(
+        [
+            "sweep",
+            "--data",
+            str(p),
+            "--target",
+            "y",
+            "--val-fraction",
+            "0.99",
+            "--out",
+            str(tmp_path / "o"),
+            *TINY,
+        ],
+        capsys,
+    )
     assert code == 2
     line = _one_line(err, "jaxreg sweep: error: ")
     n_val = round(0.99 * 10)

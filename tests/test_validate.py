@@ -20,16 +20,29 @@ def _message(excinfo) -> str:
 def test_the_template_is_scikit_learns():
     err = bad("MLPRegressor", "alpha", "a float in [0, inf)", -1)
     assert isinstance(err, ValueError)
-    assert str(err) == ("The 'alpha' parameter of MLPRegressor must be a float in [0, inf). "
-                        "Got -1 instead.")
+    assert str(err) == (
+        "The 'alpha' parameter of MLPRegressor must be a float in [0, inf). Got -1 instead."
+    )
 
 
-@pytest.mark.parametrize("value, shown", [
-    ("adam", "'adam'"), (np.str_("adam"), "'adam'"), (-1, "-1"), (0.5, "0.5"),
-    (np.float64(0.5), "0.5"), (np.float32(0.1), "0.1"), (np.int64(3), "3"),
-    (np.True_, "True"), (True, "True"), (None, "None"), (float("nan"), "nan"),
-    ((8, 0), "(8, 0)"), ([1, "a"], "[1, 'a']"),
-])
+@pytest.mark.parametrize(
+    "value, shown",
+    [
+        ("adam", "'adam'"),
+        (np.str_("adam"), "'adam'"),
+        (-1, "-1"),
+        (0.5, "0.5"),
+        (np.float64(0.5), "0.5"),
+        (np.float32(0.1), "0.1"),
+        (np.int64(3), "3"),
+        (np.True_, "True"),
+        (True, "True"),
+        (None, "None"),
+        (float("nan"), "nan"),
+        ((8, 0), "(8, 0)"),
+        ([1, "a"], "[1, 'a']"),
+    ],
+)
 def test_strings_are_quoted_and_numbers_plain(value, shown):
     assert show(value) == shown
     assert str(bad(OWNER, "p", "rule", value)).endswith(f"Got {shown} instead.")
@@ -37,8 +50,9 @@ def test_strings_are_quoted_and_numbers_plain(value, shown):
 
 def test_a_description_may_replace_the_value():
     err = bad(OWNER, "w", "finite", got="NaN or infinite weights")
-    assert str(err) == ("The 'w' parameter of Thing must be finite. "
-                        "Got NaN or infinite weights instead.")
+    assert str(err) == (
+        "The 'w' parameter of Thing must be finite. Got NaN or infinite weights instead."
+    )
 
 
 def test_is_int_refuses_bools_and_floats():
@@ -49,26 +63,33 @@ def test_is_int_refuses_bools_and_floats():
 # ---------------------------------------------------------------- real
 
 
-@pytest.mark.parametrize("kwargs, rule", [
-    (dict(), "(-inf, inf)"),
-    (dict(low=0), "[0, inf)"),
-    (dict(low=0, low_open=True), "(0, inf)"),
-    (dict(low=0, high=1), "[0, 1]"),
-    (dict(low=0, high=1, high_open=True), "[0, 1)"),
-    (dict(low=0, high=1, low_open=True, high_open=True), "(0, 1)"),
-    (dict(high=1), "(-inf, 1]"),
-])
+@pytest.mark.parametrize(
+    "kwargs, rule",
+    [
+        (dict(), "(-inf, inf)"),
+        (dict(low=0), "[0, inf)"),
+        (dict(low=0, low_open=True), "(0, inf)"),
+        (dict(low=0, high=1), "[0, 1]"),
+        (dict(low=0, high=1, high_open=True), "[0, 1)"),
+        (dict(low=0, high=1, low_open=True, high_open=True), "(0, 1)"),
+        (dict(high=1), "(-inf, 1]"),
+    ],
+)
 def test_real_states_its_interval(kwargs, rule):
     with pytest.raises(ValueError) as info:
         real(OWNER, "x", "text", **kwargs)
-    assert _message(info) == (f"The 'x' parameter of Thing must be a float in {rule}. "
-                              "Got 'text' instead.")
+    assert _message(info) == (
+        f"The 'x' parameter of Thing must be a float in {rule}. Got 'text' instead."
+    )
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf"), np.float32("nan")])
 def test_real_refuses_nan_and_infinities_even_without_bounds(value):
-    with pytest.raises(ValueError, match=r"'x' parameter of Thing must be a float in "
-                                         r"\(-inf, inf\)\. Got -?(nan|inf) instead\."):
+    with pytest.raises(
+        ValueError,
+        match=r"'x' parameter of Thing must be a float in "
+        r"\(-inf, inf\)\. Got -?(nan|inf) instead\.",
+    ):
         real(OWNER, "x", value)
 
 
@@ -109,8 +130,9 @@ def test_integer_accepts_python_and_numpy_ints_and_returns_an_int():
 def test_integer_refuses_bools_floats_and_none(value):
     with pytest.raises(ValueError) as info:
         integer(OWNER, "n", value, low=1)
-    assert _message(info) == (f"The 'n' parameter of Thing must be an int in [1, inf). "
-                              f"Got {show(value)} instead.")
+    assert _message(info) == (
+        f"The 'n' parameter of Thing must be an int in [1, inf). Got {show(value)} instead."
+    )
 
 
 def test_integer_bounds_and_none():
@@ -133,8 +155,10 @@ def test_integer_bounds_and_none():
 def test_choice_lists_the_choices_sorted():
     with pytest.raises(ValueError) as info:
         choice(OWNER, "act", "swish", ("tanh", "relu", "elu"))
-    assert _message(info) == ("The 'act' parameter of Thing must be a str among "
-                              "{'elu', 'relu', 'tanh'}. Got 'swish' instead.")
+    assert _message(info) == (
+        "The 'act' parameter of Thing must be a str among "
+        "{'elu', 'relu', 'tanh'}. Got 'swish' instead."
+    )
 
 
 def test_choice_accepts_a_member_and_dict_keys():
@@ -154,8 +178,9 @@ def test_choice_none_only_when_allowed():
     assert choice(OWNER, "s", None, ("a",), allow_none=True) is None
     with pytest.raises(ValueError) as info:
         choice(OWNER, "s", "b", ("a",), allow_none=True)
-    assert _message(info) == ("The 's' parameter of Thing must be a str among {'a'} or None. "
-                              "Got 'b' instead.")
+    assert _message(info) == (
+        "The 's' parameter of Thing must be a str among {'a'} or None. Got 'b' instead."
+    )
 
 
 # ---------------------------------------------------------------- boolean, random_state
@@ -167,8 +192,10 @@ def test_boolean():
     for value in (1, 0, "yes", None):
         with pytest.raises(ValueError) as info:
             boolean(OWNER, "flag", value)
-        assert _message(info) == (f"The 'flag' parameter of Thing must be an instance of "
-                                  f"'bool'. Got {show(value)} instead.")
+        assert _message(info) == (
+            f"The 'flag' parameter of Thing must be an instance of "
+            f"'bool'. Got {show(value)} instead."
+        )
 
 
 def test_random_state():
@@ -176,8 +203,10 @@ def test_random_state():
     for value in (None, 0, 2**32 - 1, np.int64(5), rs):
         assert random_state(OWNER, value) is value
     for value in (-1, 2**32, True, 1.0, "0", np.random.default_rng(0)):
-        with pytest.raises(ValueError, match=r"^The 'random_state' parameter of Thing must be "
-                                             r"an int in \[0, 4294967295\], an instance of "
-                                             r"'numpy.random.RandomState' or None\. Got "):
+        with pytest.raises(
+            ValueError,
+            match=r"^The 'random_state' parameter of Thing must be "
+            r"an int in \[0, 4294967295\], an instance of "
+            r"'numpy.random.RandomState' or None\. Got ",
+        ):
             random_state(OWNER, value)
-

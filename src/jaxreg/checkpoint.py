@@ -42,9 +42,18 @@ import numpy as np
 from jaxreg import __version__, files
 from jaxreg.engine import History
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "META_FILE", "CheckpointError", "Checkpointer",
-           "check_checkpoint_folder", "clear_checkpoint", "load_checkpoint",
-           "read_checkpoint_meta", "save_checkpoint"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "META_FILE",
+    "CheckpointError",
+    "Checkpointer",
+    "check_checkpoint_folder",
+    "clear_checkpoint",
+    "load_checkpoint",
+    "read_checkpoint_meta",
+    "save_checkpoint",
+]
 
 FORMAT = "jaxreg-checkpoint"
 FORMAT_VERSION = 2  # 2: one state for all members (member axis first)
@@ -52,22 +61,32 @@ META_FILE = "checkpoint.json"
 _PREFIX = "state-"
 _SUFFIX = ".safetensors"
 _OWNED = re.compile(r"state-[0-9a-f]{16}\.safetensors")
-_LAYOUT = {"type": "object", "additionalProperties": {
-    "type": "array", "items": {"type": "object", "required": ["path", "shape", "dtype"],
-                               "properties": {"path": {"type": "string"},
-                                              "shape": {"type": "array",
-                                                        "items": {"type": "integer",
-                                                                  "minimum": 0}},
-                                              "dtype": {"type": "string"}}}}}
+_LAYOUT = {
+    "type": "object",
+    "additionalProperties": {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "required": ["path", "shape", "dtype"],
+            "properties": {
+                "path": {"type": "string"},
+                "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                "dtype": {"type": "string"},
+            },
+        },
+    },
+}
 _SCHEMA_V1 = {"type": "object", "required": ["format", "format_version"]}
 _SCHEMA = {
     "type": "object",
     "required": ["format", "format_version", "tensors_file", "tensors_sha256", "layout", "meta"],
-    "properties": {"tensors_file": {"type": "string",
-                                    "pattern": r"^state-[0-9a-f]{16}\.safetensors$"},
-                   "tensors_sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-                   "layout": _LAYOUT, "meta": {"type": "object"},
-                   "created_folder": {"type": "boolean"}},
+    "properties": {
+        "tensors_file": {"type": "string", "pattern": r"^state-[0-9a-f]{16}\.safetensors$"},
+        "tensors_sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+        "layout": _LAYOUT,
+        "meta": {"type": "object"},
+        "created_folder": {"type": "boolean"},
+    },
 }
 
 
@@ -122,11 +141,17 @@ def save_checkpoint(path, trees: dict[str, Any], meta: dict | None = None) -> pa
         "layout": layout,
         "meta": dict(meta or {}),
         # Whether jaxreg made the folder (then clear_checkpoint removes it when empty).
-        "created_folder": created if previous is None else bool(
-            previous.get("created_folder", False)),
+        "created_folder": created
+        if previous is None
+        else bool(previous.get("created_folder", False)),
     }
-    files.commit(path, META_FILE, files.dumps(doc, "the checkpoint document"),
-                 files={name: blob}, owned=_OWNED)
+    files.commit(
+        path,
+        META_FILE,
+        files.dumps(doc, "the checkpoint document"),
+        files={name: blob},
+        owned=_OWNED,
+    )
     return path
 
 
@@ -136,14 +161,17 @@ def check_checkpoint_folder(path) -> dict | None:
     checkpoint."""
     path = pathlib.Path(path)
     if os.path.lexists(path) and not path.is_dir():
-        raise CheckpointError(f"Cannot write a checkpoint to {str(path)!r}: it is a file, not "
-                              "a folder.")
+        raise CheckpointError(
+            f"Cannot write a checkpoint to {str(path)!r}: it is a file, not a folder."
+        )
     if not path.is_dir():
         return None
     doc = read_checkpoint_meta(path)
     if doc is None and not files.only_leftovers(path, _OWNED):
-        raise CheckpointError(f"Cannot write a checkpoint to {str(path)!r}: the folder is not "
-                              "empty and holds no checkpoint; refusing to touch it.")
+        raise CheckpointError(
+            f"Cannot write a checkpoint to {str(path)!r}: the folder is not "
+            "empty and holds no checkpoint; refusing to touch it."
+        )
     return doc
 
 
@@ -157,26 +185,33 @@ def read_checkpoint_meta(path) -> dict | None:
     except ValueError as exc:
         raise CheckpointError(f"{exc} The checkpoint is corrupted.") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise CheckpointError(f"{str(path)!r} is not a jaxreg checkpoint: {META_FILE} does not "
-                              f"declare format {FORMAT!r}.")
+        raise CheckpointError(
+            f"{str(path)!r} is not a jaxreg checkpoint: {META_FILE} does not "
+            f"declare format {FORMAT!r}."
+        )
     version = doc.get("format_version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise CheckpointError(f"Checkpoint {str(doc_path)!r} has an invalid format_version. "
-                              f"Got {version!r}.")
+        raise CheckpointError(
+            f"Checkpoint {str(doc_path)!r} has an invalid format_version. Got {version!r}."
+        )
     if version > FORMAT_VERSION:
-        raise CheckpointError(f"Checkpoint {str(path)!r} has format version {version}, newer "
-                              f"than this jaxreg ({__version__}) reads (up to "
-                              f"{FORMAT_VERSION}).")
+        raise CheckpointError(
+            f"Checkpoint {str(path)!r} has format version {version}, newer "
+            f"than this jaxreg ({__version__}) reads (up to "
+            f"{FORMAT_VERSION})."
+        )
     try:
-        files.validate_document(doc, _SCHEMA if version >= 2 else _SCHEMA_V1,
-                                f"Checkpoint {str(doc_path)!r}")
+        files.validate_document(
+            doc, _SCHEMA if version >= 2 else _SCHEMA_V1, f"Checkpoint {str(doc_path)!r}"
+        )
     except ValueError as exc:
         raise CheckpointError(str(exc)) from None
     return doc
 
 
-def load_checkpoint(path, templates: dict[str, Any], *,
-                    flexible: tuple[str, ...] = ()) -> tuple[dict[str, Any], dict]:
+def load_checkpoint(
+    path, templates: dict[str, Any], *, flexible: tuple[str, ...] = ()
+) -> tuple[dict[str, Any], dict]:
     """Read a checkpoint back into pytrees shaped like ``templates``.
 
     Args:
@@ -200,11 +235,11 @@ def load_checkpoint(path, templates: dict[str, Any], *,
             raise FileNotFoundError(f"No checkpoint in {str(path)!r} (no {META_FILE}).")
         name = doc.get("tensors_file")
         if not isinstance(name, str) or "/" in name or not (path / name).is_file():
-            raise CheckpointError(f"Checkpoint {str(path)!r} is missing its tensor file "
-                                  f"{name!r}.")
+            raise CheckpointError(f"Checkpoint {str(path)!r} is missing its tensor file {name!r}.")
         try:
-            _, tensors = files.load_tensors(path / name, doc["tensors_sha256"],
-                                            "Checkpoint tensor file")
+            _, tensors = files.load_tensors(
+                path / name, doc["tensors_sha256"], "Checkpoint tensor file"
+            )
         except ValueError as exc:
             raise CheckpointError(str(exc)) from None
     out = {}
@@ -214,16 +249,19 @@ def load_checkpoint(path, templates: dict[str, Any], *,
         for key_path, like in flat:
             key = f"{tree_name}/{jax.tree_util.keystr(key_path)}"
             if key not in tensors:
-                raise CheckpointError(f"Checkpoint {str(path)!r} does not match this run: it "
-                                      f"has no tensor {key!r}.")
+                raise CheckpointError(
+                    f"Checkpoint {str(path)!r} does not match this run: it has no tensor {key!r}."
+                )
             arr = tensors[key]
             want_dtype = np.dtype(like.dtype)
-            if arr.dtype != want_dtype or (tree_name not in flexible
-                                           and tuple(arr.shape) != tuple(like.shape)):
+            if arr.dtype != want_dtype or (
+                tree_name not in flexible and tuple(arr.shape) != tuple(like.shape)
+            ):
                 raise CheckpointError(
                     f"Checkpoint {str(path)!r} does not match this run: {key} has shape "
                     f"{tuple(arr.shape)} and dtype {arr.dtype}, expected "
-                    f"{tuple(like.shape)} and {want_dtype}.")
+                    f"{tuple(like.shape)} and {want_dtype}."
+                )
             leaves.append(arr)
         out[tree_name] = jax.tree_util.tree_unflatten(treedef, leaves)
     return out, dict(doc.get("meta") or {})
@@ -259,8 +297,9 @@ class Checkpointer:
     """
 
     def __init__(self, path, *, every: int | None = None, resume: bool = False) -> None:
-        if every is not None and (isinstance(every, bool) or not isinstance(every, int)
-                                  or every < 1):
+        if every is not None and (
+            isinstance(every, bool) or not isinstance(every, int) or every < 1
+        ):
             raise ValueError(f"every must be a positive int or None. Got {every!r}.")
         self.path = pathlib.Path(path)
         self.every = every
@@ -279,31 +318,45 @@ class Checkpointer:
         if not self.resume or doc is None:
             return None
         if doc["format_version"] < 2:
-            raise CheckpointError(f"The checkpoint in {str(self.path)!r} was written by an "
-                                  f"older jaxreg (format version {doc['format_version']}); "
-                                  "delete it or run without resuming.")
+            raise CheckpointError(
+                f"The checkpoint in {str(self.path)!r} was written by an "
+                f"older jaxreg (format version {doc['format_version']}); "
+                "delete it or run without resuming."
+            )
         meta = dict(doc.get("meta") or {})
         saved = meta.get("fingerprint")
         if saved != self._fingerprint:
-            diff = sorted(k for k in set(saved or {}) | set(self._fingerprint)
-                          if (saved or {}).get(k) != self._fingerprint.get(k))
-            raise CheckpointError(f"The checkpoint in {str(self.path)!r} was written by a "
-                                  f"different run (differs in: {', '.join(diff) or 'all'}); "
-                                  "delete it or run without resuming.")
+            diff = sorted(
+                k
+                for k in set(saved or {}) | set(self._fingerprint)
+                if (saved or {}).get(k) != self._fingerprint.get(k)
+            )
+            raise CheckpointError(
+                f"The checkpoint in {str(self.path)!r} was written by a "
+                f"different run (differs in: {', '.join(diff) or 'all'}); "
+                "delete it or run without resuming."
+            )
         m = int(self._keys.shape[0])
         epoch = meta.get("epoch")
         if meta.get("n_members") != m or not isinstance(epoch, int) or epoch < 0:
-            raise CheckpointError(f"The checkpoint in {str(self.path)!r} is inconsistent: "
-                                  f"{meta.get('n_members')!r} member(s) at epoch {epoch!r}, "
-                                  f"expected {m} member(s).")
+            raise CheckpointError(
+                f"The checkpoint in {str(self.path)!r} is inconsistent: "
+                f"{meta.get('n_members')!r} member(s) at epoch {epoch!r}, "
+                f"expected {m} member(s)."
+            )
         state, history = template
         keys_like = jax.ShapeDtypeStruct(self._keys.shape, self._keys.dtype)
-        trees, _ = load_checkpoint(self.path, {"keys": keys_like, "state": state,
-                                               "history": history}, flexible=("history",))
+        trees, _ = load_checkpoint(
+            self.path,
+            {"keys": keys_like, "state": state, "history": history},
+            flexible=("history",),
+        )
         if not np.array_equal(trees["keys"], self._keys):
-            raise CheckpointError(f"The checkpoint in {str(self.path)!r} was written with "
-                                  "other random keys (another seed); delete it or run "
-                                  "without resuming.")
+            raise CheckpointError(
+                f"The checkpoint in {str(self.path)!r} was written with "
+                "other random keys (another seed); delete it or run "
+                "without resuming."
+            )
         self.resumed_from = epoch
         return trees["state"], History(*trees["history"])
 
@@ -312,15 +365,24 @@ class Checkpointer:
         if self.every is None or self._keys is None:
             return
         state = progress.state
-        finished = bool(np.all((np.asarray(state.epoch) >= progress.epochs)
-                               | np.asarray(state.stopped)))
+        finished = bool(
+            np.all((np.asarray(state.epoch) >= progress.epochs) | np.asarray(state.stopped))
+        )
         if progress.epoch % self.every == 0 or finished:
-            save_checkpoint(self.path, {"keys": self._keys,
-                                        "state": jax.tree.map(np.asarray, state),
-                                        "history": progress.history},
-                            {"fingerprint": self._fingerprint,
-                             "n_members": int(self._keys.shape[0]), "epoch": progress.epoch,
-                             "epochs": progress.epochs})
+            save_checkpoint(
+                self.path,
+                {
+                    "keys": self._keys,
+                    "state": jax.tree.map(np.asarray, state),
+                    "history": progress.history,
+                },
+                {
+                    "fingerprint": self._fingerprint,
+                    "n_members": int(self._keys.shape[0]),
+                    "epoch": progress.epoch,
+                    "epochs": progress.epochs,
+                },
+            )
 
     def clear(self) -> None:
         """Remove this checkpoint's files (see ``clear_checkpoint``)."""

@@ -61,8 +61,10 @@ def as_2d_float(name: str, a, *, dtype=np.float32, allow_1d: bool = True) -> np.
     if arr.ndim == 1 and allow_1d:
         arr = arr.reshape(-1, 1)
     if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array of shape (n_samples, n_columns). "
-                         f"Got an array with shape {arr.shape}.")
+        raise ValueError(
+            f"{name} must be a 2-D array of shape (n_samples, n_columns). "
+            f"Got an array with shape {arr.shape}."
+        )
     if arr.shape[0] == 0:
         raise ValueError(f"{name} must have at least one row. Got shape {arr.shape}.")
     if arr.shape[1] == 0:
@@ -71,8 +73,9 @@ def as_2d_float(name: str, a, *, dtype=np.float32, allow_1d: bool = True) -> np.
     if not np.all(np.isfinite(arr)):
         n_bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
         row = int(np.argwhere(~np.isfinite(arr))[0][0])
-        raise ValueError(f"{name} must be finite. Got {n_bad} NaN or infinite value(s), "
-                         f"the first in row {row}.")
+        raise ValueError(
+            f"{name} must be finite. Got {n_bad} NaN or infinite value(s), the first in row {row}."
+        )
     return arr
 
 
@@ -103,8 +106,10 @@ def check_not_text(name: str, a) -> None:
             if getattr(dt, "kind", "O") in "OUS":
                 bad = _first_non_numeric_text(a[col])
             if bad is not None:
-                raise ValueError(f"{name} must be numeric. Column {str(col)!r} holds the "
-                                 f"non-numeric value {str(bad)!r}.")
+                raise ValueError(
+                    f"{name} must be numeric. Column {str(col)!r} holds the "
+                    f"non-numeric value {str(bad)!r}."
+                )
         return
     kind = getattr(getattr(a, "dtype", None), "kind", None)
     if kind is None and isinstance(a, list | tuple):
@@ -122,16 +127,19 @@ def check_xy(x, y, *, dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
     x = as_2d_float("x", x, dtype=dtype)
     y = as_2d_float("y", y, dtype=dtype)
     if x.shape[0] != y.shape[0]:
-        raise ValueError(f"x and y must have the same number of rows. "
-                         f"Got x with {x.shape[0]} rows and y with {y.shape[0]}.")
+        raise ValueError(
+            f"x and y must have the same number of rows. "
+            f"Got x with {x.shape[0]} rows and y with {y.shape[0]}."
+        )
     return x, y
 
 
 # ---------------------------------------------------------------- the split
 
 
-def training_split(n: int, validation_fraction: float, random_state
-                   ) -> tuple[int, np.ndarray, np.ndarray]:
+def training_split(
+    n: int, validation_fraction: float, random_state
+) -> tuple[int, np.ndarray, np.ndarray]:
     """The training seed and the training/validation rows, as every door draws them.
 
     ``random_state`` (an int, a ``numpy.random.RandomState`` or None) first draws the
@@ -163,8 +171,9 @@ class Standardizer(NamedTuple):
     scale: np.ndarray
 
     @classmethod
-    def fit(cls, a, *, weights=None, enabled: bool = True, what: str = "x",
-            names=None) -> Standardizer:
+    def fit(
+        cls, a, *, weights=None, enabled: bool = True, what: str = "x", names=None
+    ) -> Standardizer:
         """Per-column (weighted) mean and population standard deviation of ``a`` ``(n, d)``.
 
         A column whose statistics are not representable (its mean, standard deviation or
@@ -181,8 +190,11 @@ class Standardizer(NamedTuple):
             else:
                 mean = np.average(a, axis=0, weights=weights)
                 scale = np.sqrt(np.average((a - mean) ** 2, axis=0, weights=weights))
-            ok = np.isfinite(mean) & np.isfinite(scale) & np.isfinite(
-                np.square(scale, dtype=np.float64))
+            ok = (
+                np.isfinite(mean)
+                & np.isfinite(scale)
+                & np.isfinite(np.square(scale, dtype=np.float64))
+            )
         if not ok.all():
             j = int(np.argmin(ok))
             col = repr(str(names[j])) if names is not None else str(j)
@@ -190,7 +202,8 @@ class Standardizer(NamedTuple):
             raise ValueError(
                 f"{what} column {col} cannot be standardized: its mean or spread is not "
                 f"representable in {a.dtype} (values up to {big:.3g} in magnitude; the "
-                "variance overflows). Rescale the column, e.g. change its units.")
+                "variance overflows). Rescale the column, e.g. change its units."
+            )
         if weights is None:
             scale = np.where(scale > 0, scale, 1).astype(a.dtype)
             return cls(mean.astype(a.dtype), scale)
@@ -214,7 +227,8 @@ class Standardizer(NamedTuple):
                 f"{what} column {col} holds the value {float(np.asarray(a)[r, c]):.6g}, "
                 f"{z[r, c]:.3g} standard deviations from the training rows' mean, which "
                 f"{np.dtype(dtype).name} cannot represent. Remove or fix that row, or rescale "
-                "the column.")
+                "the column."
+            )
         return out
 
     def inverse(self, z):
@@ -250,8 +264,10 @@ def lecture_data(seed: int = 14, n: int = 400, x_min: float = 0.0, x_max: float 
       ``(x_train, y_train, x_val, y_val)``, each ``(n, 1)`` float32.
     """
     key_train, key_val = jax.random.split(jax.random.PRNGKey(seed))
-    return (*_lecture_generate(key_train, n, x_min, x_max),
-            *_lecture_generate(key_val, n, x_min, x_max))
+    return (
+        *_lecture_generate(key_train, n, x_min, x_max),
+        *_lecture_generate(key_val, n, x_min, x_max),
+    )
 
 
 def lecture_data_earlier(seed: int = 1234, n: int = 400):
@@ -261,8 +277,13 @@ def lecture_data_earlier(seed: int = 1234, n: int = 400):
     return (*_lecture_generate(k1, n, 0.0, 5.0), *_lecture_generate(k2, n, 0.0, 5.0))
 
 
-def polynomial_data(key, coefficients=(1.0, -2.0, 1.0, -2.0), n: int = 1000,
-                    x_min: float = -10.0, x_max: float = 10.0):
+def polynomial_data(
+    key,
+    coefficients=(1.0, -2.0, 1.0, -2.0),
+    n: int = 1000,
+    x_min: float = -10.0,
+    x_max: float = 10.0,
+):
     """The polynomial blog's data: ``polyval(coefficients, linspace) + normal``.
 
     The key is split; the subkey draws the noise and the other half is returned so the
@@ -273,8 +294,7 @@ def polynomial_data(key, coefficients=(1.0, -2.0, 1.0, -2.0), n: int = 1000,
     """
     key, subkey = jax.random.split(key, 2)
     x = jnp.linspace(x_min, x_max, n)
-    y = jnp.polyval(jnp.asarray(coefficients, x.dtype), x) + jax.random.normal(subkey,
-                                                                                shape=(n,))
+    y = jnp.polyval(jnp.asarray(coefficients, x.dtype), x) + jax.random.normal(subkey, shape=(n,))
     return x.reshape(-1, 1), y.reshape(-1, 1), key
 
 

@@ -90,25 +90,38 @@ class TrainConfig:
         validate.choice(owner, "objective", self.objective, OBJECTIVES)
         if self.sampling == "full":
             if self.batch_size is not None:
-                raise validate.bad(owner, "batch_size", "None when sampling='full' (use "
-                                   "sampling='shuffle' or 'bootstrap' for minibatches)",
-                                   self.batch_size)
+                raise validate.bad(
+                    owner,
+                    "batch_size",
+                    "None when sampling='full' (use "
+                    "sampling='shuffle' or 'bootstrap' for minibatches)",
+                    self.batch_size,
+                )
         else:
             validate.integer(owner, "batch_size", self.batch_size, low=1)
         if self.steps_per_epoch is not None:
             if self.sampling != "bootstrap":
-                raise validate.bad(owner, "steps_per_epoch", "None unless sampling='bootstrap' "
-                                   f"(sampling is {self.sampling!r})", self.steps_per_epoch)
+                raise validate.bad(
+                    owner,
+                    "steps_per_epoch",
+                    f"None unless sampling='bootstrap' (sampling is {self.sampling!r})",
+                    self.steps_per_epoch,
+                )
             validate.integer(owner, "steps_per_epoch", self.steps_per_epoch, low=1)
         validate.integer(owner, "record_every", self.record_every, low=0)
         if self.record_every and self.epochs % self.record_every:
-            raise validate.bad(owner, "record_every", f"0 or a divisor of epochs={self.epochs}",
-                               self.record_every)
+            raise validate.bad(
+                owner, "record_every", f"0 or a divisor of epochs={self.epochs}", self.record_every
+            )
         if self.patience is not None:
             validate.integer(owner, "patience", self.patience, low=1)
             if not self.record_every:
-                raise validate.bad(owner, "patience", "None when record_every=0 (validation is "
-                                   "checked at record points)", self.patience)
+                raise validate.bad(
+                    owner,
+                    "patience",
+                    "None when record_every=0 (validation is checked at record points)",
+                    self.patience,
+                )
 
     def steps(self, n: int) -> int:
         """Optimizer steps per epoch for ``n`` training rows."""
@@ -190,8 +203,12 @@ def _lanes(data: Dataset):
 
 def empty_history(k: int, dtype) -> History:
     """A ``History`` with no record points for ``k`` outputs."""
-    return History(jnp.zeros((0,), jnp.int32), jnp.zeros((0, k), dtype),
-                   jnp.zeros((0, k), dtype), jnp.zeros((0,), dtype))
+    return History(
+        jnp.zeros((0,), jnp.int32),
+        jnp.zeros((0, k), dtype),
+        jnp.zeros((0, k), dtype),
+        jnp.zeros((0,), dtype),
+    )
 
 
 # ---------------------------------------------------------------- step functions
@@ -212,8 +229,9 @@ def _objective(spec: MLPSpec, cfg: TrainConfig, params_t, x_t, y_t, w, l2):
     return loss + l2 * l2_penalty(params_t)
 
 
-def _init(spec: MLPSpec, cfg: TrainConfig, key, data: Dataset, hparams: Hparams,
-          params=None) -> TrainState:
+def _init(
+    spec: MLPSpec, cfg: TrainConfig, key, data: Dataset, hparams: Hparams, params=None
+) -> TrainState:
     if params is None:
         params = init(key, spec, dtype=data.x.dtype)
     params_t = to_lanes(params)
@@ -221,17 +239,19 @@ def _init(spec: MLPSpec, cfg: TrainConfig, key, data: Dataset, hparams: Hparams,
     inf = jnp.asarray(jnp.inf, data.x.dtype)
     zero = jnp.zeros((), jnp.int32)
     opt = make_optimizer(cfg.optimizer)
-    return TrainState(params_t, opt.init(params_t, hp), zero, zero, params_t, inf, zero, zero,
-                      jnp.zeros((), bool))
+    return TrainState(
+        params_t, opt.init(params_t, hp), zero, zero, params_t, inf, zero, zero, jnp.zeros((), bool)
+    )
 
 
-def _update(spec: MLPSpec, cfg: TrainConfig, params_t, opt_state, step, x_t, y_t, w, hp,
-            total_steps):
+def _update(
+    spec: MLPSpec, cfg: TrainConfig, params_t, opt_state, step, x_t, y_t, w, hp, total_steps
+):
     loss, grads = jax.value_and_grad(functools.partial(_objective, spec, cfg))(
-        params_t, x_t, y_t, w, hp.l2)
+        params_t, x_t, y_t, w, hp.l2
+    )
     lr = learning_rate_at(cfg.schedule, hp, step, total_steps)
-    params_t, opt_state = make_optimizer(cfg.optimizer).step(params_t, grads, opt_state, lr,
-                                                             hp)
+    params_t, opt_state = make_optimizer(cfg.optimizer).step(params_t, grads, opt_state, lr, hp)
     return params_t, opt_state, loss
 
 
@@ -241,8 +261,9 @@ def _one_epoch(spec: MLPSpec, cfg: TrainConfig, state: TrainState, skey, x_t, y_
     total_steps = cfg.epochs * steps
     params_t, opt_state, step = state.params, state.opt_state, state.step
     if cfg.sampling == "full":
-        params_t, opt_state, loss = _update(spec, cfg, params_t, opt_state, step, x_t, y_t, w,
-                                            hp, total_steps)
+        params_t, opt_state, loss = _update(
+            spec, cfg, params_t, opt_state, step, x_t, y_t, w, hp, total_steps
+        )
         return params_t, opt_state, step + 1, loss
     ekey = jax.random.fold_in(skey, state.epoch)
     batch = min(cfg.batch_size, n)
@@ -262,20 +283,21 @@ def _one_epoch(spec: MLPSpec, cfg: TrainConfig, state: TrainState, skey, x_t, y_
         w_b = None if w is None else w[idx_b]
         if pad:
             w_b = mask_b if w_b is None else w_b * mask_b
-        params_t, opt_state, loss = _update(spec, cfg, params_t, opt_state, step,
-                                            x_t[:, idx_b], y_t[:, idx_b], w_b, hp, total_steps)
+        params_t, opt_state, loss = _update(
+            spec, cfg, params_t, opt_state, step, x_t[:, idx_b], y_t[:, idx_b], w_b, hp, total_steps
+        )
         return (params_t, opt_state, step + 1), loss
 
-    (params_t, opt_state, step), losses = lax.scan(body, (params_t, opt_state, step),
-                                                   (idx, mask))
+    (params_t, opt_state, step), losses = lax.scan(body, (params_t, opt_state, step), (idx, mask))
     return params_t, opt_state, step, jnp.mean(losses)
 
 
 def _epoch(spec: MLPSpec, cfg: TrainConfig, state: TrainState, skey, x_t, y_t, w, hp):
     def go(state):
         params_t, opt_state, step, loss = _one_epoch(spec, cfg, state, skey, x_t, y_t, w, hp)
-        return state._replace(params=params_t, opt_state=opt_state, step=step,
-                              epoch=state.epoch + 1), loss
+        return state._replace(
+            params=params_t, opt_state=opt_state, step=step, epoch=state.epoch + 1
+        ), loss
 
     if cfg.patience is None:
         return go(state)
@@ -299,8 +321,9 @@ def _check_best(cfg: TrainConfig, state: TrainState, val_k) -> TrainState:
     stopped = state.stopped
     if cfg.patience is not None:
         stopped = stopped | (since >= cfg.patience)
-    best_params = jax.tree.map(lambda b, p: jnp.where(better, p, b), state.best_params,
-                               state.params)
+    best_params = jax.tree.map(
+        lambda b, p: jnp.where(better, p, b), state.best_params, state.params
+    )
     return state._replace(
         best_params=best_params,
         best_val=jnp.where(better, val, state.best_val),
@@ -310,14 +333,22 @@ def _check_best(cfg: TrainConfig, state: TrainState, val_k) -> TrainState:
     )
 
 
-def _run(spec: MLPSpec, cfg: TrainConfig, state: TrainState, key, data: Dataset,
-         hparams: Hparams, n_epochs: int):
+def _run(
+    spec: MLPSpec,
+    cfg: TrainConfig,
+    state: TrainState,
+    key,
+    data: Dataset,
+    hparams: Hparams,
+    n_epochs: int,
+):
     x_t, y_t, xv_t, yv_t = _lanes(data)
     w = data.w
     hp = hparams.astype(data.x.dtype)
     skey = jax.random.fold_in(key, _SAMPLE_SALT)
     epoch = functools.partial(_epoch, spec, cfg)
     if not cfg.record_every:
+
         def plain(_, s):
             return epoch(s, skey, x_t, y_t, w, hp)[0]
 
@@ -340,13 +371,15 @@ def _run(spec: MLPSpec, cfg: TrainConfig, state: TrainState, key, data: Dataset,
         return s, History(epoch0, train_k, val_k, jnp.nanmean(losses))
 
     if n_epochs % cfg.record_every:
-        raise validate.bad("Engine.run", "n_epochs",
-                           f"a multiple of record_every={cfg.record_every}", n_epochs)
+        raise validate.bad(
+            "Engine.run", "n_epochs", f"a multiple of record_every={cfg.record_every}", n_epochs
+        )
     return lax.scan(chunk, state, None, length=n_epochs // cfg.record_every)
 
 
-def _finish(spec: MLPSpec, cfg: TrainConfig, state: TrainState, data: Dataset,
-            history: History) -> TrainResult:
+def _finish(
+    spec: MLPSpec, cfg: TrainConfig, state: TrainState, data: Dataset, history: History
+) -> TrainResult:
     x_t, y_t, xv_t, yv_t = _lanes(data)
     if cfg.patience is not None and xv_t is not None:
         _, val_k = _evaluate(spec, state.params, x_t, y_t, data.w, xv_t, yv_t)
@@ -355,14 +388,26 @@ def _finish(spec: MLPSpec, cfg: TrainConfig, state: TrainState, data: Dataset,
     else:
         best_t, best_epoch = state.params, state.epoch
     train_k, val_k = _evaluate(spec, best_t, x_t, y_t, data.w, xv_t, yv_t)
-    return TrainResult(from_lanes(state.params), from_lanes(best_t), best_epoch, state.epoch,
-                       history, train_k, val_k)
+    return TrainResult(
+        from_lanes(state.params),
+        from_lanes(best_t),
+        best_epoch,
+        state.epoch,
+        history,
+        train_k,
+        val_k,
+    )
 
 
 def make_engine(spec: MLPSpec, cfg: TrainConfig) -> Engine:
     """The pure pieces of a training run for ``spec`` and ``cfg``, bound to them."""
-    return Engine(spec, cfg, functools.partial(_init, spec, cfg),
-                  functools.partial(_run, spec, cfg), functools.partial(_finish, spec, cfg))
+    return Engine(
+        spec,
+        cfg,
+        functools.partial(_init, spec, cfg),
+        functools.partial(_run, spec, cfg),
+        functools.partial(_finish, spec, cfg),
+    )
 
 
 def make_train(spec: MLPSpec, cfg: TrainConfig) -> Callable:

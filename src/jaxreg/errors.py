@@ -8,8 +8,10 @@ class UsageError(ValueError):
     """
 
 
-NON_FINITE_MESSAGE = ("Solver produced non-finite parameter weights. The input data may "
-                      "contain large values and need to be preprocessed.")
+NON_FINITE_MESSAGE = (
+    "Solver produced non-finite parameter weights. The input data may "
+    "contain large values and need to be preprocessed."
+)
 
 
 class TrainingDivergedError(ValueError, FloatingPointError):

@@ -50,8 +50,12 @@ def _fingerprint(X, y, w, p: dict, spec: MLPSpec, cfg: TrainConfig) -> dict:
     digest = hashlib.sha256()
     for a in (X, y) if w is None else (X, y, w):
         digest.update(np.ascontiguousarray(a, np.float64).tobytes())
-    return {"data_sha256": digest.hexdigest(), "spec": repr(spec), "config": repr(cfg),
-            "params": {k: v for k, v in p.items() if k not in ("verbose",)}}
+    return {
+        "data_sha256": digest.hexdigest(),
+        "spec": repr(spec),
+        "config": repr(cfg),
+        "params": {k: v for k, v in p.items() if k not in ("verbose",)},
+    }
 
 
 def _to_host(tree):
@@ -132,12 +136,29 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
       (50,)
     """
 
-    def __init__(self, hidden_layer_sizes=(10, 10, 10), activation="tanh",
-                 init="glorot_uniform", bias_init="zeros", optimizer="adam",
-                 learning_rate=1e-3, schedule=None, l2=0.0, epochs=500, batch_size=None,
-                 sampling="shuffle", validation_fraction=0.0, early_stopping=False,
-                 patience=50, standardize=True, n_ensemble=1, dtype="float32",
-                 random_state=None, verbose=0, warm_start=False):
+    def __init__(
+        self,
+        hidden_layer_sizes=(10, 10, 10),
+        activation="tanh",
+        init="glorot_uniform",
+        bias_init="zeros",
+        optimizer="adam",
+        learning_rate=1e-3,
+        schedule=None,
+        l2=0.0,
+        epochs=500,
+        batch_size=None,
+        sampling="shuffle",
+        validation_fraction=0.0,
+        early_stopping=False,
+        patience=50,
+        standardize=True,
+        n_ensemble=1,
+        dtype="float32",
+        random_state=None,
+        verbose=0,
+        warm_start=False,
+    ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.init = init
@@ -183,24 +204,28 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         except TypeError:
             hidden = None
         if hidden is None or any(not v.is_int(s) or s < 1 for s in hidden):
-            raise v.bad(_OWNER, "hidden_layer_sizes",
-                        "a positive int or a sequence of positive ints", self.hidden_layer_sizes)
+            raise v.bad(
+                _OWNER,
+                "hidden_layer_sizes",
+                "a positive int or a sequence of positive ints",
+                self.hidden_layer_sizes,
+            )
         p: dict[str, Any] = {"hidden": tuple(int(s) for s in hidden)}
         p["activation"] = v.choice(_OWNER, "activation", self.activation, ACTIVATIONS)
         p["init"] = v.choice(_OWNER, "init", self.init, INITIALIZERS)
         p["bias_init"] = v.choice(_OWNER, "bias_init", self.bias_init, _BIAS_INITS)
         p["optimizer"] = v.choice(_OWNER, "optimizer", self.optimizer, OPTIMIZERS)
-        p["learning_rate"] = v.real(_OWNER, "learning_rate", self.learning_rate, low=0,
-                                    low_open=True)
+        p["learning_rate"] = v.real(
+            _OWNER, "learning_rate", self.learning_rate, low=0, low_open=True
+        )
         p["schedule"] = v.choice(_OWNER, "schedule", self.schedule, SCHEDULES, allow_none=True)
         p["l2"] = v.real(_OWNER, "l2", self.l2, low=0)
         p["epochs"] = v.integer(_OWNER, "epochs", self.epochs, low=1)
-        p["batch_size"] = v.integer(_OWNER, "batch_size", self.batch_size, low=1,
-                                    allow_none=True)
+        p["batch_size"] = v.integer(_OWNER, "batch_size", self.batch_size, low=1, allow_none=True)
         p["sampling"] = v.choice(_OWNER, "sampling", self.sampling, SAMPLINGS)
-        p["validation_fraction"] = v.real(_OWNER, "validation_fraction",
-                                          self.validation_fraction, low=0, high=1,
-                                          high_open=True)
+        p["validation_fraction"] = v.real(
+            _OWNER, "validation_fraction", self.validation_fraction, low=0, high=1, high_open=True
+        )
         p["early_stopping"] = v.boolean(_OWNER, "early_stopping", self.early_stopping)
         p["patience"] = v.integer(_OWNER, "patience", self.patience, low=1)
         p["standardize"] = v.boolean(_OWNER, "standardize", self.standardize)
@@ -213,35 +238,54 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             raise v.bad(_OWNER, "dtype", "a str among {'float32', 'float64'}", self.dtype)
         p["dtype"] = dt
         v.random_state(_OWNER, self.random_state)
-        p["verbose"] = int(self.verbose) if isinstance(self.verbose, bool) else v.integer(
-            _OWNER, "verbose", self.verbose, low=0)
+        p["verbose"] = (
+            int(self.verbose)
+            if isinstance(self.verbose, bool)
+            else v.integer(_OWNER, "verbose", self.verbose, low=0)
+        )
         p["warm_start"] = v.boolean(_OWNER, "warm_start", self.warm_start)
         if p["batch_size"] is not None and p["sampling"] == "full":
-            raise v.bad(_OWNER, "sampling", "'shuffle' or 'bootstrap' when batch_size is set "
-                        "(batch_size=None trains full-batch)", self.sampling)
+            raise v.bad(
+                _OWNER,
+                "sampling",
+                "'shuffle' or 'bootstrap' when batch_size is set "
+                "(batch_size=None trains full-batch)",
+                self.sampling,
+            )
         if p["early_stopping"] and p["validation_fraction"] == 0:
             p["validation_fraction"] = 0.1
         return p
 
     def _spec_cfg(self, p, n_in, n_out, n_train, *, early=True):
-        spec = MLPSpec((n_in, *p["hidden"], n_out), activation=p["activation"],
-                       init=p["init"], bias_init=p["bias_init"], key_scheme="split")
+        spec = MLPSpec(
+            (n_in, *p["hidden"], n_out),
+            activation=p["activation"],
+            init=p["init"],
+            bias_init=p["bias_init"],
+            key_scheme="split",
+        )
         if p["batch_size"] is None:
             sampling, batch = "full", None
         else:
             sampling, batch = p["sampling"], min(p["batch_size"], n_train)
-        cfg = TrainConfig(epochs=p["epochs"], optimizer=p["optimizer"],
-                          schedule=p["schedule"] or "constant", batch_size=batch,
-                          sampling=sampling, record_every=1,
-                          patience=p["patience"] if (early and p["early_stopping"]) else None)
+        cfg = TrainConfig(
+            epochs=p["epochs"],
+            optimizer=p["optimizer"],
+            schedule=p["schedule"] or "constant",
+            batch_size=batch,
+            sampling=sampling,
+            record_every=1,
+            patience=p["patience"] if (early and p["early_stopping"]) else None,
+        )
         return spec, cfg
 
     def _validate_xy(self, X, y, sample_weight, reset: bool):
         check_not_text("X", X)
         check_not_text("y", y)
         with np.errstate(over="ignore", invalid="ignore"):  # huge values: checked below
-            X, y = validate_data(self, X, y, reset=reset, multi_output=True, y_numeric=True,
-                                 dtype=np.float64)
+            X, y = validate_data(
+                self, X, y, reset=reset, multi_output=True, y_numeric=True, dtype=np.float64
+            )
         y = np.asarray(y, dtype=np.float64)  # y_numeric leaves integer targets as ints
         y_1d = y.ndim == 1
         y2 = y.reshape(-1, 1) if y_1d else y
@@ -252,17 +296,25 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
                 w = np.full(X.shape[0], float(w))
             owner = f"{_OWNER}.fit"
             if w.shape != (X.shape[0],):
-                raise validate.bad(owner, "sample_weight", f"a scalar or an array of shape "
-                                   f"{(X.shape[0],)}", got=f"an array of shape {w.shape}")
+                raise validate.bad(
+                    owner,
+                    "sample_weight",
+                    f"a scalar or an array of shape {(X.shape[0],)}",
+                    got=f"an array of shape {w.shape}",
+                )
             if not np.all(np.isfinite(w)):
-                raise validate.bad(owner, "sample_weight", "finite",
-                                   got="NaN or infinite weights")
+                raise validate.bad(owner, "sample_weight", "finite", got="NaN or infinite weights")
             if np.any(w < 0):
-                raise validate.bad(owner, "sample_weight", "non-negative",
-                                   got=f"the negative weight {float(w[w < 0][0])!r}")
+                raise validate.bad(
+                    owner,
+                    "sample_weight",
+                    "non-negative",
+                    got=f"the negative weight {float(w[w < 0][0])!r}",
+                )
             if not np.any(w > 0):
-                raise validate.bad(owner, "sample_weight", "weights with a positive sum",
-                                   got="all-zero weights")
+                raise validate.bad(
+                    owner, "sample_weight", "weights with a positive sum", got="all-zero weights"
+                )
             # Zero-weight rows contribute nothing: drop them (exactly like removing them).
             keep = w > 0
             if not keep.all():
@@ -281,8 +333,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
 
     # ------------------------------------------------------------ fitting
 
-    def fit(self, X, y, sample_weight=None, *, callbacks=(), chunk_epochs=None,
-            checkpoint=None):
+    def fit(self, X, y, sample_weight=None, *, callbacks=(), chunk_epochs=None, checkpoint=None):
         """Fit the network (or ensemble) to ``X`` ``(n, d)`` and ``y`` ``(n,)``/``(n, k)``.
 
         Args:
@@ -304,8 +355,15 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         Returns:
           self.
         """
-        return self._fit(X, y, sample_weight, incremental=False, callbacks=callbacks,
-                         chunk_epochs=chunk_epochs, checkpoint=checkpoint)
+        return self._fit(
+            X,
+            y,
+            sample_weight,
+            incremental=False,
+            callbacks=callbacks,
+            chunk_epochs=chunk_epochs,
+            checkpoint=checkpoint,
+        )
 
     def partial_fit(self, X, y, sample_weight=None):
         """Train one more epoch on ``(X, y)``, keeping the optimizer state between calls.
@@ -319,8 +377,17 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         """
         return self._fit(X, y, sample_weight, incremental=True)
 
-    def _fit(self, X, y, sample_weight, *, incremental: bool, callbacks=(), chunk_epochs=None,
-             checkpoint=None):
+    def _fit(
+        self,
+        X,
+        y,
+        sample_weight,
+        *,
+        incremental: bool,
+        callbacks=(),
+        chunk_epochs=None,
+        checkpoint=None,
+    ):
         """``fit`` (``incremental=False``; from ``params_`` with ``warm_start``) and
         ``partial_fit`` (``incremental=True``: one epoch resumed from the saved state)."""
         p = self._checked()
@@ -330,27 +397,48 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         X, y2, w, y_1d = self._validate_xy(X, y, sample_weight, reset=not continuing)
         callbacks = tuple(callbacks)
         if chunk_epochs is not None:
-            if not validate.is_int(chunk_epochs) or chunk_epochs < 1 or (
-                    p["epochs"] % chunk_epochs):
-                raise validate.bad(f"{_OWNER}.fit", "chunk_epochs", "a positive int that "
-                                   f"divides epochs={p['epochs']}", chunk_epochs)
+            if (
+                not validate.is_int(chunk_epochs)
+                or chunk_epochs < 1
+                or (p["epochs"] % chunk_epochs)
+            ):
+                raise validate.bad(
+                    f"{_OWNER}.fit",
+                    "chunk_epochs",
+                    f"a positive int that divides epochs={p['epochs']}",
+                    chunk_epochs,
+                )
             chunk_epochs = int(chunk_epochs)
         if (callbacks or checkpoint is not None) and chunk_epochs is None:
-            raise validate.bad(f"{_OWNER}.fit", "chunk_epochs", "an int when callbacks or a "
-                               "checkpoint are given", chunk_epochs)
+            raise validate.bad(
+                f"{_OWNER}.fit",
+                "chunk_epochs",
+                "an int when callbacks or a checkpoint are given",
+                chunk_epochs,
+            )
         if continuing:
             y_1d = self._y_1d
             m = self._params_stack[0].W.shape[0]
             if y2.shape[1] != self.n_outputs_:
-                raise ValueError(f"y has {y2.shape[1]} outputs, but MLPRegressor is expecting "
-                                 f"{self.n_outputs_} outputs as input.")
-            if not incremental and (self._spec.layer_sizes[1:-1] != p["hidden"]
-                                    or self._spec.activation != p["activation"]
-                                    or m != p["n_ensemble"] or self._dtype != p["dtype"]):
-                raise validate.bad(_OWNER, "warm_start", "False to fit a network whose "
-                                   "outputs, hidden_layer_sizes, activation, n_ensemble or "
-                                   "dtype differ from the fitted one's (warm_start=True "
-                                   "continues the fitted network)", self.warm_start)
+                raise ValueError(
+                    f"y has {y2.shape[1]} outputs, but MLPRegressor is expecting "
+                    f"{self.n_outputs_} outputs as input."
+                )
+            if not incremental and (
+                self._spec.layer_sizes[1:-1] != p["hidden"]
+                or self._spec.activation != p["activation"]
+                or m != p["n_ensemble"]
+                or self._dtype != p["dtype"]
+            ):
+                raise validate.bad(
+                    _OWNER,
+                    "warm_start",
+                    "False to fit a network whose "
+                    "outputs, hidden_layer_sizes, activation, n_ensemble or "
+                    "dtype differ from the fitted one's (warm_start=True "
+                    "continues the fitted network)",
+                    self.warm_start,
+                )
         else:
             m = p["n_ensemble"]
         n = X.shape[0]
@@ -360,8 +448,12 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         else:
             frac = p["validation_fraction"]
             if frac > 0 and n - int(np.ceil(frac * n)) < 1:
-                raise validate.bad(_OWNER, "validation_fraction", "small enough to leave "
-                                   f"training rows of the {n} samples (or pass more rows)", frac)
+                raise validate.bad(
+                    _OWNER,
+                    "validation_fraction",
+                    f"small enough to leave training rows of the {n} samples (or pass more rows)",
+                    frac,
+                )
             seed, tr_idx, val_idx = training_split(n, frac, self.random_state)
         x_tr, y_tr = X[tr_idx], y2[tr_idx]
         w_tr = None if w is None else w[tr_idx]
@@ -372,8 +464,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         else:
             x_sc, y_sc = self._scalers(x_tr, y_tr, w_tr, p["standardize"], targets)
             dtype = p["dtype"]
-        spec, cfg = self._spec_cfg(p, X.shape[1], y2.shape[1], len(tr_idx),
-                                   early=not incremental)
+        spec, cfg = self._spec_cfg(p, X.shape[1], y2.shape[1], len(tr_idx), early=not incremental)
         if continuing:
             spec = self._spec
         hp = Hparams(learning_rate=p["learning_rate"], l2=p["l2"])
@@ -381,37 +472,65 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         with _x64(dtype):
             jdt = jnp.dtype(dtype)
             fx, fy = self._standardizers(x_sc, y_sc, dtype, targets)
-            data = Dataset(jnp.asarray(fx(x_tr)), jnp.asarray(fy(y_tr)),
-                           jnp.asarray(fx(X[val_idx])) if has_val else None,
-                           jnp.asarray(fy(y2[val_idx])) if has_val else None,
-                           None if w_tr is None else jnp.asarray(w_tr, jdt))
+            data = Dataset(
+                jnp.asarray(fx(x_tr)),
+                jnp.asarray(fy(y_tr)),
+                jnp.asarray(fx(X[val_idx])) if has_val else None,
+                jnp.asarray(fy(y2[val_idx])) if has_val else None,
+                None if w_tr is None else jnp.asarray(w_tr, jdt),
+            )
             keys = _member_keys(seed, m)
             params = resume = None
             state = getattr(self, "_state", None) if incremental else None
             if state is not None and self._state_cfg == cfg:
                 resume = state
             elif continuing:
-                params = tuple(Layer(jnp.asarray(layer.W, jdt), jnp.asarray(layer.b, jdt))
-                               for layer in self._params_stack)
+                params = tuple(
+                    Layer(jnp.asarray(layer.W, jdt), jnp.asarray(layer.b, jdt))
+                    for layer in self._params_stack
+                )
             if checkpoint is not None:
                 template = runner.state_template(spec, cfg, data, hp, m)
-                resume = checkpoint.start(keys, template, _fingerprint(
-                    X, y2, w, p, spec, cfg)) or resume
+                resume = (
+                    checkpoint.start(keys, template, _fingerprint(X, y2, w, p, spec, cfg)) or resume
+                )
                 callbacks = (*callbacks, checkpoint)
-            out = runner.run(spec, cfg, data, hp, keys, params=params, resume=resume,
-                             chunk_epochs=1 if incremental else chunk_epochs,
-                             n_epochs=1 if incremental else None, callbacks=callbacks)
+            out = runner.run(
+                spec,
+                cfg,
+                data,
+                hp,
+                keys,
+                params=params,
+                resume=resume,
+                chunk_epochs=1 if incremental else chunk_epochs,
+                n_epochs=1 if incremental else None,
+                callbacks=callbacks,
+            )
             result = _to_host(out.result)
         if incremental:
             state, history = _to_host(out.resume)
             self._state = (state, jax.tree.map(lambda a: a[:, :0], history))
             self._state_cfg = cfg
-            result = result._replace(history=jax.tree.map(lambda a: a[:, -1:], history),
-                                     epochs_run=np.ones_like(result.epochs_run))
+            result = result._replace(
+                history=jax.tree.map(lambda a: a[:, -1:], history),
+                epochs_run=np.ones_like(result.epochs_run),
+            )
         else:
             self._state = None  # partial_fit restarts its optimizer state after a fit
-        self._store_result(result, out.timings, spec, cfg, x_sc, y_sc, y_1d, dtype,
-                           continuing, has_val, incremental)
+        self._store_result(
+            result,
+            out.timings,
+            spec,
+            cfg,
+            x_sc,
+            y_sc,
+            y_1d,
+            dtype,
+            continuing,
+            has_val,
+            incremental,
+        )
         self._seed = seed
         if not continuing:
             if targets is not None and len(targets) == self.n_outputs_:
@@ -419,17 +538,25 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             elif hasattr(self, "target_names_in_"):
                 del self.target_names_in_
         if p["verbose"]:
-            print(f"MLPRegressor: {self.n_iter_} epochs, final training MSE "
-                  f"{self.loss_curve_[-1]:.6g}, compile {self.compile_seconds_:.3f} s, "
-                  f"run {self.run_seconds_:.3f} s")
+            print(
+                f"MLPRegressor: {self.n_iter_} epochs, final training MSE "
+                f"{self.loss_curve_[-1]:.6g}, compile {self.compile_seconds_:.3f} s, "
+                f"run {self.run_seconds_:.3f} s"
+            )
         return self
 
     def _scalers(self, x, y, w, enabled, targets):
         names = getattr(self, "feature_names_in_", None)
-        return (Standardizer.fit(x, weights=w, enabled=enabled, what="X", names=names),
-                Standardizer.fit(y, weights=w, enabled=enabled, what="y",
-                                 names=targets if targets and len(targets) == y.shape[1]
-                                 else None))
+        return (
+            Standardizer.fit(x, weights=w, enabled=enabled, what="X", names=names),
+            Standardizer.fit(
+                y,
+                weights=w,
+                enabled=enabled,
+                what="y",
+                names=targets if targets and len(targets) == y.shape[1] else None,
+            ),
+        )
 
     def _standardizers(self, x_sc, y_sc, dtype, targets):
         """Functions standardizing X and y into the training dtype, refusing (naming the
@@ -445,8 +572,9 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
 
         return fx, fy
 
-    def _store_result(self, result, timings, spec, cfg, x_sc, y_sc, y_1d, dtype, continuing,
-                      has_val, incremental):
+    def _store_result(
+        self, result, timings, spec, cfg, x_sc, y_sc, y_1d, dtype, continuing, has_val, incremental
+    ):
         """The fitted attributes from a run's result (model axis first); a continued run
         (warm start, partial_fit) adds its epochs and loss curves to the earlier ones."""
         sq = np.asarray(y_sc.scale, np.float64) ** 2
@@ -461,8 +589,9 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         train = train[keep]
         val = None if val is None else val[keep]
         best = np.asarray(result.best_epoch).reshape(-1).astype(int)
-        params = tuple(Layer(np.asarray(layer.W), np.asarray(layer.b))
-                       for layer in result.best_params)
+        params = tuple(
+            Layer(np.asarray(layer.W), np.asarray(layer.b)) for layer in result.best_params
+        )
         if continuing:
             train = np.concatenate([self.loss_curve_, train])
             if incremental:
@@ -479,8 +608,11 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         self.x_scaler_ = x_sc
         self.y_scaler_ = y_sc
         self.n_outputs_ = spec.n_outputs
-        self.params_ = params if params[0].W.shape[0] > 1 else tuple(
-            Layer(layer.W[0], layer.b[0]) for layer in params)
+        self.params_ = (
+            params
+            if params[0].W.shape[0] > 1
+            else tuple(Layer(layer.W[0], layer.b[0]) for layer in params)
+        )
         self.loss_curve_ = [float(v) for v in train]
         self.validation_loss_curve_ = None if val is None else [float(v) for v in val]
         self.best_epoch_ = int(best[0]) if best.size == 1 else best
@@ -500,8 +632,10 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         # a row's prediction must not depend on the other rows it is predicted with.
         with jax.enable_x64(True):
             x = jnp.asarray(self.x_scaler_.transform(X), jnp.float64)
-            params = tuple(Layer(jnp.asarray(a.W, jnp.float64), jnp.asarray(a.b, jnp.float64))
-                           for a in self._params_stack)
+            params = tuple(
+                Layer(jnp.asarray(a.W, jnp.float64), jnp.asarray(a.b, jnp.float64))
+                for a in self._params_stack
+            )
             return np.asarray(apply_members(params, x, self._spec.activation), np.float64)
 
     def predict(self, X, return_std: bool = False):
@@ -553,16 +687,27 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             "n_iter": self.n_iter_,
             "compile_seconds": self.compile_seconds_,
             "run_seconds": self.run_seconds_,
-            "train_config": {"epochs": self._cfg.epochs, "optimizer": self._cfg.optimizer,
-                             "schedule": self._cfg.schedule,
-                             "batch_size": self._cfg.batch_size,
-                             "sampling": self._cfg.sampling, "patience": self._cfg.patience},
+            "train_config": {
+                "epochs": self._cfg.epochs,
+                "optimizer": self._cfg.optimizer,
+                "schedule": self._cfg.schedule,
+                "batch_size": self._cfg.batch_size,
+                "sampling": self._cfg.sampling,
+                "patience": self._cfg.patience,
+            },
         }
         return store.build_document(
-            self._spec, self._params_stack, self.x_scaler_, self.y_scaler_, config=params,
+            self._spec,
+            self._params_stack,
+            self.x_scaler_,
+            self.y_scaler_,
+            config=params,
             feature_names=getattr(self, "feature_names_in_", None),
             target_names=targets if targets is not None and len(targets) == n_out else None,
-            metadata=metadata, y_ndim=1 if self._y_1d else 2, run=run)
+            metadata=metadata,
+            y_ndim=1 if self._y_1d else 2,
+            run=run,
+        )
 
 
 def _target_names(y):
@@ -595,12 +740,14 @@ def load(path) -> MLPRegressor:
     model._spec = spec
     t = meta.get("train_config") or {}
     try:
-        model._cfg = TrainConfig(epochs=int(t.get("epochs", model.epochs)),
-                                 optimizer=t.get("optimizer", "adam"),
-                                 schedule=t.get("schedule", "constant"),
-                                 batch_size=t.get("batch_size"),
-                                 sampling=t.get("sampling", "full"),
-                                 patience=t.get("patience"))
+        model._cfg = TrainConfig(
+            epochs=int(t.get("epochs", model.epochs)),
+            optimizer=t.get("optimizer", "adam"),
+            schedule=t.get("schedule", "constant"),
+            batch_size=t.get("batch_size"),
+            sampling=t.get("sampling", "full"),
+            patience=t.get("patience"),
+        )
     except (TypeError, ValueError):
         model._cfg = TrainConfig()
     model._dtype = params["dtype"]
@@ -608,10 +755,12 @@ def load(path) -> MLPRegressor:
     model._params_stack = tuple(Layer(np.asarray(a.W), np.asarray(a.b)) for a in saved.params)
     model._seed = 0
     model._state = None
-    model.x_scaler_ = Standardizer(np.asarray(saved.x_scaler.mean, np.float64),
-                                   np.asarray(saved.x_scaler.scale, np.float64))
-    model.y_scaler_ = Standardizer(np.asarray(saved.y_scaler.mean, np.float64),
-                                   np.asarray(saved.y_scaler.scale, np.float64))
+    model.x_scaler_ = Standardizer(
+        np.asarray(saved.x_scaler.mean, np.float64), np.asarray(saved.x_scaler.scale, np.float64)
+    )
+    model.y_scaler_ = Standardizer(
+        np.asarray(saved.y_scaler.mean, np.float64), np.asarray(saved.y_scaler.scale, np.float64)
+    )
     model.n_features_in_ = spec.n_inputs
     model.n_outputs_ = spec.n_outputs
     if saved.feature_names is not None:
@@ -619,8 +768,7 @@ def load(path) -> MLPRegressor:
     if saved.target_names is not None:
         model.target_names_in_ = list(saved.target_names)
     stack = model._params_stack
-    model.params_ = stack if saved.n_ensemble > 1 else tuple(
-        Layer(a.W[0], a.b[0]) for a in stack)
+    model.params_ = stack if saved.n_ensemble > 1 else tuple(Layer(a.W[0], a.b[0]) for a in stack)
     model.loss_curve_ = list(meta.get("loss_curve") or [])
     vc = meta.get("validation_loss_curve")
     model.validation_loss_curve_ = None if vc is None else list(vc)

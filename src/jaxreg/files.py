@@ -27,11 +27,23 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["TMP_PREFIX", "Staging", "check_output_folder", "checksum", "commit", "dumps",
-           "folder_lock", "fsync_dir", "load_json", "load_tensors", "only_leftovers", "plain",
-           "remove_entry",
-           "remove_owned",
-           "validate_document"]
+__all__ = [
+    "TMP_PREFIX",
+    "Staging",
+    "check_output_folder",
+    "checksum",
+    "commit",
+    "dumps",
+    "folder_lock",
+    "fsync_dir",
+    "load_json",
+    "load_tensors",
+    "only_leftovers",
+    "plain",
+    "remove_entry",
+    "remove_owned",
+    "validate_document",
+]
 
 TMP_PREFIX = ".jaxreg-tmp-"
 
@@ -93,7 +105,7 @@ class Staging:
             fcntl.flock(fd, fcntl.LOCK_EX)
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
         return path
 
@@ -138,8 +150,10 @@ def remove_entry(path: pathlib.Path) -> None:
 def only_leftovers(folder, owned: re.Pattern[str]) -> bool:
     """True when ``folder`` holds nothing but jaxreg's temporaries and owned entries with no
     manifest: what a first commit killed before its commit point leaves."""
-    return all(e.name.startswith(TMP_PREFIX) or owned.fullmatch(e.name)
-               for e in pathlib.Path(folder).iterdir())
+    return all(
+        e.name.startswith(TMP_PREFIX) or owned.fullmatch(e.name)
+        for e in pathlib.Path(folder).iterdir()
+    )
 
 
 def _remove_stale_temporaries(folder: pathlib.Path) -> None:
@@ -164,9 +178,17 @@ def _remove_stale_temporaries(folder: pathlib.Path) -> None:
             os.close(fd)
 
 
-def commit(folder, manifest_name: str, manifest: bytes, *, files: dict[str, bytes] | None = None,
-           folders: dict[str, pathlib.Path] | None = None, owned: re.Pattern[str],
-           link: tuple[str, str] | None = None, legacy: tuple[str, ...] = ()) -> None:
+def commit(
+    folder,
+    manifest_name: str,
+    manifest: bytes,
+    *,
+    files: dict[str, bytes] | None = None,
+    folders: dict[str, pathlib.Path] | None = None,
+    owned: re.Pattern[str],
+    link: tuple[str, str] | None = None,
+    legacy: tuple[str, ...] = (),
+) -> None:
     """Atomically make ``manifest`` the folder's manifest, with the entries it names.
 
     Args:
@@ -202,14 +224,18 @@ def commit(folder, manifest_name: str, manifest: bytes, *, files: dict[str, byte
                 os.symlink(target, tmp)
                 os.replace(tmp, current)
         for entry in folder.iterdir():
-            if (owned.fullmatch(entry.name) and entry.name not in keep) or \
-                    entry.name in legacy:
+            if (owned.fullmatch(entry.name) and entry.name not in keep) or entry.name in legacy:
                 remove_entry(entry)
         fsync_dir(folder)
 
 
-def remove_owned(folder, manifest_name: str, owned: re.Pattern[str],
-                 legacy: tuple[str, ...] = (), remove_folder: bool = False) -> None:
+def remove_owned(
+    folder,
+    manifest_name: str,
+    owned: re.Pattern[str],
+    legacy: tuple[str, ...] = (),
+    remove_folder: bool = False,
+) -> None:
     """Remove a manifest and every entry jaxreg owns in ``folder`` (the manifest first, so a
     kill midway leaves no half-valid state); then the folder itself when asked and empty."""
     folder = pathlib.Path(folder)
@@ -243,14 +269,16 @@ def check_output_folder(path, option: str) -> pathlib.Path:
             break
         probe_in = parent
     if not probe_in.is_dir():
-        raise ValueError(f"{option} {str(path)!r} cannot be created: {str(probe_in)!r} is a "
-                         "file, not a folder.")
+        raise ValueError(
+            f"{option} {str(path)!r} cannot be created: {str(probe_in)!r} is a file, not a folder."
+        )
     try:
         fd, tmp = None, probe_in / _tmp_name()
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:
-        raise OSError(exc.errno, f"{option} is not writable ({exc.strerror})",
-                      str(probe_in)) from None
+        raise OSError(
+            exc.errno, f"{option} is not writable ({exc.strerror})", str(probe_in)
+        ) from None
     finally:
         if fd is not None:
             os.close(fd)
@@ -306,8 +334,10 @@ def load_tensors(path, sha256: str, what: str) -> tuple[bytes, dict]:
     p = pathlib.Path(path)
     blob = p.read_bytes()
     if hashlib.sha256(blob).hexdigest() != sha256:
-        raise ValueError(f"{what} {str(p)!r} is truncated or corrupted: its SHA-256 does not "
-                         f"match the one its manifest records ({len(blob)} bytes on disk).")
+        raise ValueError(
+            f"{what} {str(p)!r} is truncated or corrupted: its SHA-256 does not "
+            f"match the one its manifest records ({len(blob)} bytes on disk)."
+        )
     try:
         return blob, st_load(blob)
     except (SafetensorError, ValueError, OverflowError) as exc:
@@ -341,8 +371,9 @@ def dumps(doc: dict, what: str) -> bytes:
 
 def checksum(obj: Any) -> str:
     """SHA-256 of the canonical JSON of ``obj`` (sorted keys, no spaces)."""
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False,
-                      default=_json_default)
+    text = json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), allow_nan=False, default=_json_default
+    )
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -361,8 +392,19 @@ def validate_document(doc: Any, schema: dict, what: str) -> None:
     if len(value) > 60:
         value = value[:57] + "..."
     rule = error.message
-    if error.validator in ("type", "minimum", "maximum", "enum", "const", "pattern",
-                           "minItems", "maxItems", "minLength", "exclusiveMinimum"):
+    if error.validator in (
+        "type",
+        "minimum",
+        "maximum",
+        "enum",
+        "const",
+        "pattern",
+        "minItems",
+        "maxItems",
+        "minLength",
+        "exclusiveMinimum",
+    ):
         rule = f"{error.validator} {json.dumps(error.validator_value)}"
-    raise ValueError(f"{what} is invalid: field {field!r} must satisfy {rule}. "
-                     f"Got {value} instead.")
+    raise ValueError(
+        f"{what} is invalid: field {field!r} must satisfy {rule}. Got {value} instead."
+    )

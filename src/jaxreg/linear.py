@@ -36,11 +36,15 @@ def _check_2d(X) -> None:
     except Exception:  # ragged input: let validate_data report it
         return
     if ndim != 2:
-        hint = (" Reshape your data with X.reshape(-1, 1) if it has a single feature."
-                if ndim < 2 else "")
-        raise ValueError(f"X must be a 2-D array of shape (n_samples, n_features). "
-                         f"Got an array with {ndim} dimension(s) and shape {np.shape(X)}."
-                         + hint)
+        hint = (
+            " Reshape your data with X.reshape(-1, 1) if it has a single feature."
+            if ndim < 2
+            else ""
+        )
+        raise ValueError(
+            f"X must be a 2-D array of shape (n_samples, n_features). "
+            f"Got an array with {ndim} dimension(s) and shape {np.shape(X)}." + hint
+        )
 
 
 class LinearSGDRegressor(RegressorMixin, BaseEstimator):
@@ -79,8 +83,9 @@ class LinearSGDRegressor(RegressorMixin, BaseEstimator):
       True
     """
 
-    def __init__(self, learning_rate=0.01, n_steps=1000, batch_size=None, random_state=None,
-                 verbose=0):
+    def __init__(
+        self, learning_rate=0.01, n_steps=1000, batch_size=None, random_state=None, verbose=0
+    ):
         self.learning_rate = learning_rate
         self.n_steps = n_steps
         self.batch_size = batch_size
@@ -121,26 +126,45 @@ class LinearSGDRegressor(RegressorMixin, BaseEstimator):
         _check_2d(X)
         check_not_text("X", X)
         check_not_text("y", y)
-        X, y = validate_data(self, X, y, multi_output=True, y_numeric=True,
-                             dtype=[np.float64, np.float32])
+        X, y = validate_data(
+            self, X, y, multi_output=True, y_numeric=True, dtype=[np.float64, np.float32]
+        )
         n, d = X.shape
         y_2d = y.reshape(n, -1)
         batch = min(100, n) if self.batch_size is None else self.batch_size
         if batch > n:
-            raise validate.bad(_NAME, "batch_size", f"at most the number of samples ({n}): "
-                               "bootstrap batches are drawn from the training rows", batch)
-        spec = MLPSpec((d, y_2d.shape[1]), activation="identity", init="normal",
-                       bias_init="normal")
-        cfg = TrainConfig(epochs=self.n_steps, optimizer="gd", sampling="bootstrap",
-                          batch_size=batch, steps_per_epoch=1, objective="rmse",
-                          record_every=1)
+            raise validate.bad(
+                _NAME,
+                "batch_size",
+                f"at most the number of samples ({n}): "
+                "bootstrap batches are drawn from the training rows",
+                batch,
+            )
+        spec = MLPSpec((d, y_2d.shape[1]), activation="identity", init="normal", bias_init="normal")
+        cfg = TrainConfig(
+            epochs=self.n_steps,
+            optimizer="gd",
+            sampling="bootstrap",
+            batch_size=batch,
+            steps_per_epoch=1,
+            objective="rmse",
+            record_every=1,
+        )
         data = Dataset(jnp.asarray(X, jnp.float32), jnp.asarray(y_2d, jnp.float32))
         hp = Hparams(learning_rate=float(self.learning_rate))
         every = self.n_steps // 10
         if self.verbose and every and self.n_steps % 10 == 0:
             # Live progress: ten equal compiled chunks (one compilation; the same result).
-            result = fit(spec, cfg, data, hp, key=self._seed(), check=False,
-                         chunk_epochs=every, callback=self._log_chunk)
+            result = fit(
+                spec,
+                cfg,
+                data,
+                hp,
+                key=self._seed(),
+                check=False,
+                chunk_epochs=every,
+                callback=self._log_chunk,
+            )
         else:
             result = fit(spec, cfg, data, hp, key=self._seed(), check=False)
             if self.verbose:
@@ -158,8 +182,11 @@ class LinearSGDRegressor(RegressorMixin, BaseEstimator):
         return self
 
     def _log_chunk(self, progress) -> None:
-        logger.info("%i step - Loss: %.4f", progress.epoch,
-                    float(np.asarray(progress.history.objective)[0, -1]))
+        logger.info(
+            "%i step - Loss: %.4f",
+            progress.epoch,
+            float(np.asarray(progress.history.objective)[0, -1]),
+        )
 
     def _log_progress(self, losses) -> None:
         every = max(1, self.n_steps // 10)

@@ -97,10 +97,15 @@ class MLPSpec:
         sizes = tuple(self.layer_sizes)
         object.__setattr__(self, "layer_sizes", sizes)
         # Python ints only (not NumPy's): the spec is written to JSON as it is.
-        if len(sizes) < 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1
-                                 for s in sizes):
-            raise validate.bad("MLPSpec", "layer_sizes", "a sequence of positive ints listing "
-                               "at least an input and an output width", sizes)
+        if len(sizes) < 2 or any(
+            isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes
+        ):
+            raise validate.bad(
+                "MLPSpec",
+                "layer_sizes",
+                "a sequence of positive ints listing at least an input and an output width",
+                sizes,
+            )
         validate.choice("MLPSpec", "activation", self.activation, ACTIVATIONS)
         validate.choice("MLPSpec", "init", self.init, INITIALIZERS)
         validate.choice("MLPSpec", "bias_init", self.bias_init, _BIAS_INITS)

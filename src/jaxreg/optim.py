@@ -152,14 +152,21 @@ def _optax_factories() -> dict[str, tuple[Callable, tuple[str, ...]]]:
     # name -> (optax factory, Hparams fields injected besides the learning rate)
     return {
         "sgd": (lambda learning_rate: optax.sgd(learning_rate), ()),
-        "momentum": (lambda learning_rate, momentum: optax.sgd(learning_rate, momentum),
-                     ("momentum",)),
-        "nesterov": (lambda learning_rate, momentum: optax.sgd(learning_rate, momentum,
-                                                                nesterov=True), ("momentum",)),
+        "momentum": (
+            lambda learning_rate, momentum: optax.sgd(learning_rate, momentum),
+            ("momentum",),
+        ),
+        "nesterov": (
+            lambda learning_rate, momentum: optax.sgd(learning_rate, momentum, nesterov=True),
+            ("momentum",),
+        ),
         "adam": (lambda learning_rate: optax.adam(learning_rate), ()),
-        "adamw": (lambda learning_rate, weight_decay: optax.adamw(learning_rate,
-                                                                  weight_decay=weight_decay),
-                  ("weight_decay",)),
+        "adamw": (
+            lambda learning_rate, weight_decay: optax.adamw(
+                learning_rate, weight_decay=weight_decay
+            ),
+            ("weight_decay",),
+        ),
         "rmsprop": (lambda learning_rate: optax.rmsprop(learning_rate), ()),
         "adagrad": (lambda learning_rate: optax.adagrad(learning_rate), ()),
         "lion": (lambda learning_rate: optax.lion(learning_rate), ()),

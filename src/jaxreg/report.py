@@ -25,8 +25,15 @@ from jaxreg.data import training_split
 from jaxreg.model import Layer, apply_members
 from jaxreg.store import SavedModel, load_model
 
-__all__ = ["RUN_FILE", "Report", "member_predictions", "read_run_info", "regression_metrics",
-           "column_names", "write_report"]
+__all__ = [
+    "RUN_FILE",
+    "Report",
+    "member_predictions",
+    "read_run_info",
+    "regression_metrics",
+    "column_names",
+    "write_report",
+]
 
 RUN_FILE = "run.json"
 REPORT_DIR = "report"
@@ -81,8 +88,11 @@ def regression_metrics(y_true, y_pred) -> dict:
     ss_tot = np.sum((y_true - y_true.mean(axis=0)) ** 2, axis=0)
     r2 = np.where(ss_tot > 0, 1 - ss_res / np.where(ss_tot > 0, ss_tot, 1), np.nan)
     r2_mean = float(np.mean(r2)) if len(y_true) > 1 else float("nan")
-    return {"r2": r2_mean if np.isfinite(r2_mean) else None, "mse": float(np.mean(err**2)),
-            "mae": float(np.mean(np.abs(err)))}
+    return {
+        "r2": r2_mean if np.isfinite(r2_mean) else None,
+        "mse": float(np.mean(err**2)),
+        "mae": float(np.mean(np.abs(err))),
+    }
 
 
 # ---------------------------------------------------------------- plots
@@ -157,19 +167,23 @@ def _pick_feature(saved, x, feature, names) -> int:
     if feature is not None:
         if isinstance(feature, int) and not isinstance(feature, bool):
             if not 0 <= feature < x.shape[1]:
-                raise ValueError("The 'feature' parameter of write_report must be a column "
-                                 f"index in [0, {x.shape[1]}). Got {feature} instead.")
+                raise ValueError(
+                    "The 'feature' parameter of write_report must be a column "
+                    f"index in [0, {x.shape[1]}). Got {feature} instead."
+                )
             return feature
         if feature not in names:
-            raise ValueError("The 'feature' parameter of write_report must be one of the "
-                             f"model's features {names}. Got {feature!r} instead.")
+            raise ValueError(
+                "The 'feature' parameter of write_report must be one of the "
+                f"model's features {names}. Got {feature!r} instead."
+            )
         return names.index(feature)
     # The feature that moves the prediction most over its observed range.
     base = np.median(x, axis=0)
     d, g = x.shape[1], 25
     grid = np.repeat(base[None], d * g, axis=0)
     for j in range(d):
-        grid[j * g:(j + 1) * g, j] = np.linspace(x[:, j].min(), x[:, j].max(), g)
+        grid[j * g : (j + 1) * g, j] = np.linspace(x[:, j].min(), x[:, j].max(), g)
     pred = member_predictions(saved, grid).mean(axis=0)[:, 0].reshape(d, g)
     return int(np.argmax(np.ptp(pred, axis=1)))
 
@@ -183,11 +197,22 @@ def _plot_curve(saved, x, y, j, names, target_names, path):
     fig, ax = plots.figure()
     if y is not None:
         ax.scatter(x[:, j], y[:, 0], s=8, alpha=0.35, color="grey", label="data")
-    ax.plot(grid[:, j], mean, color="C0", lw=2,
-            label="ensemble mean" if members.shape[0] > 1 else "fitted curve")
+    ax.plot(
+        grid[:, j],
+        mean,
+        color="C0",
+        lw=2,
+        label="ensemble mean" if members.shape[0] > 1 else "fitted curve",
+    )
     if members.shape[0] > 1:
-        ax.fill_between(grid[:, j], mean - 2 * std, mean + 2 * std, color="C0", alpha=0.25,
-                        label=f"±2 std over {members.shape[0]} members")
+        ax.fill_between(
+            grid[:, j],
+            mean - 2 * std,
+            mean + 2 * std,
+            color="C0",
+            alpha=0.25,
+            label=f"±2 std over {members.shape[0]} members",
+        )
     ax.set_xlabel(names[j])
     ax.set_ylabel(target_names[0])
     ax.set_title(f"Fitted curve along {names[j]!r} (other features at their median)")
@@ -202,10 +227,12 @@ def column_names(saved: SavedModel, run: dict | None = None) -> tuple[list[str],
     """The feature and target names of a model (from the model, its run record, or
     ``x0, x1, ...`` / ``y0, ...``)."""
     run = run if run is not None else dict(saved.run or {})
-    feats = saved.feature_names or run.get("features") or [
-        f"x{i}" for i in range(saved.spec.n_inputs)]
-    targets = saved.target_names or run.get("targets") or [
-        f"y{i}" for i in range(saved.spec.n_outputs)]
+    feats = (
+        saved.feature_names or run.get("features") or [f"x{i}" for i in range(saved.spec.n_inputs)]
+    )
+    targets = (
+        saved.target_names or run.get("targets") or [f"y{i}" for i in range(saved.spec.n_outputs)]
+    )
     return list(feats), list(targets)
 
 
@@ -230,13 +257,15 @@ def write_report(model, data=None, out_dir=None, *, feature=None, drop_na=None) 
     if isinstance(model, SavedModel):
         if out_dir is None:
             raise ValueError("out_dir must name a folder when model is a SavedModel. Got None.")
-        return _write_report(model, dict(model.run or {}), data, pathlib.Path(out_dir),
-                             feature, drop_na)
+        return _write_report(
+            model, dict(model.run or {}), data, pathlib.Path(out_dir), feature, drop_na
+        )
     run = read_run_info(model)
     if out_dir is not None:
         saved = load_model(model)
-        return _write_report(saved, run, data, files.check_output_folder(out_dir, "out_dir"),
-                             feature, drop_na)
+        return _write_report(
+            saved, run, data, files.check_output_folder(out_dir, "out_dir"), feature, drop_na
+        )
     document = store.read_document(model)
     with store.ModelWriter(model, overwrite=True) as writer:
         staged = writer.stage_folder()
@@ -247,8 +276,9 @@ def write_report(model, data=None, out_dir=None, *, feature=None, drop_na=None) 
     return Report(final / rep.html.name, [final / p.name for p in rep.images])
 
 
-def _write_report(saved: SavedModel, run: dict, data, out: pathlib.Path, feature,
-                  drop_na) -> Report:
+def _write_report(
+    saved: SavedModel, run: dict, data, out: pathlib.Path, feature, drop_na
+) -> Report:
     from jaxreg import tabular
 
     feats, targets = column_names(saved, run)
@@ -259,8 +289,10 @@ def _write_report(saved: SavedModel, run: dict, data, out: pathlib.Path, feature
     if data is None and run.get("data"):
         data = run["data"]
         if not pathlib.Path(data).is_file():
-            raise FileNotFoundError(f"The data file recorded for this model, {data!r}, does "
-                                    "not exist; pass the data explicitly (data=...).")
+            raise FileNotFoundError(
+                f"The data file recorded for this model, {data!r}, does "
+                "not exist; pass the data explicitly (data=...)."
+            )
     if isinstance(data, str | pathlib.Path):
         na = run.get("drop_na", False) if drop_na is None else drop_na
         table = tabular.load_features(data, feats, targets, drop_na=na, dtype=np.float64)
@@ -269,8 +301,9 @@ def _write_report(saved: SavedModel, run: dict, data, out: pathlib.Path, feature
         split = run.get("split") or {}
         same = run.get("data") and pathlib.Path(data).resolve() == pathlib.Path(run["data"])
         if same and split.get("n_rows") == len(x):
-            _, _, val = training_split(len(x), float(split.get("validation_fraction", 0.0)),
-                                int(split.get("seed", 0)))
+            _, _, val = training_split(
+                len(x), float(split.get("validation_fraction", 0.0)), int(split.get("seed", 0))
+            )
             val_mask = np.zeros(len(x), bool)
             val_mask[val] = True
     elif data is not None:
@@ -281,11 +314,15 @@ def _write_report(saved: SavedModel, run: dict, data, out: pathlib.Path, feature
     else:
         x = y = None
     if x is not None and x.shape[1] != saved.spec.n_inputs:
-        raise ValueError(f"data must have {saved.spec.n_inputs} feature columns for this "
-                         f"model. Got {x.shape[1]}.")
+        raise ValueError(
+            f"data must have {saved.spec.n_inputs} feature columns for this "
+            f"model. Got {x.shape[1]}."
+        )
     if x is None and feature is not None:
-        raise ValueError("The 'feature' parameter of write_report needs data to plot "
-                         f"against. Got feature={feature!r} and no data instead.")
+        raise ValueError(
+            "The 'feature' parameter of write_report needs data to plot "
+            f"against. Got feature={feature!r} and no data instead."
+        )
     # Every check before the first file is written: a refused report writes nothing.
     j = 0 if x is None else _pick_feature(saved, x, feature, feats)
     images = [_plot_losses(saved, out / "loss_curves.png")]
@@ -297,17 +334,31 @@ def _write_report(saved: SavedModel, run: dict, data, out: pathlib.Path, feature
         if y is not None:
             mask = val_mask if val_mask is not None else np.zeros(len(x), bool)
             images.append(_plot_pred_true(y, pred, mask, targets, out / "predicted_vs_true.png"))
-            sections.append(("Predicted vs true", images[-1],
-                             "Each point is a row; the line is a perfect prediction."))
+            sections.append(
+                (
+                    "Predicted vs true",
+                    images[-1],
+                    "Each point is a row; the line is a perfect prediction.",
+                )
+            )
             images.append(_plot_residuals(y, pred, mask, targets, out / "residuals.png"))
             sections.append(("Residuals", images[-1], "True minus predicted."))
             for name, rows in (("train", ~mask), ("validation", mask)):
                 if rows.any():
-                    metrics_rows.append((f"network, {name} rows ({int(rows.sum())})",
-                                         regression_metrics(y[rows], pred[rows])))
+                    metrics_rows.append(
+                        (
+                            f"network, {name} rows ({int(rows.sum())})",
+                            regression_metrics(y[rows], pred[rows]),
+                        )
+                    )
         images.append(_plot_curve(saved, x, y, j, feats, targets, out / "fitted_curve.png"))
-        sections.append((f"Fitted curve along {feats[j]}", images[-1],
-                         "The first target as one feature varies over its observed range."))
+        sections.append(
+            (
+                f"Fitted curve along {feats[j]}",
+                images[-1],
+                "The first target as one feature varies over its observed range.",
+            )
+        )
     recomputed = any("validation rows" in r[0] for r in metrics_rows)
     for label, m in (run.get("metrics") or {}).items():
         if recomputed and label.startswith("network"):
@@ -334,8 +385,7 @@ def _html(saved, run, source, feats, targets, sections, metrics_rows) -> str:
     meta = saved.metadata
     spec = saved.spec
     facts = [
-        ("architecture", " → ".join(str(s) for s in spec.layer_sizes)
-         + f" ({spec.activation})"),
+        ("architecture", " → ".join(str(s) for s in spec.layer_sizes) + f" ({spec.activation})"),
         ("ensemble members", str(saved.n_ensemble)),
         ("features", ", ".join(feats)),
         ("targets", ", ".join(targets)),
@@ -350,11 +400,20 @@ def _html(saved, run, source, feats, targets, sections, metrics_rows) -> str:
     rows = "\n".join(f"<tr><th>{esc(k)}</th><td>{esc(str(v))}</td></tr>" for k, v in facts)
     mrows = "\n".join(
         f"<tr><td>{esc(label)}</td><td>{_r2(m)}</td><td>{m['mse']:.6g}</td>"
-        f"<td>{m['mae']:.6g}</td></tr>" for label, m in metrics_rows)
-    metrics = ("<h2>Metrics</h2><table><tr><th></th><th>R²</th><th>MSE</th><th>MAE</th></tr>"
-               f"{mrows}</table>") if metrics_rows else ""
-    body = "\n".join(f"<h2>{esc(title)}</h2><p>{esc(note)}</p>{_img(img)}"
-                     for title, img, note in sections)
+        f"<td>{m['mae']:.6g}</td></tr>"
+        for label, m in metrics_rows
+    )
+    metrics = (
+        (
+            "<h2>Metrics</h2><table><tr><th></th><th>R²</th><th>MSE</th><th>MAE</th></tr>"
+            f"{mrows}</table>"
+        )
+        if metrics_rows
+        else ""
+    )
+    body = "\n".join(
+        f"<h2>{esc(title)}</h2><p>{esc(note)}</p>{_img(img)}" for title, img, note in sections
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>jaxreg report</title>
 <style>

@@ -51,8 +51,20 @@ from jaxreg.model import MLPSpec, init
 from jaxreg.optim import Hparams, check_hparams
 from jaxreg.runtime import cpu_cores
 
-__all__ = ["Outcome", "Placement", "Progress", "Timings", "as_key", "check_finite",
-           "compile_count", "fit", "fit_many", "placement_for", "run", "state_template"]
+__all__ = [
+    "Outcome",
+    "Placement",
+    "Progress",
+    "Timings",
+    "as_key",
+    "check_finite",
+    "compile_count",
+    "fit",
+    "fit_many",
+    "placement_for",
+    "run",
+    "state_template",
+]
 
 
 class Timings(NamedTuple):
@@ -105,11 +117,19 @@ class Placement:
     def __post_init__(self):
         validate.choice("Placement", "batching", self.batching, ("single", "vmap", "map"))
         if self.batching == "single" and self.devices:
-            raise validate.bad("Placement", "devices", "None or empty when batching='single' "
-                               "(one model on one device)", self.devices)
+            raise validate.bad(
+                "Placement",
+                "devices",
+                "None or empty when batching='single' (one model on one device)",
+                self.devices,
+            )
         if self.batching == "single" and self.parts != 1:
-            raise validate.bad("Placement", "parts", "1 when batching='single' (one model on "
-                               "one device)", self.parts)
+            raise validate.bad(
+                "Placement",
+                "parts",
+                "1 when batching='single' (one model on one device)",
+                self.parts,
+            )
 
     @property
     def n_slots(self) -> int:
@@ -117,8 +137,14 @@ class Placement:
         return len(self.devices or (None,)) * self.parts
 
 
-def placement_for(m: int, *, devices=None, threads: int | None = None,
-                  batching: str | None = None, chunked: bool = False) -> Placement:
+def placement_for(
+    m: int,
+    *,
+    devices=None,
+    threads: int | None = None,
+    batching: str | None = None,
+    chunked: bool = False,
+) -> Placement:
     """The placement of ``m`` models: every local device (``devices`` None), ``map`` on CPU
     and ``vmap`` on accelerators (``batching`` None), and on a single CPU device one host
     thread per core (``threads`` None; chunked runs use one)."""
@@ -156,8 +182,7 @@ def _sharding_key(x):
 
 def _signature(args) -> tuple:
     leaves, treedef = jax.tree.flatten(args)
-    return (treedef, tuple((np.shape(x), jnp.result_type(x), _sharding_key(x))
-                           for x in leaves))
+    return (treedef, tuple((np.shape(x), jnp.result_type(x), _sharding_key(x)) for x in leaves))
 
 
 # Process modes that change what the same Python code compiles to (read as attributes: they
@@ -170,8 +195,7 @@ def _compiled(cache_key, build: Callable, args):
     per key and argument signature (0 seconds on a hit)."""
     global _COMPILES
     # The random-number mode changes what init and sampling compile to.
-    full_key = (cache_key, _signature(args),
-                *(getattr(jax.config, flag) for flag in _MODE_FLAGS))
+    full_key = (cache_key, _signature(args), *(getattr(jax.config, flag) for flag in _MODE_FLAGS))
     hit = _CACHE.get(full_key)
     if hit is not None:
         _CACHE.move_to_end(full_key)
@@ -207,9 +231,12 @@ def _over_models(placement: Placement, arity: int) -> Callable[[Callable], Calla
 
     def wrap(fn):
         if placement.batching == "single":
+
             def single(*args):
-                one = [jax.tree.map(lambda a: a[0], a) if m else a
-                       for a, m in zip(args, mapped, strict=True)]
+                one = [
+                    jax.tree.map(lambda a: a[0], a) if m else a
+                    for a, m in zip(args, mapped, strict=True)
+                ]
                 return jax.tree.map(lambda a: a[None], fn(*one))
 
             return single
@@ -231,10 +258,13 @@ def _over_models(placement: Placement, arity: int) -> Callable[[Callable], Calla
         mesh = Mesh(np.array(placement.devices), ("models",))
         # check_vma=False: the lane layout's custom VJP (model._affine) returns a cotangent
         # for the replicated data, which the check would want summed over devices.
-        return jax.shard_map(looped, mesh=mesh,
-                             in_specs=tuple(PartitionSpec("models") if m else PartitionSpec()
-                                            for m in mapped),
-                             out_specs=PartitionSpec("models"), check_vma=False)
+        return jax.shard_map(
+            looped,
+            mesh=mesh,
+            in_specs=tuple(PartitionSpec("models") if m else PartitionSpec() for m in mapped),
+            out_specs=PartitionSpec("models"),
+            check_vma=False,
+        )
 
     return wrap
 
@@ -246,18 +276,29 @@ def _place(placement: Placement, tree, shared: bool = False):
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
     mesh = Mesh(np.array(placement.devices), ("models",))
-    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec() if shared
-                                              else PartitionSpec("models")))
+    return jax.device_put(
+        tree, NamedSharding(mesh, PartitionSpec() if shared else PartitionSpec("models"))
+    )
 
 
 # ---------------------------------------------------------------- the runner
 
 
-def run(spec: MLPSpec, cfg: TrainConfig, data: Dataset, hparams: Hparams, keys, *,
-        params=None, resume: tuple[TrainState, History] | None = None,
-        chunk_epochs: int | None = None, n_epochs: int | None = None,
-        callbacks: Sequence[Callable[[Progress], None]] = (),
-        placement: Placement | None = None, check: bool = True) -> Outcome:
+def run(
+    spec: MLPSpec,
+    cfg: TrainConfig,
+    data: Dataset,
+    hparams: Hparams,
+    keys,
+    *,
+    params=None,
+    resume: tuple[TrainState, History] | None = None,
+    chunk_epochs: int | None = None,
+    n_epochs: int | None = None,
+    callbacks: Sequence[Callable[[Progress], None]] = (),
+    placement: Placement | None = None,
+    check: bool = True,
+) -> Outcome:
     """Train ``M = len(keys)`` models of one architecture.
 
     Args:
@@ -285,30 +326,52 @@ def run(spec: MLPSpec, cfg: TrainConfig, data: Dataset, hparams: Hparams, keys, 
     check_hparams(hparams)
     keys = jnp.asarray(keys)
     if keys.ndim != 2 or keys.shape[0] < 1:
-        raise validate.bad("run", "keys", "an (M, 2) array of PRNG keys with M >= 1",
-                           got=f"an array of shape {tuple(keys.shape)}")
+        raise validate.bad(
+            "run",
+            "keys",
+            "an (M, 2) array of PRNG keys with M >= 1",
+            got=f"an array of shape {tuple(keys.shape)}",
+        )
     m = int(keys.shape[0])
     n = int(np.shape(data.x)[0])
     if cfg.sampling == "bootstrap" and cfg.batch_size is not None and cfg.batch_size > n:
-        raise validate.bad("TrainConfig", "batch_size", f"at most the number of training rows "
-                           f"({n}) for bootstrap sampling", cfg.batch_size)
+        raise validate.bad(
+            "TrainConfig",
+            "batch_size",
+            f"at most the number of training rows ({n}) for bootstrap sampling",
+            cfg.batch_size,
+        )
     chunked = chunk_epochs is not None
     if (resume is not None or n_epochs is not None or callbacks) and not chunked:
-        raise validate.bad("run", "chunk_epochs", "an int when resume, n_epochs or callbacks "
-                           "are given", chunk_epochs)
+        raise validate.bad(
+            "run",
+            "chunk_epochs",
+            "an int when resume, n_epochs or callbacks are given",
+            chunk_epochs,
+        )
     if chunked:
         chunk_epochs, n_epochs = _check_chunks(cfg, chunk_epochs, n_epochs)
     placement = placement or placement_for(m, chunked=chunked)
     if m > 1 and placement.batching == "single":
-        raise validate.bad("run", "placement", f"a Placement with batching 'vmap' or 'map' for "
-                           f"{m} models (batching='single' trains one)", placement)
+        raise validate.bad(
+            "run",
+            "placement",
+            f"a Placement with batching 'vmap' or 'map' for "
+            f"{m} models (batching='single' trains one)",
+            placement,
+        )
     dtype = data.x.dtype
     hp = Hparams(*(jnp.broadcast_to(jnp.asarray(v, dtype), (m,)) for v in hparams))
     pad = -m % placement.n_slots
 
     def padded(tree, xp=jnp):  # repeat the last model; its copies are dropped again
-        return tree if not pad or tree is None else jax.tree.map(
-            lambda a: xp.concatenate([a, xp.repeat(xp.asarray(a)[-1:], pad, 0)]), tree)
+        return (
+            tree
+            if not pad or tree is None
+            else jax.tree.map(
+                lambda a: xp.concatenate([a, xp.repeat(xp.asarray(a)[-1:], pad, 0)]), tree
+            )
+        )
 
     def unpadded(tree):
         return tree if not pad or tree is None else jax.tree.map(lambda a: a[:m], tree)
@@ -317,7 +380,10 @@ def run(spec: MLPSpec, cfg: TrainConfig, data: Dataset, hparams: Hparams, keys, 
     if params is None and resume is None:
         # Initialize outside the compiled run: the same values, and threefry's hashing then
         # runs op by op (cached) instead of doubling the training program's compile time.
-        params = jax.vmap(lambda k: init(k, spec, dtype=dtype))(keys)
+        if int(keys.shape[0]) == 1:  # eager vmap costs ~5 ms a call; one model needs none
+            params = jax.tree.map(lambda a: a[None], init(keys[0], spec, dtype=dtype))
+        else:
+            params = jax.vmap(lambda k: init(k, spec, dtype=dtype))(keys)
     elif params is not None:
         params = padded(jax.tree.map(lambda a: jnp.asarray(a, dtype), params))
     keys, hp, params = (_place(placement, t) for t in (keys, hp, params))
@@ -332,8 +398,9 @@ def run(spec: MLPSpec, cfg: TrainConfig, data: Dataset, hparams: Hparams, keys, 
             for callback in callbacks:
                 callback(pr)
 
-        result, timings, final = _run_chunks(spec, cfg, shared, hp, keys, params, resume,
-                                             chunk_epochs, n_epochs, report, placement)
+        result, timings, final = _run_chunks(
+            spec, cfg, shared, hp, keys, params, resume, chunk_epochs, n_epochs, report, placement
+        )
         final = (unpadded(final[0]), unpadded(final[1]))
     else:
         result, timings = _run_whole(spec, cfg, shared, hp, keys, params, placement)
@@ -346,17 +413,34 @@ def run(spec: MLPSpec, cfg: TrainConfig, data: Dataset, hparams: Hparams, keys, 
 
 def _check_chunks(cfg: TrainConfig, chunk_epochs, n_epochs) -> tuple[int, int | None]:
     if not cfg.record_every:
-        raise validate.bad("run", "chunk_epochs", "None when cfg.record_every=0 (chunks end at "
-                           "record points)", chunk_epochs)
-    if (not validate.is_int(chunk_epochs) or chunk_epochs < 1
-            or chunk_epochs % cfg.record_every or cfg.epochs % chunk_epochs):
-        raise validate.bad("run", "chunk_epochs", "a positive multiple of record_every "
-                           f"({cfg.record_every}) that divides epochs ({cfg.epochs})",
-                           chunk_epochs)
-    if n_epochs is not None and (not validate.is_int(n_epochs) or n_epochs < 1
-                                 or n_epochs % chunk_epochs):
-        raise validate.bad("run", "n_epochs", f"None or a positive multiple of chunk_epochs "
-                           f"({chunk_epochs})", n_epochs)
+        raise validate.bad(
+            "run",
+            "chunk_epochs",
+            "None when cfg.record_every=0 (chunks end at record points)",
+            chunk_epochs,
+        )
+    if (
+        not validate.is_int(chunk_epochs)
+        or chunk_epochs < 1
+        or chunk_epochs % cfg.record_every
+        or cfg.epochs % chunk_epochs
+    ):
+        raise validate.bad(
+            "run",
+            "chunk_epochs",
+            "a positive multiple of record_every "
+            f"({cfg.record_every}) that divides epochs ({cfg.epochs})",
+            chunk_epochs,
+        )
+    if n_epochs is not None and (
+        not validate.is_int(n_epochs) or n_epochs < 1 or n_epochs % chunk_epochs
+    ):
+        raise validate.bad(
+            "run",
+            "n_epochs",
+            f"None or a positive multiple of chunk_epochs ({chunk_epochs})",
+            n_epochs,
+        )
     # Python ints: the chunk length is a static argument and part of the compile-cache key.
     return int(chunk_epochs), None if n_epochs is None else int(n_epochs)
 
@@ -365,12 +449,19 @@ def _run_whole(spec, cfg, data, hp, keys, params, placement: Placement):
     """The whole run in one executable (per host-thread part)."""
     total = int(keys.shape[0])
     size = total // placement.parts
-    parts = [(keys[i:i + size], data, jax.tree.map(lambda a, i=i: a[i:i + size], hp),
-              jax.tree.map(lambda a, i=i: a[i:i + size], params))
-             for i in range(0, total, size)]
+    parts = [
+        (
+            keys[i : i + size],
+            data,
+            jax.tree.map(lambda a, i=i: a[i : i + size], hp),
+            jax.tree.map(lambda a, i=i: a[i : i + size], params),
+        )
+        for i in range(0, total, size)
+    ]
     wrap = _over_models(placement, 4)
-    exe, compile_s = _compiled(("train", spec, cfg, placement),
-                               lambda: wrap(make_train(spec, cfg)), parts[0])
+    exe, compile_s = _compiled(
+        ("train", spec, cfg, placement), lambda: wrap(make_train(spec, cfg)), parts[0]
+    )
     t0 = time.perf_counter()
     if len(parts) > 1:
         from concurrent.futures import ThreadPoolExecutor
@@ -385,27 +476,43 @@ def _run_whole(spec, cfg, data, hp, keys, params, placement: Placement):
     return result, Timings(compile_s, time.perf_counter() - t0)
 
 
-def _run_chunks(spec, cfg, data, hp, keys, params, resume, chunk_epochs, n_epochs,
-                report: Callable[[Progress], None], placement: Placement):
+def _run_chunks(
+    spec,
+    cfg,
+    data,
+    hp,
+    keys,
+    params,
+    resume,
+    chunk_epochs,
+    n_epochs,
+    report: Callable[[Progress], None],
+    placement: Placement,
+):
     """Equal compiled chunks of every model, with a report after each."""
     engine = make_engine(spec, cfg)
     compile_s = 0.0
     if resume is None:
-        exe, c = _compiled(("init", spec, cfg, placement),
-                           lambda: _over_models(placement, 4)(engine.init),
-                           (keys, data, hp, params))
+        exe, c = _compiled(
+            ("init", spec, cfg, placement),
+            lambda: _over_models(placement, 4)(engine.init),
+            (keys, data, hp, params),
+        )
         compile_s += c
         state, history = exe(keys, data, hp, params), None
     else:
         state, history = resume
-    exe_run, c = _compiled(("run", spec, cfg, chunk_epochs, placement),
-                           lambda: _over_models(placement, 4)(
-                               lambda s, d, h, k: engine.run(s, k, d, h, chunk_epochs)),
-                           (state, data, hp, keys))
+    exe_run, c = _compiled(
+        ("run", spec, cfg, chunk_epochs, placement),
+        lambda: _over_models(placement, 4)(lambda s, d, h, k: engine.run(s, k, d, h, chunk_epochs)),
+        (state, data, hp, keys),
+    )
     compile_s += c
-    exe_finish, c = _compiled(("finish", spec, cfg, placement),
-                              lambda: _over_models(placement, 2)(
-                                  lambda s, d: engine.finish(s, d, None)), (state, data))
+    exe_finish, c = _compiled(
+        ("finish", spec, cfg, placement),
+        lambda: _over_models(placement, 2)(lambda s, d: engine.finish(s, d, None)),
+        (state, data),
+    )
     compile_s += c
     run_s = 0.0
     limit = None if n_epochs is None else int(np.max(state.epoch)) + n_epochs
@@ -422,22 +529,29 @@ def _run_chunks(spec, cfg, data, hp, keys, params, resume, chunk_epochs, n_epoch
         state, h = jax.block_until_ready(exe_run(state, data, hp, keys))
         run_s += time.perf_counter() - t0
         h = jax.tree.map(np.asarray, h)
-        history = h if history is None else jax.tree.map(
-            lambda a, b: np.concatenate([a, b], axis=1), history, h)
-        report(Progress(int(np.max(state.epoch)), cfg.epochs, state, history,
-                        Timings(compile_s, run_s)))
+        history = (
+            h
+            if history is None
+            else jax.tree.map(lambda a, b: np.concatenate([a, b], axis=1), history, h)
+        )
+        report(
+            Progress(
+                int(np.max(state.epoch)), cfg.epochs, state, history, Timings(compile_s, run_s)
+            )
+        )
     if history is None:
         m = int(keys.shape[0])
-        history = jax.tree.map(lambda a: np.broadcast_to(np.asarray(a), (m, *a.shape)),
-                               empty_history(data.y.shape[1], data.x.dtype))
+        history = jax.tree.map(
+            lambda a: np.broadcast_to(np.asarray(a), (m, *a.shape)),
+            empty_history(data.y.shape[1], data.x.dtype),
+        )
     t0 = time.perf_counter()
     result = jax.block_until_ready(exe_finish(state, data))
     run_s += time.perf_counter() - t0
     return result._replace(history=history), Timings(compile_s, run_s), (state, history)
 
 
-def check_finite(result: TrainResult, hparams: Hparams | None = None,
-                 unit: str = "epoch") -> None:
+def check_finite(result: TrainResult, hparams: Hparams | None = None, unit: str = "epoch") -> None:
     """Raise ``TrainingDivergedError`` (scikit-learn's message, then a hint) if a result
     holds non-finite values.
 
@@ -450,8 +564,11 @@ def check_finite(result: TrainResult, hparams: Hparams | None = None,
 
     def finite(x):
         x = np.asarray(x)
-        return np.isfinite(x.reshape(x.shape[0], -1)).all(axis=1) if batched else np.array(
-            [np.isfinite(x).all()])
+        return (
+            np.isfinite(x.reshape(x.shape[0], -1)).all(axis=1)
+            if batched
+            else np.array([np.isfinite(x).all()])
+        )
 
     ok = np.logical_and.reduce([finite(x) for x in leaves])
     if ok.all():
@@ -474,7 +591,8 @@ def check_finite(result: TrainResult, hparams: Hparams | None = None,
     raise TrainingDivergedError(
         f"{NON_FINITE_MESSAGE} Training diverged{who}: the loss or the parameters became NaN "
         f"or infinite {where}{lr}. Lower the learning rate, standardize x and y, or add an L2 "
-        "penalty.")
+        "penalty."
+    )
 
 
 def state_template(spec: MLPSpec, cfg: TrainConfig, data: Dataset, hparams: Hparams, m: int):
@@ -503,10 +621,20 @@ def as_key(key):
     return key
 
 
-def fit(spec: MLPSpec, cfg: TrainConfig, data: Dataset, hparams: Hparams = Hparams(),
-        key=None, params=None, check: bool = True, *, chunk_epochs: int | None = None,
-        callback: Callable[[Progress], None] | None = None,
-        resume: tuple[TrainState, History] | None = None, return_timings: bool = False):
+def fit(
+    spec: MLPSpec,
+    cfg: TrainConfig,
+    data: Dataset,
+    hparams: Hparams = Hparams(),
+    key=None,
+    params=None,
+    check: bool = True,
+    *,
+    chunk_epochs: int | None = None,
+    callback: Callable[[Progress], None] | None = None,
+    resume: tuple[TrainState, History] | None = None,
+    return_timings: bool = False,
+):
     """Train one model: ``run`` with ``M = 1``, the model axis taken off again.
 
     ``key`` is a PRNG key or an int seed (default 0); ``params`` has no model axis;
@@ -514,23 +642,44 @@ def fit(spec: MLPSpec, cfg: TrainConfig, data: Dataset, hparams: Hparams = Hpara
     ``resume`` takes its ``(state, history)`` as they are.
     Returns the ``TrainResult``, or ``(result, timings)`` with ``return_timings=True``.
     """
+
     def axis(tree):
         return None if tree is None else jax.tree.map(lambda a: jnp.asarray(a)[None], tree)
 
-    out = run(spec, cfg, data, hparams, as_key(key)[None], params=axis(params),
-              resume=resume,
-              chunk_epochs=chunk_epochs, callbacks=() if callback is None else (callback,),
-              check=check)
+    out = run(
+        spec,
+        cfg,
+        data,
+        hparams,
+        as_key(key)[None],
+        params=axis(params),
+        resume=resume,
+        chunk_epochs=chunk_epochs,
+        callbacks=() if callback is None else (callback,),
+        check=check,
+    )
     result = jax.tree.map(lambda a: a[0], out.result)
     return (result, out.timings) if return_timings else result
 
 
-def fit_many(spec: MLPSpec, cfg: TrainConfig, data: Dataset, hparams: Hparams = Hparams(),
-             keys=None, n_models: int | None = None, check: bool = True,
-             devices=None, threads: int | None = None, batching: str | None = None, *,
-             params=None, chunk_epochs: int | None = None,
-             callback: Callable[[Progress], None] | None = None,
-             resume: tuple[TrainState, History] | None = None, return_timings: bool = False):
+def fit_many(
+    spec: MLPSpec,
+    cfg: TrainConfig,
+    data: Dataset,
+    hparams: Hparams = Hparams(),
+    keys=None,
+    n_models: int | None = None,
+    check: bool = True,
+    devices=None,
+    threads: int | None = None,
+    batching: str | None = None,
+    *,
+    params=None,
+    chunk_epochs: int | None = None,
+    callback: Callable[[Progress], None] | None = None,
+    resume: tuple[TrainState, History] | None = None,
+    return_timings: bool = False,
+):
     """Train ``M`` models of one architecture: ``run`` with keys from seeds or keys.
 
     ``keys``: ``M`` PRNG keys (an ``(M, 2)`` array) or a list of int seeds; ``n_models``
@@ -540,18 +689,34 @@ def fit_many(spec: MLPSpec, cfg: TrainConfig, data: Dataset, hparams: Hparams = 
     """
     if keys is None:
         if n_models is None or not validate.is_int(n_models) or n_models < 1:
-            raise validate.bad("fit_many", "n_models", "an int in [1, inf) when keys is None",
-                               n_models)
+            raise validate.bad(
+                "fit_many", "n_models", "an int in [1, inf) when keys is None", n_models
+            )
         keys = list(range(int(n_models)))
     if isinstance(keys, list | tuple | range):
         if not keys:
-            raise validate.bad("fit_many", "keys", "None, a non-empty list of int seeds or an "
-                               "(M, 2) array of PRNG keys", keys)
+            raise validate.bad(
+                "fit_many",
+                "keys",
+                "None, a non-empty list of int seeds or an (M, 2) array of PRNG keys",
+                keys,
+            )
         keys = jnp.stack([as_key(int(k)) for k in keys])
     m = int(np.shape(keys)[0])
-    placement = placement_for(m, devices=devices, threads=threads, batching=batching,
-                              chunked=chunk_epochs is not None)
-    out = run(spec, cfg, data, hparams, keys, params=params, resume=resume,
-              chunk_epochs=chunk_epochs, callbacks=() if callback is None else (callback,),
-              placement=placement, check=check)
+    placement = placement_for(
+        m, devices=devices, threads=threads, batching=batching, chunked=chunk_epochs is not None
+    )
+    out = run(
+        spec,
+        cfg,
+        data,
+        hparams,
+        keys,
+        params=params,
+        resume=resume,
+        chunk_epochs=chunk_epochs,
+        callbacks=() if callback is None else (callback,),
+        placement=placement,
+        check=check,
+    )
     return (out.result, out.timings) if return_timings else out.result

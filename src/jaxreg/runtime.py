@@ -18,8 +18,12 @@ def default_cache_dir() -> pathlib.Path:
     return pathlib.Path(base) / "jaxreg" / "xla"
 
 
-def configure_process(*, compilation_cache: bool | str | os.PathLike = True,
-                      fast_cpu: bool = True, n_cpu_devices: int | None = None) -> dict:
+def configure_process(
+    *,
+    compilation_cache: bool | str | os.PathLike = True,
+    fast_cpu: bool = True,
+    n_cpu_devices: int | None = None,
+) -> dict:
     """Apply the CLI's process settings; returns what was set.
 
     Call it before JAX runs anything: the XLA options and the CPU device count are read
@@ -39,13 +43,17 @@ def configure_process(*, compilation_cache: bool | str | os.PathLike = True,
     done: dict = {}
     started = _backend_started()
     if compilation_cache:
-        path = (pathlib.Path(compilation_cache) if not isinstance(compilation_cache, bool)
-                else pathlib.Path(os.environ.get(ENV_CACHE) or default_cache_dir()))
+        path = (
+            pathlib.Path(compilation_cache)
+            if not isinstance(compilation_cache, bool)
+            else pathlib.Path(os.environ.get(ENV_CACHE) or default_cache_dir())
+        )
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ValueError(f"The compilation cache folder {str(path)!r} cannot be used: "
-                             f"{exc.strerror or exc}.") from None
+            raise ValueError(
+                f"The compilation cache folder {str(path)!r} cannot be used: {exc.strerror or exc}."
+            ) from None
         jax.config.update("jax_compilation_cache_dir", str(path))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

@@ -37,10 +37,21 @@ from jaxreg import __version__, files
 from jaxreg.data import Standardizer
 from jaxreg.model import ACTIVATIONS, INITIALIZERS, Layer, MLPSpec
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "META_FILE", "ModelDocument", "ModelWriter",
-           "SavedModel", "build_document", "check_target", "is_model_dir", "load_model",
-           "read_document",
-           "save_model", "save_model_document"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "META_FILE",
+    "ModelDocument",
+    "ModelWriter",
+    "SavedModel",
+    "build_document",
+    "check_target",
+    "is_model_dir",
+    "load_model",
+    "read_document",
+    "save_model",
+    "save_model_document",
+]
 
 FORMAT = "jaxreg-model"
 FORMAT_VERSION = 2  # 2: manifest naming content-addressed files, checksum over the model
@@ -84,72 +95,128 @@ class ModelDocument(NamedTuple):
 # ---------------------------------------------------------------- schema
 
 _NUMBERS = {"type": "array", "items": {"type": "number"}}
-_SCALER = {"type": "object", "required": ["mean", "scale", "dtype"],
-           "properties": {"mean": _NUMBERS, "scale": _NUMBERS, "dtype": {"enum": list(_DTYPES)}}}
+_SCALER = {
+    "type": "object",
+    "required": ["mean", "scale", "dtype"],
+    "properties": {"mean": _NUMBERS, "scale": _NUMBERS, "dtype": {"enum": list(_DTYPES)}},
+}
 _NAMES = {"type": ["array", "null"], "items": {"type": "string"}}
-_SPEC = {"type": "object", "required": ["layer_sizes", "activation", "init", "bias_init",
-                                        "key_scheme"],
-         "properties": {"layer_sizes": {"type": "array", "minItems": 2,
-                                        "items": {"type": "integer", "minimum": 1}},
-                        "activation": {"enum": sorted(ACTIVATIONS)},
-                        "init": {"enum": list(INITIALIZERS)},
-                        "gain": {"type": ["number", "null"], "exclusiveMinimum": 0},
-                        "bias_init": {"type": "string"}, "key_scheme": {"type": "string"}},
-         "additionalProperties": False}
-_MODEL: dict[str, Any] = {"type": "object",
-          "required": ["spec", "dtype", "n_ensemble", "x_scaler", "y_scaler", "feature_names",
-                       "target_names", "y_ndim", "weights_sha256"],
-          "properties": {"spec": _SPEC, "dtype": {"enum": list(_DTYPES)},
-                         "n_ensemble": {"type": "integer", "minimum": 1},
-                         "x_scaler": _SCALER, "y_scaler": _SCALER, "feature_names": _NAMES,
-                         "target_names": _NAMES, "y_ndim": {"enum": [1, 2]},
-                         "weights_sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}}
+_SPEC = {
+    "type": "object",
+    "required": ["layer_sizes", "activation", "init", "bias_init", "key_scheme"],
+    "properties": {
+        "layer_sizes": {"type": "array", "minItems": 2, "items": {"type": "integer", "minimum": 1}},
+        "activation": {"enum": sorted(ACTIVATIONS)},
+        "init": {"enum": list(INITIALIZERS)},
+        "gain": {"type": ["number", "null"], "exclusiveMinimum": 0},
+        "bias_init": {"type": "string"},
+        "key_scheme": {"type": "string"},
+    },
+    "additionalProperties": False,
+}
+_MODEL: dict[str, Any] = {
+    "type": "object",
+    "required": [
+        "spec",
+        "dtype",
+        "n_ensemble",
+        "x_scaler",
+        "y_scaler",
+        "feature_names",
+        "target_names",
+        "y_ndim",
+        "weights_sha256",
+    ],
+    "properties": {
+        "spec": _SPEC,
+        "dtype": {"enum": list(_DTYPES)},
+        "n_ensemble": {"type": "integer", "minimum": 1},
+        "x_scaler": _SCALER,
+        "y_scaler": _SCALER,
+        "feature_names": _NAMES,
+        "target_names": _NAMES,
+        "y_ndim": {"enum": [1, 2]},
+        "weights_sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+    },
+}
 SCHEMA: dict[str, Any] = {
     "type": "object",
-    "required": ["format", "format_version", "jaxreg_version", "files", "model", "checksum",
-                 "config", "metadata"],
+    "required": [
+        "format",
+        "format_version",
+        "jaxreg_version",
+        "files",
+        "model",
+        "checksum",
+        "config",
+        "metadata",
+    ],
     "properties": {
         "format": {"const": FORMAT},
         "format_version": {"type": "integer", "minimum": 1},
         "jaxreg_version": {"type": "string"},
-        "files": {"type": "object", "required": ["weights"],
-                  "properties": {"weights": {"type": "string",
-                                             "pattern": r"^weights-[0-9a-f]{16}\.safetensors$"},
-                                 "report": {"type": ["string", "null"],
-                                            "pattern": "^report-[0-9a-f]{16}$"}}},
+        "files": {
+            "type": "object",
+            "required": ["weights"],
+            "properties": {
+                "weights": {"type": "string", "pattern": r"^weights-[0-9a-f]{16}\.safetensors$"},
+                "report": {"type": ["string", "null"], "pattern": "^report-[0-9a-f]{16}$"},
+            },
+        },
         "model": _MODEL,
         "checksum": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
         "config": {"type": "object"},
-        "metadata": {"type": "object",
-                     "properties": {"n_iter": {"type": "integer", "minimum": 0},
-                                    "loss_curve": _NUMBERS,
-                                    "validation_loss_curve": {"type": ["array", "null"],
-                                                              "items": {"type": "number"}},
-                                    "compile_seconds": {"type": "number"},
-                                    "run_seconds": {"type": "number"}}},
+        "metadata": {
+            "type": "object",
+            "properties": {
+                "n_iter": {"type": "integer", "minimum": 0},
+                "loss_curve": _NUMBERS,
+                "validation_loss_curve": {"type": ["array", "null"], "items": {"type": "number"}},
+                "compile_seconds": {"type": "number"},
+                "run_seconds": {"type": "number"},
+            },
+        },
         "run": {"type": ["object", "null"]},
     },
 }
 # Format 1 (jaxreg 0.1): a flat document; its checksum covered the weights only.
 _SCHEMA_V1 = {
     "type": "object",
-    "required": ["format", "format_version", "spec", "n_ensemble", "x_scaler", "y_scaler",
-                 "weights_sha256", "dtype"],
-    "properties": {"spec": _SPEC, "dtype": {"enum": list(_DTYPES)},
-                   "n_ensemble": {"type": "integer", "minimum": 1}, "x_scaler": _SCALER,
-                   "y_scaler": _SCALER, "feature_names": _NAMES, "target_names": _NAMES,
-                   "weights_sha256": {"type": "string"}, "config": {"type": "object"},
-                   "metadata": SCHEMA["properties"]["metadata"]},
+    "required": [
+        "format",
+        "format_version",
+        "spec",
+        "n_ensemble",
+        "x_scaler",
+        "y_scaler",
+        "weights_sha256",
+        "dtype",
+    ],
+    "properties": {
+        **{k: v for k, v in _MODEL["properties"].items() if k not in ("y_ndim", "weights_sha256")},
+        "weights_sha256": {"type": "string"},
+        "config": {"type": "object"},
+        "metadata": SCHEMA["properties"]["metadata"],
+    },
 }
 
 
 # ---------------------------------------------------------------- building a document
 
 
-def build_document(spec: MLPSpec, params, x_scaler: Standardizer, y_scaler: Standardizer, *,
-                   config: dict | None = None, feature_names=None, target_names=None,
-                   metadata: dict | None = None, y_ndim: int = 2,
-                   run: dict | None = None) -> ModelDocument:
+def build_document(
+    spec: MLPSpec,
+    params,
+    x_scaler: Standardizer,
+    y_scaler: Standardizer,
+    *,
+    config: dict | None = None,
+    feature_names=None,
+    target_names=None,
+    metadata: dict | None = None,
+    y_ndim: int = 2,
+    run: dict | None = None,
+) -> ModelDocument:
     """Everything a save writes, built and checked in memory (nothing touches the disk).
 
     Args:
@@ -220,14 +287,20 @@ def _scaler_to_json(scaler: Standardizer, width: int, name: str) -> dict:
     mean = np.asarray(scaler.mean).reshape(-1)
     scale = np.asarray(scaler.scale).reshape(-1)
     if mean.shape != (width,) or scale.shape != (width,):
-        raise ValueError(f"{name} must have {width} columns. Got mean {mean.shape} and "
-                         f"scale {scale.shape}.")
+        raise ValueError(
+            f"{name} must have {width} columns. Got mean {mean.shape} and scale {scale.shape}."
+        )
     if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(scale)) and np.all(scale > 0)):
-        raise ValueError(f"{name} must have finite means and finite positive scales. Got mean "
-                         f"{mean.tolist()} and scale {scale.tolist()}.")
+        raise ValueError(
+            f"{name} must have finite means and finite positive scales. Got mean "
+            f"{mean.tolist()} and scale {scale.tolist()}."
+        )
     # float32 -> float64 -> repr -> float64 -> float32 is exact, so JSON keeps every bit.
-    return {"mean": [float(v) for v in mean], "scale": [float(v) for v in scale],
-            "dtype": mean.dtype.name if mean.dtype.name in _DTYPES else "float64"}
+    return {
+        "mean": [float(v) for v in mean],
+        "scale": [float(v) for v in scale],
+        "dtype": mean.dtype.name if mean.dtype.name in _DTYPES else "float64",
+    }
 
 
 def _names(names, width: int, what: str):
@@ -275,12 +348,15 @@ def check_target(path, *, overwrite: bool) -> bool:
     if not p.exists() or (not (p / META_FILE).exists() and files.only_leftovers(p, _OWNED)):
         return False
     if not is_model_dir(p):
-        raise ValueError(f"Cannot save a model to {str(p)!r}: the folder is not empty and is "
-                         f"not a jaxreg model; refusing to touch it (it has no valid "
-                         f"{META_FILE}).")
+        raise ValueError(
+            f"Cannot save a model to {str(p)!r}: the folder is not empty and is "
+            f"not a jaxreg model; refusing to touch it (it has no valid "
+            f"{META_FILE})."
+        )
     if not overwrite:
-        raise FileExistsError(f"{str(p)!r} already holds a jaxreg model; refusing to replace "
-                              "it without overwrite.")
+        raise FileExistsError(
+            f"{str(p)!r} already holds a jaxreg model; refusing to replace it without overwrite."
+        )
     return True
 
 
@@ -325,10 +401,16 @@ class ModelWriter:
             folders[name] = report
         weights_name = doc["files"]["weights"]
         self._clear_legacy_report()
-        files.commit(self.path, META_FILE, files.dumps(doc, "the model document"),
-                     files={weights_name: document.weights}, folders=folders, owned=_OWNED,
-                     link=(REPORT_LINK, next(iter(folders))) if folders else None,
-                     legacy=_LEGACY)
+        files.commit(
+            self.path,
+            META_FILE,
+            files.dumps(doc, "the model document"),
+            files={weights_name: document.weights},
+            folders=folders,
+            owned=_OWNED,
+            link=(REPORT_LINK, next(iter(folders))) if folders else None,
+            legacy=_LEGACY,
+        )
 
     def _clear_legacy_report(self) -> None:
         """Format 1 wrote ``report/`` as a folder of plain files: make room for the link."""
@@ -346,23 +428,42 @@ class ModelWriter:
                 pass
 
 
-def save_model(path, spec: MLPSpec, params, x_scaler: Standardizer, y_scaler: Standardizer,
-               *, config: dict | None = None, feature_names=None, target_names=None,
-               metadata: dict | None = None, y_ndim: int = 2, run: dict | None = None,
-               overwrite: bool = True) -> pathlib.Path:
+def save_model(
+    path,
+    spec: MLPSpec,
+    params,
+    x_scaler: Standardizer,
+    y_scaler: Standardizer,
+    *,
+    config: dict | None = None,
+    feature_names=None,
+    target_names=None,
+    metadata: dict | None = None,
+    y_ndim: int = 2,
+    run: dict | None = None,
+    overwrite: bool = True,
+) -> pathlib.Path:
     """Write a model folder at ``path`` atomically and return its path.
 
     ``overwrite=True`` replaces a jaxreg model already there (atomically); any other file or
     non-empty folder is refused untouched. The other arguments are ``build_document``'s.
     """
-    document = build_document(spec, params, x_scaler, y_scaler, config=config,
-                              feature_names=feature_names, target_names=target_names,
-                              metadata=metadata, y_ndim=y_ndim, run=run)
+    document = build_document(
+        spec,
+        params,
+        x_scaler,
+        y_scaler,
+        config=config,
+        feature_names=feature_names,
+        target_names=target_names,
+        metadata=metadata,
+        y_ndim=y_ndim,
+        run=run,
+    )
     return save_model_document(path, document, overwrite=overwrite)
 
 
-def save_model_document(path, document: ModelDocument, *, overwrite: bool = True
-                        ) -> pathlib.Path:
+def save_model_document(path, document: ModelDocument, *, overwrite: bool = True) -> pathlib.Path:
     """Commit a built ``ModelDocument`` to the folder ``path`` (see ``save_model``)."""
     with ModelWriter(path, overwrite=overwrite) as writer:
         writer.commit(document)
@@ -390,8 +491,10 @@ def read_document(path) -> ModelDocument:
     if not path.exists():
         raise FileNotFoundError(f"Model folder {str(path)!r} does not exist.")
     if not path.is_dir():
-        raise ValueError(f"{str(path)!r} is not a jaxreg model: a model is a folder with "
-                         f"{META_FILE}, and this is a file.")
+        raise ValueError(
+            f"{str(path)!r} is not a jaxreg model: a model is a folder with "
+            f"{META_FILE}, and this is a file."
+        )
     # Shared with other readers, exclusive of commits: the manifest and the weights it
     # names are read as one consistent pair.
     with files.folder_lock(path, shared=True):
@@ -407,30 +510,35 @@ def _read_document(path: pathlib.Path) -> ModelDocument:
     what = f"Model document {str(meta_path)!r}"
     doc = files.load_json(meta_path, "Model document")
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise ValueError(f"{str(path)!r} is not a jaxreg model: {META_FILE} does not declare "
-                         f"format {FORMAT!r}.")
+        raise ValueError(
+            f"{str(path)!r} is not a jaxreg model: {META_FILE} does not declare format {FORMAT!r}."
+        )
     version = doc.get("format_version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise ValueError(f"{what} has an invalid format_version. Got {version!r}.")
     if version > FORMAT_VERSION:
-        raise ValueError(f"Model {str(path)!r} has format version {version}, newer than this "
-                         f"jaxreg ({__version__}) reads (up to {FORMAT_VERSION}); upgrade "
-                         "jaxreg to load it.")
+        raise ValueError(
+            f"Model {str(path)!r} has format version {version}, newer than this "
+            f"jaxreg ({__version__}) reads (up to {FORMAT_VERSION}); upgrade "
+            "jaxreg to load it."
+        )
     if version == 1:
         files.validate_document(doc, _SCHEMA_V1, what)
         doc = _upgrade_v1(doc)
     else:
         files.validate_document(doc, SCHEMA, what)
         if files.checksum(doc["model"]) != doc["checksum"]:
-            raise ValueError(f"{what} was modified after it was saved: its checksum does not "
-                             "match its spec, scalers, names and weights; refusing to load a "
-                             "model that may predict differently.")
+            raise ValueError(
+                f"{what} was modified after it was saved: its checksum does not "
+                "match its spec, scalers, names and weights; refusing to load a "
+                "model that may predict differently."
+            )
     weights_path = path / doc["files"]["weights"]
     if not weights_path.is_file():
-        raise FileNotFoundError(f"Model folder {str(path)!r} is missing its weights file "
-                                f"{weights_path.name}.")
-    blob, tensors = files.load_tensors(weights_path, doc["model"]["weights_sha256"],
-                                       "Weights file")
+        raise FileNotFoundError(
+            f"Model folder {str(path)!r} is missing its weights file {weights_path.name}."
+        )
+    blob, tensors = files.load_tensors(weights_path, doc["model"]["weights_sha256"], "Weights file")
     saved = _saved(doc, tensors, f"Weights file {str(weights_path)!r}", what)
     if version == 1:  # rebuilt as a current document, so that a commit upgrades the folder
         run = None
@@ -439,10 +547,18 @@ def _read_document(path: pathlib.Path) -> ModelDocument:
             with contextlib.suppress(ValueError):
                 found = files.load_json(legacy_run, "Run information")
                 run = found if isinstance(found, dict) else None
-        return build_document(saved.spec, saved.params, saved.x_scaler, saved.y_scaler,
-                              config=saved.config, feature_names=saved.feature_names,
-                              target_names=saved.target_names, metadata=saved.metadata,
-                              y_ndim=saved.y_ndim, run=run)
+        return build_document(
+            saved.spec,
+            saved.params,
+            saved.x_scaler,
+            saved.y_scaler,
+            config=saved.config,
+            feature_names=saved.feature_names,
+            target_names=saved.target_names,
+            metadata=saved.metadata,
+            y_ndim=saved.y_ndim,
+            run=run,
+        )
     return ModelDocument(doc, blob, saved)
 
 
@@ -450,8 +566,7 @@ def _upgrade_v1(doc: dict) -> dict:
     model = {k: doc.get(k) for k in _MODEL["required"]}
     meta = dict(doc.get("metadata") or {})
     model["y_ndim"] = 1 if meta.get("y_ndim") == 1 else 2
-    return {**doc, "model": model, "files": {"weights": _LEGACY[0], "report": None},
-            "run": None}
+    return {**doc, "model": model, "files": {"weights": _LEGACY[0], "report": None}, "run": None}
 
 
 def _saved(doc: dict, tensors: dict, where: str, what: str = "the model") -> SavedModel:
@@ -466,22 +581,27 @@ def _saved(doc: dict, tensors: dict, where: str, what: str = "the model") -> Sav
     n_layers = len(spec.layer_sizes) - 1
     expected = {f"layers.{i}.{p}" for i in range(n_layers) for p in "Wb"}
     if set(tensors) != expected:
-        raise ValueError(f"{where} disagrees with the spec {spec.layer_sizes}: expected "
-                         f"tensors {sorted(expected)}, found {sorted(tensors)}.")
+        raise ValueError(
+            f"{where} disagrees with the spec {spec.layer_sizes}: expected "
+            f"tensors {sorted(expected)}, found {sorted(tensors)}."
+        )
     dtype = model["dtype"]
     for name, arr in tensors.items():
         if arr.dtype.name != dtype:
-            raise ValueError(f"{where}: {name} has dtype {arr.dtype}, but {META_FILE} says "
-                             f"{dtype}.")
-    layers = tuple(Layer(tensors[f"layers.{i}.W"], tensors[f"layers.{i}.b"])
-                   for i in range(n_layers))
+            raise ValueError(
+                f"{where}: {name} has dtype {arr.dtype}, but {META_FILE} says {dtype}."
+            )
+    layers = tuple(
+        Layer(tensors[f"layers.{i}.W"], tensors[f"layers.{i}.b"]) for i in range(n_layers)
+    )
     _check_params(spec, layers, where, m=m)
     for name in ("feature_names", "target_names"):
         names = model.get(name)
         width = spec.n_inputs if name == "feature_names" else spec.n_outputs
         if names is not None and len(names) != width:
-            raise ValueError(f"{what}: {name} must list {width} names for the spec. Got "
-                             f"{len(names)}.")
+            raise ValueError(
+                f"{what}: {name} must list {width} names for the spec. Got {len(names)}."
+            )
     return SavedModel(
         spec=spec,
         params=layers,
@@ -502,17 +622,21 @@ def _saved(doc: dict, tensors: dict, where: str, what: str = "the model") -> Sav
 def _check_params(spec: MLPSpec, layers, what: str, m: int | None = None) -> None:
     sizes = spec.layer_sizes
     if len(layers) != len(sizes) - 1:
-        raise ValueError(f"{what} has {len(layers)} layers, but the spec {sizes} has "
-                         f"{len(sizes) - 1}.")
+        raise ValueError(
+            f"{what} has {len(layers)} layers, but the spec {sizes} has {len(sizes) - 1}."
+        )
     if m is None:
         m = int(np.shape(layers[0].W)[0]) if np.ndim(layers[0].W) == 3 else -1
-    for i, (layer, fan_in, fan_out) in enumerate(zip(layers, sizes[:-1], sizes[1:],
-                                                     strict=True)):
-        for name, arr, shape in (("W", layer.W, (m, fan_in, fan_out)),
-                                 ("b", layer.b, (m, 1, fan_out))):
+    for i, (layer, fan_in, fan_out) in enumerate(zip(layers, sizes[:-1], sizes[1:], strict=True)):
+        for name, arr, shape in (
+            ("W", layer.W, (m, fan_in, fan_out)),
+            ("b", layer.b, (m, 1, fan_out)),
+        ):
             if tuple(np.shape(arr)) != shape:
-                raise ValueError(f"{what}: layers.{i}.{name} has shape {tuple(np.shape(arr))},"
-                                 f" but the spec {sizes} with {m} member(s) needs {shape}.")
+                raise ValueError(
+                    f"{what}: layers.{i}.{name} has shape {tuple(np.shape(arr))},"
+                    f" but the spec {sizes} with {m} member(s) needs {shape}."
+                )
             if not np.all(np.isfinite(arr)):
                 raise ValueError(f"{what}: layers.{i}.{name} holds NaN or infinite values.")
 
@@ -522,8 +646,10 @@ def _scaler_from_json(d: Any, width: int, name: str, what: str) -> Standardizer:
     mean = np.asarray(d["mean"], dtype=np.float64)
     scale = np.asarray(d["scale"], dtype=np.float64)
     if mean.shape != (width,) or scale.shape != (width,):
-        raise ValueError(f"{what}: {name} must have {width} values for the spec. Got mean "
-                         f"{mean.shape} and scale {scale.shape}.")
+        raise ValueError(
+            f"{what}: {name} must have {width} values for the spec. Got mean "
+            f"{mean.shape} and scale {scale.shape}."
+        )
     if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(scale)) and np.all(scale > 0)):
         raise ValueError(f"{what}: {name} must be finite with positive scale.")
     with np.errstate(over="ignore"):

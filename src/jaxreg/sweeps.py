@@ -69,11 +69,19 @@ __all__ = [
     "sweep",
 ]
 
-LECTURE_BEST = {"architectures": [(80,)], "activation": "tanh", "optimizer": "adam",
-                "schedule": "cosine", "grid": {"learning_rate": [0.02], "l2": [2e-4]},
-                "epochs": 4000, "seeds": 32}
-LECTURE_BEST_COMMAND = ("jaxreg sweep --lecture --hidden 80 --activation tanh --optimizer adam "
-                        "--schedule cosine --lr 0.02 --l2 2e-4 --epochs 4000 --seeds 32")
+LECTURE_BEST = {
+    "architectures": [(80,)],
+    "activation": "tanh",
+    "optimizer": "adam",
+    "schedule": "cosine",
+    "grid": {"learning_rate": [0.02], "l2": [2e-4]},
+    "epochs": 4000,
+    "seeds": 32,
+}
+LECTURE_BEST_COMMAND = (
+    "jaxreg sweep --lecture --hidden 80 --activation tanh --optimizer adam "
+    "--schedule cosine --lr 0.02 --l2 2e-4 --epochs 4000 --seeds 32"
+)
 LECTURE_SEED = 1234  # the lecture's initialization key, PRNGKey(1234)
 STATIC_GRID = ("optimizer", "schedule")  # grid names that change the compiled program
 
@@ -82,10 +90,15 @@ STATIC_GRID = ("optimizer", "schedule")  # grid names that change the compiled p
 
 
 def _check_confidence(confidence, where: str) -> None:
-    if isinstance(confidence, bool) or not isinstance(confidence, int | float) or not (
-            0 < confidence < 1):
-        raise ValueError(f"The 'confidence' parameter of {where} must be a float in (0, 1). "
-                         f"Got {confidence!r} instead.")
+    if (
+        isinstance(confidence, bool)
+        or not isinstance(confidence, int | float)
+        or not (0 < confidence < 1)
+    ):
+        raise ValueError(
+            f"The 'confidence' parameter of {where} must be a float in (0, 1). "
+            f"Got {confidence!r} instead."
+        )
 
 
 def confidence_interval(values, confidence: float = 0.95) -> tuple[float, float, float]:
@@ -146,8 +159,10 @@ def paired_comparison(a, b, confidence: float = 0.95) -> PairedComparison:
     a = np.asarray(a, dtype=np.float64).ravel()
     b = np.asarray(b, dtype=np.float64).ravel()
     if a.shape != b.shape:
-        raise ValueError(f"The 'b' parameter of paired_comparison must have the length of 'a' "
-                         f"({a.size}: one value per seed). Got length {b.size} instead.")
+        raise ValueError(
+            f"The 'b' parameter of paired_comparison must have the length of 'a' "
+            f"({a.size}: one value per seed). Got length {b.size} instead."
+        )
     keep = np.isfinite(a) & np.isfinite(b)
     d = a[keep] - b[keep]
     n = int(d.size)
@@ -190,8 +205,10 @@ def ensemble_predict(params_stacked, spec: MLPSpec | str, x) -> tuple[jax.Array,
     """
     activation = spec.activation if isinstance(spec, MLPSpec) else spec
     if activation not in ACTIVATIONS:
-        raise ValueError(f"The 'spec' parameter of ensemble_predict must be an MLPSpec or one "
-                         f"of {sorted(ACTIVATIONS)}. Got {spec!r} instead.")
+        raise ValueError(
+            f"The 'spec' parameter of ensemble_predict must be an MLPSpec or one "
+            f"of {sorted(ACTIVATIONS)}. Got {spec!r} instead."
+        )
     leaves = jax.tree.leaves(params_stacked)
     x = jnp.asarray(_as_2d(x), leaves[0].dtype)
     preds = apply_members(params_stacked, x, activation)  # (M, n, k)
@@ -214,23 +231,30 @@ def _as_specs(architectures, n_in: int, n_out: int, activation, spec_kw) -> list
     if architectures is None:
         architectures = [(10, 10, 10)]
     if isinstance(architectures, MLPSpec | int) or (
-            isinstance(architectures, Sequence) and architectures
-            and all(isinstance(a, int) and not isinstance(a, bool) for a in architectures)):
+        isinstance(architectures, Sequence)
+        and architectures
+        and all(isinstance(a, int) and not isinstance(a, bool) for a in architectures)
+    ):
         architectures = [architectures]
     if not isinstance(architectures, Sequence) or isinstance(architectures, str):
-        raise ValueError("The 'architectures' parameter of sweep must be a list of MLPSpec or "
-                         f"of hidden-layer widths. Got {architectures!r} instead.")
+        raise ValueError(
+            "The 'architectures' parameter of sweep must be a list of MLPSpec or "
+            f"of hidden-layer widths. Got {architectures!r} instead."
+        )
     if not architectures:
-        raise ValueError("The 'architectures' parameter of sweep must be a non-empty list. "
-                         "Got [] instead.")
+        raise ValueError(
+            "The 'architectures' parameter of sweep must be a non-empty list. Got [] instead."
+        )
     activations = [activation] if isinstance(activation, str) else list(activation)
     specs = []
     for a in architectures:
         if isinstance(a, MLPSpec):
             if a.n_inputs != n_in or a.n_outputs != n_out:
-                raise ValueError(f"The 'architectures' parameter of sweep must list MLPSpec "
-                                 f"with {n_in} input(s) and {n_out} output(s), as the data. "
-                                 f"Got {_fmt_arch(a)} instead.")
+                raise ValueError(
+                    f"The 'architectures' parameter of sweep must list MLPSpec "
+                    f"with {n_in} input(s) and {n_out} output(s), as the data. "
+                    f"Got {_fmt_arch(a)} instead."
+                )
             specs.append(a)
             continue
         hidden = (a,) if isinstance(a, int) else a
@@ -238,22 +262,29 @@ def _as_specs(architectures, n_in: int, n_out: int, activation, spec_kw) -> list
             hidden = tuple(hidden)
         except TypeError:
             hidden = None
-        if not hidden or any(isinstance(h, bool) or not isinstance(h, int | np.integer)
-                             or h < 1 for h in hidden):
-            raise ValueError("The 'architectures' parameter of sweep must list MLPSpec or "
-                             f"tuples of positive hidden widths. Got {a!r} instead.")
+        if not hidden or any(
+            isinstance(h, bool) or not isinstance(h, int | np.integer) or h < 1 for h in hidden
+        ):
+            raise ValueError(
+                "The 'architectures' parameter of sweep must list MLPSpec or "
+                f"tuples of positive hidden widths. Got {a!r} instead."
+            )
         for act in activations:
-            specs.append(MLPSpec((n_in, *(int(h) for h in hidden), n_out), activation=act,
-                                 **spec_kw))
+            specs.append(
+                MLPSpec((n_in, *(int(h) for h in hidden), n_out), activation=act, **spec_kw)
+            )
     if len(set(specs)) != len(specs):
-        raise ValueError("The 'architectures' parameter of sweep must list distinct "
-                         f"architectures. Got {[_fmt_arch(s) for s in specs]} instead.")
+        raise ValueError(
+            "The 'architectures' parameter of sweep must list distinct "
+            f"architectures. Got {[_fmt_arch(s) for s in specs]} instead."
+        )
     return specs
 
 
 def _grid_error(rule: str, got) -> ValueError:
-    return ValueError(f"The 'grid' parameter of sweep must be a dict whose {rule}. "
-                      f"Got {got!r} instead.")
+    return ValueError(
+        f"The 'grid' parameter of sweep must be a dict whose {rule}. Got {got!r} instead."
+    )
 
 
 def _check_grid(grid) -> dict[str, list]:
@@ -261,21 +292,28 @@ def _check_grid(grid) -> dict[str, list]:
     if grid is None:
         return {}
     if not isinstance(grid, Mapping):
-        raise ValueError(f"The 'grid' parameter of sweep must be a dict of name -> list of "
-                         f"values. Got {type(grid).__name__} instead.")
+        raise ValueError(
+            f"The 'grid' parameter of sweep must be a dict of name -> list of "
+            f"values. Got {type(grid).__name__} instead."
+        )
     valid = (*Hparams._fields, *STATIC_GRID)
     out: dict[str, list] = {}
     for name, values in grid.items():
         if name not in valid:
             close = difflib.get_close_matches(str(name), valid, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"The 'grid' parameter of sweep must be a dict whose keys are in "
-                             f"{list(valid)}. Got the unknown key {name!r} instead.{hint}")
+            raise ValueError(
+                f"The 'grid' parameter of sweep must be a dict whose keys are in "
+                f"{list(valid)}. Got the unknown key {name!r} instead.{hint}"
+            )
         if isinstance(values, str | int | float | np.number) and not isinstance(values, bool):
             values = [values]
         try:
-            values = list(np.asarray(values, dtype=object).ravel()) if isinstance(
-                values, np.ndarray) else list(values)
+            values = (
+                list(np.asarray(values, dtype=object).ravel())
+                if isinstance(values, np.ndarray)
+                else list(values)
+            )
         except TypeError:
             raise _grid_error(f"{name!r} value is a list", values) from None
         if not values:
@@ -301,38 +339,52 @@ def _check_seeds(seeds, where: str = "sweep") -> list[int]:
     rule = "an int >= 1 or a non-empty list of distinct non-negative ints"
     if isinstance(seeds, int | np.integer) and not isinstance(seeds, bool):
         if seeds < 1:
-            raise ValueError(f"The 'seeds' parameter of {where} must be {rule}. Got {seeds!r} "
-                             "instead.")
+            raise ValueError(
+                f"The 'seeds' parameter of {where} must be {rule}. Got {seeds!r} instead."
+            )
         return list(range(int(seeds)))
     try:
         out = [s for s in seeds]
     except TypeError:
         out = None
-    if (not out or len(set(out)) != len(out)
-            or any(isinstance(s, bool) or not isinstance(s, int | np.integer) or s < 0
-                   for s in out)):
-        raise ValueError(f"The 'seeds' parameter of {where} must be {rule}. Got {seeds!r} "
-                         "instead.")
+    if (
+        not out
+        or len(set(out)) != len(out)
+        or any(isinstance(s, bool) or not isinstance(s, int | np.integer) or s < 0 for s in out)
+    ):
+        raise ValueError(f"The 'seeds' parameter of {where} must be {rule}. Got {seeds!r} instead.")
     return [int(s) for s in out]
 
 
 def _hold_out(x, y, val_fraction, split_seed) -> tuple[Any, Any, Any, Any]:
     """``(x_train, y_train, x_val, y_val)``: the rows ``training_split`` holds out for
     ``split_seed``, as the estimator and ``jaxreg fit`` hold them out."""
-    if isinstance(val_fraction, bool) or not isinstance(val_fraction, int | float) or not (
-            0 < val_fraction < 1):
-        raise ValueError(f"The 'val_fraction' parameter of sweep must be a float in (0, 1). "
-                         f"Got {val_fraction!r} instead.")
-    if isinstance(split_seed, bool) or not isinstance(split_seed, int | np.integer) or not (
-            0 <= split_seed < 2**32):
-        raise ValueError(f"The 'split_seed' parameter of sweep must be an int in "
-                         f"[0, 4294967295]. Got {split_seed!r} instead.")
+    if (
+        isinstance(val_fraction, bool)
+        or not isinstance(val_fraction, int | float)
+        or not (0 < val_fraction < 1)
+    ):
+        raise ValueError(
+            f"The 'val_fraction' parameter of sweep must be a float in (0, 1). "
+            f"Got {val_fraction!r} instead."
+        )
+    if (
+        isinstance(split_seed, bool)
+        or not isinstance(split_seed, int | np.integer)
+        or not (0 <= split_seed < 2**32)
+    ):
+        raise ValueError(
+            f"The 'split_seed' parameter of sweep must be an int in "
+            f"[0, 4294967295]. Got {split_seed!r} instead."
+        )
     n = len(x)
     _, tr, va = training_split(n, val_fraction, int(split_seed))
     if len(tr) < 1:
-        raise ValueError(f"The 'val_fraction' parameter of sweep must leave at least one "
-                         f"training row. Got {val_fraction!r} instead, which holds out all "
-                         f"{n} rows.")
+        raise ValueError(
+            f"The 'val_fraction' parameter of sweep must leave at least one "
+            f"training row. Got {val_fraction!r} instead, which holds out all "
+            f"{n} rows."
+        )
     return x[tr], y[tr], x[va], y[va]
 
 
@@ -340,23 +392,29 @@ def _as_dataset(data_or_xy, val_fraction, split_seed) -> Dataset:
     if isinstance(data_or_xy, Dataset):
         parts = (data_or_xy.x, data_or_xy.y, data_or_xy.x_val, data_or_xy.y_val)
         if data_or_xy.w is not None:
-            raise ValueError("The 'data_or_xy' parameter of sweep must be a Dataset without "
-                             "sample weights. Got a Dataset with w instead.")
+            raise ValueError(
+                "The 'data_or_xy' parameter of sweep must be a Dataset without "
+                "sample weights. Got a Dataset with w instead."
+            )
     elif isinstance(data_or_xy, tuple | list) and len(data_or_xy) in (2, 4):
         parts = tuple(data_or_xy) + (None, None) * (len(data_or_xy) == 2)
     else:
-        raise ValueError("The 'data_or_xy' parameter of sweep must be a Dataset, (x, y) or "
-                         "(x_train, y_train, x_val, y_val). Got "
-                         f"{type(data_or_xy).__name__} instead.")
+        raise ValueError(
+            "The 'data_or_xy' parameter of sweep must be a Dataset, (x, y) or "
+            "(x_train, y_train, x_val, y_val). Got "
+            f"{type(data_or_xy).__name__} instead."
+        )
     x, y = check_xy(parts[0], parts[1])
     if parts[2] is None or parts[3] is None:
         return Dataset(*_hold_out(x, y, val_fraction, split_seed))
     xv, yv = check_xy(parts[2], parts[3])
     if xv.shape[1] != x.shape[1] or yv.shape[1] != y.shape[1]:
-        raise ValueError(f"The 'data_or_xy' parameter of sweep must have validation arrays "
-                         f"with the training arrays' columns (x {x.shape[1]}, y "
-                         f"{y.shape[1]}). Got x_val {xv.shape[1]}, y_val {yv.shape[1]} "
-                         "instead.")
+        raise ValueError(
+            f"The 'data_or_xy' parameter of sweep must have validation arrays "
+            f"with the training arrays' columns (x {x.shape[1]}, y "
+            f"{y.shape[1]}). Got x_val {xv.shape[1]}, y_val {yv.shape[1]} "
+            "instead."
+        )
     return Dataset(x, y, xv, yv)
 
 
@@ -387,8 +445,9 @@ class _Plan(NamedTuple):
     seeds: list[int]
 
 
-def _expand(specs: Sequence[MLPSpec], base_cfg: TrainConfig, grid: dict[str, list],
-            hparams: Hparams) -> list[_Config]:
+def _expand(
+    specs: Sequence[MLPSpec], base_cfg: TrainConfig, grid: dict[str, list], hparams: Hparams
+) -> list[_Config]:
     """Every architecture × every combination of the grid's values, in that order."""
     names = list(grid)
     combos = list(itertools.product(*grid.values())) if grid else [()]
@@ -398,8 +457,14 @@ def _expand(specs: Sequence[MLPSpec], base_cfg: TrainConfig, grid: dict[str, lis
             values = dict(zip(names, combo, strict=True))
             static = {k: values[k] for k in STATIC_GRID if k in values}
             traced = {k: v for k, v in values.items() if k not in STATIC_GRID}
-            configs.append(_Config(spec, replace(base_cfg, **static) if static else base_cfg,
-                                   hparams._replace(**traced), values))
+            configs.append(
+                _Config(
+                    spec,
+                    replace(base_cfg, **static) if static else base_cfg,
+                    hparams._replace(**traced),
+                    values,
+                )
+            )
     return configs
 
 
@@ -438,17 +503,30 @@ def _run(plan: _Plan, data: Dataset, scale2=1.0) -> _Runs:
     total_compile = total_run = 0.0
     for g in plan.groups:
         hps = [plan.configs[i].hparams for i in g.rows]
-        hp = Hparams(*(np.repeat(np.asarray([getattr(h, f) for h in hps], np.float32), n_seeds)
-                       for f in Hparams._fields))
+        hp = Hparams(
+            *(
+                np.repeat(np.asarray([getattr(h, f) for h in hps], np.float32), n_seeds)
+                for f in Hparams._fields
+            )
+        )
         m = n_seeds * len(g.rows)
-        res, timings = fit_many(g.spec, g.cfg, data, hp, keys=plan.seeds * len(g.rows),
-                                check=False, return_timings=True)
+        res, timings = fit_many(
+            g.spec, g.cfg, data, hp, keys=plan.seeds * len(g.rows), check=False, return_timings=True
+        )
         total_compile += timings.compile_seconds
         total_run += timings.run_seconds
-        finite = np.array([np.all(np.isfinite(np.asarray(leaf).reshape(m, -1)), axis=1)
-                           for leaf in jax.tree.leaves(res.params)]).all(axis=0)
-        tr, va = (np.where(finite, (np.asarray(a, np.float64) * scale2).mean(axis=1), np.nan)
-                  .reshape(len(g.rows), n_seeds) for a in (res.train_mse, res.val_mse))
+        finite = np.array(
+            [
+                np.all(np.isfinite(np.asarray(leaf).reshape(m, -1)), axis=1)
+                for leaf in jax.tree.leaves(res.params)
+            ]
+        ).all(axis=0)
+        tr, va = (
+            np.where(finite, (np.asarray(a, np.float64) * scale2).mean(axis=1), np.nan).reshape(
+                len(g.rows), n_seeds
+            )
+            for a in (res.train_mse, res.val_mse)
+        )
         for j, i in enumerate(g.rows):
             train[i], val[i] = tr[j], va[j]
             run_s[i] = timings.run_seconds / len(g.rows)
@@ -460,7 +538,7 @@ def _run(plan: _Plan, data: Dataset, scale2=1.0) -> _Runs:
 def _seed_params(runs: _Runs, i: int, n_seeds: int):
     """Configuration ``i``'s params for every seed (leaves with a leading seed axis)."""
     stacked, j = runs.params[i]
-    return jax.tree.map(lambda a: a[j * n_seeds:(j + 1) * n_seeds], stacked)
+    return jax.tree.map(lambda a: a[j * n_seeds : (j + 1) * n_seeds], stacked)
 
 
 # ------------------------------------------------------------------ summarize
@@ -471,11 +549,16 @@ def _describe(val: np.ndarray, train: np.ndarray, confidence: float) -> dict[str
     MSE count as diverged and are left out."""
     ok = np.isfinite(val)
     mean, low, high = confidence_interval(val, confidence)
-    return {"n_seeds": int(ok.sum()), "n_diverged": int((~ok).sum()), "mean": mean,
-            "std": float(np.std(val[ok], ddof=1)) if ok.sum() > 1 else math.nan,
-            "ci_low": low, "ci_high": high,
-            "min": float(np.min(val[ok])) if ok.any() else math.nan,
-            "train_mean": float(np.mean(train[ok])) if ok.any() else math.nan}
+    return {
+        "n_seeds": int(ok.sum()),
+        "n_diverged": int((~ok).sum()),
+        "mean": mean,
+        "std": float(np.std(val[ok], ddof=1)) if ok.sum() > 1 else math.nan,
+        "ci_low": low,
+        "ci_high": high,
+        "min": float(np.min(val[ok])) if ok.any() else math.nan,
+        "train_mean": float(np.mean(train[ok])) if ok.any() else math.nan,
+    }
 
 
 def _sweep_table(plan: _Plan, runs: _Runs, noise_floor: float | None, confidence: float):
@@ -484,14 +567,25 @@ def _sweep_table(plan: _Plan, runs: _Runs, noise_floor: float | None, confidence
     rows = []
     for i, (spec, c, _hp, values) in enumerate(plan.configs):
         s = _describe(runs.val_mse[i], runs.train_mse[i], confidence)
-        row = {"config": i, "architecture": _fmt_arch(spec), "activation": spec.activation,
-               "n_params": spec.n_params, "optimizer": c.optimizer, "schedule": c.schedule,
-               **{k: v for k, v in values.items() if k not in STATIC_GRID},
-               "n_seeds": s["n_seeds"], "n_diverged": s["n_diverged"],
-               "val_mse_mean": s["mean"], "val_mse_std": s["std"],
-               "val_mse_ci_low": s["ci_low"], "val_mse_ci_high": s["ci_high"],
-               "val_mse_min": s["min"], "train_mse_mean": s["train_mean"],
-               "time_s": float(runs.run_s[i]), "compile_s": float(runs.compile_s[i])}
+        row = {
+            "config": i,
+            "architecture": _fmt_arch(spec),
+            "activation": spec.activation,
+            "n_params": spec.n_params,
+            "optimizer": c.optimizer,
+            "schedule": c.schedule,
+            **{k: v for k, v in values.items() if k not in STATIC_GRID},
+            "n_seeds": s["n_seeds"],
+            "n_diverged": s["n_diverged"],
+            "val_mse_mean": s["mean"],
+            "val_mse_std": s["std"],
+            "val_mse_ci_low": s["ci_low"],
+            "val_mse_ci_high": s["ci_high"],
+            "val_mse_min": s["min"],
+            "train_mse_mean": s["train_mean"],
+            "time_s": float(runs.run_s[i]),
+            "compile_s": float(runs.compile_s[i]),
+        }
         if noise_floor is not None:
             row["gap_pct"] = 100.0 * (s["mean"] / noise_floor - 1.0)
         rows.append(row)
@@ -504,8 +598,10 @@ def _best_config(table) -> int:
     clean = table[table["n_diverged"] == 0]
     pool = clean if len(clean) and clean["val_mse_mean"].notna().any() else table
     if not pool["val_mse_mean"].notna().any():
-        raise FloatingPointError("Every configuration of the sweep diverged (NaN or infinite "
-                                 "MSE). Lower the learning rates or standardize the data.")
+        raise FloatingPointError(
+            "Every configuration of the sweep diverged (NaN or infinite "
+            "MSE). Lower the learning rates or standardize the data."
+        )
     return int(pool["val_mse_mean"].idxmin())
 
 
@@ -551,21 +647,37 @@ class SweepResult:
 
     def predict(self, x, members: bool = True):
         """Ensemble ``(mean, std)`` of the best configuration in the data's units."""
-        params = self.best_params if members else jax.tree.map(lambda a: a[None],
-                                                                self.best_seed_params)
+        params = (
+            self.best_params if members else jax.tree.map(lambda a: a[None], self.best_seed_params)
+        )
         xs = self.x_scaler.transform(_as_2d(np.asarray(x, np.float32)))
         mean, std = ensemble_predict(params, self.best_spec, xs)
-        return (np.asarray(self.y_scaler.inverse(np.asarray(mean))),
-                np.asarray(self.y_scaler.inverse_scale(np.asarray(std))))
+        return (
+            np.asarray(self.y_scaler.inverse(np.asarray(mean))),
+            np.asarray(self.y_scaler.inverse_scale(np.asarray(std))),
+        )
 
 
-def sweep(data_or_xy, *, architectures=None, grid: Mapping | None = None, seeds=8,
-          cfg: TrainConfig | None = None, epochs: int | None = None,
-          optimizer: str | None = None, schedule: str | None = None,
-          hparams: Hparams = Hparams(), activation: str | Sequence[str] = "tanh",
-          init: str = "he_normal", bias_init: str = "ones", standardize: bool = False,
-          val_fraction: float = 0.2, split_seed: int = 0, noise_floor: float | None = None,
-          confidence: float = 0.95) -> SweepResult:
+def sweep(
+    data_or_xy,
+    *,
+    architectures=None,
+    grid: Mapping | None = None,
+    seeds=8,
+    cfg: TrainConfig | None = None,
+    epochs: int | None = None,
+    optimizer: str | None = None,
+    schedule: str | None = None,
+    hparams: Hparams = Hparams(),
+    activation: str | Sequence[str] = "tanh",
+    init: str = "he_normal",
+    bias_init: str = "ones",
+    standardize: bool = False,
+    val_fraction: float = 0.2,
+    split_seed: int = 0,
+    noise_floor: float | None = None,
+    confidence: float = 0.95,
+) -> SweepResult:
     """Train every configuration of a grid over every seed; one compiled call per architecture.
 
     Args:
@@ -606,30 +718,51 @@ def sweep(data_or_xy, *, architectures=None, grid: Mapping | None = None, seeds=
     seed_list = _check_seeds(seeds)
     check_hparams(hparams)
     _check_confidence(confidence, "sweep")
-    specs = _as_specs(architectures, data.x.shape[1], data.y.shape[1], activation,
-                      {"init": init, "bias_init": bias_init})
+    specs = _as_specs(
+        architectures,
+        data.x.shape[1],
+        data.y.shape[1],
+        activation,
+        {"init": init, "bias_init": bias_init},
+    )
     base_cfg = cfg if cfg is not None else TrainConfig(epochs=1000, record_every=0)
     if not isinstance(base_cfg, TrainConfig):
-        raise ValueError(f"The 'cfg' parameter of sweep must be a TrainConfig. Got "
-                         f"{type(base_cfg).__name__} instead.")
-    over: dict[str, Any] = {k: v for k, v in (("epochs", epochs), ("optimizer", optimizer),
-                                              ("schedule", schedule)) if v is not None}
+        raise ValueError(
+            f"The 'cfg' parameter of sweep must be a TrainConfig. Got "
+            f"{type(base_cfg).__name__} instead."
+        )
+    over: dict[str, Any] = {
+        k: v
+        for k, v in (("epochs", epochs), ("optimizer", optimizer), ("schedule", schedule))
+        if v is not None
+    }
     if over:
         base_cfg = replace(base_cfg, **over)
     if cfg is None:
         base_cfg = replace(base_cfg, record_every=0)  # no history needed: fastest loop
-    if noise_floor is not None and not (isinstance(noise_floor, int | float)
-                                        and math.isfinite(noise_floor) and noise_floor > 0):
-        raise ValueError(f"The 'noise_floor' parameter of sweep must be a positive float. "
-                         f"Got {noise_floor!r} instead.")
+    if noise_floor is not None and not (
+        isinstance(noise_floor, int | float) and math.isfinite(noise_floor) and noise_floor > 0
+    ):
+        raise ValueError(
+            f"The 'noise_floor' parameter of sweep must be a positive float. "
+            f"Got {noise_floor!r} instead."
+        )
     plan = _plan(_expand(specs, base_cfg, grid, hparams), seed_list)
 
     # run
     xs = Standardizer.fit(data.x, enabled=standardize)
     ys = Standardizer.fit(data.y, enabled=standardize)
-    sdata = Dataset(*(jnp.asarray(a) for a in (xs.transform(data.x), ys.transform(data.y),
-                                                xs.transform(data.x_val),
-                                                ys.transform(data.y_val))))
+    sdata = Dataset(
+        *(
+            jnp.asarray(a)
+            for a in (
+                xs.transform(data.x),
+                ys.transform(data.y),
+                xs.transform(data.x_val),
+                ys.transform(data.y_val),
+            )
+        )
+    )
     scale2 = np.asarray(ys.scale, np.float64) ** 2  # per-output MSE back to the data's units
     runs = _run(plan, sdata, scale2)
 
@@ -640,10 +773,24 @@ def sweep(data_or_xy, *, architectures=None, grid: Mapping | None = None, seeds=
     best_params = _seed_params(runs, b, len(seed_list))
     s_best = int(np.nanargmin(runs.val_mse[b]))
     best_seed_params = jax.tree.map(lambda a: a[s_best], best_params)
-    return SweepResult(table, table.loc[b], best.spec, best.cfg, best.hparams, best_params,
-                       best_seed_params, seed_list, runs.val_mse, runs.train_mse, xs, ys,
-                       noise_floor, runs.timings.compile_seconds, runs.timings.run_seconds,
-                       data)
+    return SweepResult(
+        table,
+        table.loc[b],
+        best.spec,
+        best.cfg,
+        best.hparams,
+        best_params,
+        best_seed_params,
+        seed_list,
+        runs.val_mse,
+        runs.train_mse,
+        xs,
+        ys,
+        noise_floor,
+        runs.timings.compile_seconds,
+        runs.timings.run_seconds,
+        data,
+    )
 
 
 # ------------------------------------------------------------------ the lecture's exercise
@@ -664,8 +811,7 @@ EXERCISE_STRATEGIES: tuple[Strategy, ...] = (  # the baseline first
     Strategy("Baseline (ADAM + tanh)", _BASE, "constant", Hparams(1e-3)),
     Strategy("1. Deeper network (6 layers)", _DEEP, "constant", Hparams(1e-3)),
     Strategy("2. Deeper network + LR schedule", _DEEP, "exponential", Hparams(**_SCHED)),
-    Strategy("3. Strategy 2 + L2 regularization", _DEEP, "exponential",
-             Hparams(**_SCHED, l2=1e-3)),
+    Strategy("3. Strategy 2 + L2 regularization", _DEEP, "exponential", Hparams(**_SCHED, l2=1e-3)),
     Strategy("4. Baseline + L2 regularization", _BASE, "constant", Hparams(1e-3, l2=1e-3)),
 )
 
@@ -673,8 +819,10 @@ EXERCISE_STRATEGIES: tuple[Strategy, ...] = (  # the baseline first
 def exercise_seeds(n_seeds: int) -> list[int]:
     """``n_seeds`` initialization seeds: the lecture's 1234 first, then 0, 1, 2, ..."""
     if isinstance(n_seeds, bool) or not isinstance(n_seeds, int | np.integer) or n_seeds < 2:
-        raise ValueError(f"The 'n_seeds' parameter of exercise_seeds must be an int >= 2. "
-                         f"Got {n_seeds!r} instead.")
+        raise ValueError(
+            f"The 'n_seeds' parameter of exercise_seeds must be an int >= 2. "
+            f"Got {n_seeds!r} instead."
+        )
     rest = [s for s in range(int(n_seeds)) if s != LECTURE_SEED][: int(n_seeds) - 1]
     return [LECTURE_SEED, *rest]
 
@@ -692,8 +840,14 @@ class ExerciseReport(NamedTuple):
     seconds: float
 
 
-def exercise_over_seeds(n_seeds: int, epochs: int = 4000, *, seeds: Sequence[int] | None = None,
-                        data_seed: int = 14, confidence: float = 0.95) -> ExerciseReport:
+def exercise_over_seeds(
+    n_seeds: int,
+    epochs: int = 4000,
+    *,
+    seeds: Sequence[int] | None = None,
+    data_seed: int = 14,
+    confidence: float = 0.95,
+) -> ExerciseReport:
     """Run the lecture's exercise strategies over ``n_seeds`` initializations, data fixed.
 
     Strategies sharing an architecture and a schedule train in one vmapped call. Each
@@ -713,12 +867,23 @@ def exercise_over_seeds(n_seeds: int, epochs: int = 4000, *, seeds: Sequence[int
     else:
         seed_list = _check_seeds(seeds, "exercise_over_seeds")
         if len(seed_list) < 2:
-            raise ValueError(f"The 'seeds' parameter of exercise_over_seeds must list at "
-                             f"least 2 seeds. Got {seed_list!r} instead.")
+            raise ValueError(
+                f"The 'seeds' parameter of exercise_over_seeds must list at "
+                f"least 2 seeds. Got {seed_list!r} instead."
+            )
     _check_confidence(confidence, "exercise_over_seeds")
-    plan = _plan([_Config(s.spec, TrainConfig(epochs=epochs, optimizer="adam",
-                                              schedule=s.schedule, record_every=0),
-                          s.hparams, {}) for s in EXERCISE_STRATEGIES], seed_list)
+    plan = _plan(
+        [
+            _Config(
+                s.spec,
+                TrainConfig(epochs=epochs, optimizer="adam", schedule=s.schedule, record_every=0),
+                s.hparams,
+                {},
+            )
+            for s in EXERCISE_STRATEGIES
+        ],
+        seed_list,
+    )
     xt, yt, xv, yv = lecture_data(data_seed)
     floor = noise_floor(xv, yv)
 
@@ -736,21 +901,38 @@ def exercise_over_seeds(n_seeds: int, epochs: int = 4000, *, seeds: Sequence[int
     for i, (label, spec, _, _) in enumerate(EXERCISE_STRATEGIES):
         v = val[label]
         s = _describe(v, train[label], confidence)
-        row = {"strategy": label, "n_params": spec.n_params, "n_seeds": s["n_seeds"],
-               "val_mse_mean": s["mean"], "val_mse_std": s["std"], "ci_low": s["ci_low"],
-               "ci_high": s["ci_high"], "gap_pct": 100 * (s["mean"] / floor - 1),
-               "val_mse_seed1234": float(v[seed_list.index(LECTURE_SEED)])
-               if LECTURE_SEED in seed_list else math.nan,
-               "train_mse_mean": s["train_mean"]}
+        row = {
+            "strategy": label,
+            "n_params": spec.n_params,
+            "n_seeds": s["n_seeds"],
+            "val_mse_mean": s["mean"],
+            "val_mse_std": s["std"],
+            "ci_low": s["ci_low"],
+            "ci_high": s["ci_high"],
+            "gap_pct": 100 * (s["mean"] / floor - 1),
+            "val_mse_seed1234": float(v[seed_list.index(LECTURE_SEED)])
+            if LECTURE_SEED in seed_list
+            else math.nan,
+            "train_mse_mean": s["train_mean"],
+        }
         if label == base:
-            row.update(diff_vs_baseline=0.0, diff_ci_low=math.nan, diff_ci_high=math.nan,
-                       p_value=math.nan, frac_better=math.nan)
+            row.update(
+                diff_vs_baseline=0.0,
+                diff_ci_low=math.nan,
+                diff_ci_high=math.nan,
+                p_value=math.nan,
+                frac_better=math.nan,
+            )
         else:
             pc = paired_comparison(v, val[base], confidence)
             paired[label] = pc
-            row.update(diff_vs_baseline=pc.mean_diff, diff_ci_low=pc.ci_low,
-                       diff_ci_high=pc.ci_high, p_value=pc.p_value,
-                       frac_better=pc.frac_a_better)
+            row.update(
+                diff_vs_baseline=pc.mean_diff,
+                diff_ci_low=pc.ci_low,
+                diff_ci_high=pc.ci_high,
+                p_value=pc.p_value,
+                frac_better=pc.frac_a_better,
+            )
         row["run_s"] = float(runs.run_s[i])
         rows.append(row)
     return ExerciseReport(pd.DataFrame(rows), val, train, seed_list, floor, paired, seconds)

@@ -15,12 +15,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["FORMATS", "Labels", "Table", "detect_format", "load_features", "load_xy",
-           "read_table"]
+__all__ = ["FORMATS", "Labels", "Table", "detect_format", "load_features", "load_xy", "read_table"]
 
 # suffix -> format; compressed text files (.csv.gz, ...) are recognised by their inner suffix
-FORMATS = {".csv": "csv", ".tsv": "tsv", ".txt": "csv", ".parquet": "parquet",
-           ".pq": "parquet"}
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet"}
 _COMPRESSION = (".gz", ".bz2", ".xz", ".zst", ".zip")
 
 
@@ -49,10 +47,12 @@ def detect_format(path) -> str:
         suffixes = suffixes[:-1]
     fmt = FORMATS.get(suffixes[-1]) if suffixes else None
     if fmt is None or (fmt == "parquet" and len(suffixes) < len(p.suffixes)):
-        raise ValueError(f"Unknown data format for {str(path)!r}: the file name must end in "
-                         f"one of {sorted(FORMATS)} (optionally compressed as "
-                         f"{', '.join(_COMPRESSION)} for text). Got "
-                         f"{''.join(p.suffixes) or 'no suffix'!r}.")
+        raise ValueError(
+            f"Unknown data format for {str(path)!r}: the file name must end in "
+            f"one of {sorted(FORMATS)} (optionally compressed as "
+            f"{', '.join(_COMPRESSION)} for text). Got "
+            f"{''.join(p.suffixes) or 'no suffix'!r}."
+        )
     return fmt
 
 
@@ -64,8 +64,9 @@ def read_table(path, *, encoding: str = "utf-8"):
     if not p.exists():
         raise FileNotFoundError(f"Data file {str(path)!r} does not exist.")
     if not p.is_file():
-        raise ValueError(f"Data file {str(path)!r} is not a file (it is a folder or a "
-                         "special file).")
+        raise ValueError(
+            f"Data file {str(path)!r} is not a file (it is a folder or a special file)."
+        )
     fmt = detect_format(p)
     if p.stat().st_size == 0:
         raise ValueError(f"Data file {str(path)!r} is empty (0 bytes).")
@@ -76,8 +77,9 @@ def read_table(path, *, encoding: str = "utf-8"):
         except ImportError as exc:
             raise ValueError(f"Reading Parquet needs pyarrow: {exc}") from None
         except Exception as exc:  # pyarrow raises several types for a damaged file
-            raise ValueError(f"Data file {str(path)!r} is not a readable Parquet file: "
-                             f"{_first_line(exc)}") from None
+            raise ValueError(
+                f"Data file {str(path)!r} is not a readable Parquet file: {_first_line(exc)}"
+            ) from None
     else:
         sep = "\t" if fmt == "tsv" else ","
         try:
@@ -85,26 +87,38 @@ def read_table(path, *, encoding: str = "utf-8"):
         except UnicodeDecodeError as exc:
             raise ValueError(_decode_message(p, path, encoding, exc)) from None
         except UnicodeError as exc:  # e.g. a UTF-16 file without a byte order mark
-            raise ValueError(f"Data file {str(path)!r} cannot be read as {encoding} text: "
-                             f"{_first_line(exc)}.") from None
+            raise ValueError(
+                f"Data file {str(path)!r} cannot be read as {encoding} text: {_first_line(exc)}."
+            ) from None
         except LookupError:
             raise ValueError(f"Unknown text encoding {encoding!r} for {str(path)!r}.") from None
         except pd.errors.EmptyDataError:
-            raise ValueError(f"Data file {str(path)!r} is empty: it has no header and no "
-                             "rows.") from None
+            raise ValueError(
+                f"Data file {str(path)!r} is empty: it has no header and no rows."
+            ) from None
         except pd.errors.ParserError as exc:
-            raise ValueError(f"Data file {str(path)!r} is not valid "
-                             f"{fmt.upper()}: {_first_line(exc)}") from None
+            raise ValueError(
+                f"Data file {str(path)!r} is not valid {fmt.upper()}: {_first_line(exc)}"
+            ) from None
         # pandas renames a repeated header name 'a' to 'a.1': read the header as written.
-        header = pd.read_csv(p, sep=sep, encoding=encoding, skipinitialspace=True,
-                             header=None, nrows=1, dtype=str, keep_default_na=False)
+        header = pd.read_csv(
+            p,
+            sep=sep,
+            encoding=encoding,
+            skipinitialspace=True,
+            header=None,
+            nrows=1,
+            dtype=str,
+            keep_default_na=False,
+        )
         _check_unique(header.iloc[0].tolist() if len(header) else [], path, "header")
     df.columns = [str(c) for c in df.columns]
     if df.shape[1] == 0:
         raise ValueError(f"Data file {str(path)!r} has no columns.")
     if df.shape[0] == 0:
-        raise ValueError(f"Data file {str(path)!r} has a header but no data rows "
-                         f"(columns: {_list(df.columns)}).")
+        raise ValueError(
+            f"Data file {str(path)!r} has a header but no data rows (columns: {_list(df.columns)})."
+        )
     return df
 
 
@@ -126,8 +140,10 @@ def _check_unique(names, path, where: str) -> None:
     dup = [n for i, n in enumerate(names) if names.count(n) > 1 and names.index(n) == i]
     if dup:
         counts = ", ".join(f"{n!r} ({names.count(n)} times)" for n in dup[:20])
-        raise ValueError(f"Data file {str(path)!r} names column(s) {counts} more than once "
-                         f"in its {where}; column names must be unique: rename them.")
+        raise ValueError(
+            f"Data file {str(path)!r} names column(s) {counts} more than once "
+            f"in its {where}; column names must be unique: rename them."
+        )
 
 
 _OPENERS = {".gz": "gzip", ".bz2": "bz2", ".xz": "lzma"}
@@ -197,10 +213,14 @@ def _decode_message(p: pathlib.Path, path, encoding: str, exc: UnicodeDecodeErro
         where = f"byte 0x{exc.object[exc.start]:02x} is invalid"
     else:
         offset, byte = found
-        where = (f"byte 0x{byte:02x} at offset {offset}"
-                 f"{' of the decompressed text' if compressed else ''} is invalid")
-    return (f"Data file {str(path)!r} cannot be read as {encoding} text: {where}; save the "
-            "file as UTF-8 or pass its encoding.")
+        where = (
+            f"byte 0x{byte:02x} at offset {offset}"
+            f"{' of the decompressed text' if compressed else ''} is invalid"
+        )
+    return (
+        f"Data file {str(path)!r} cannot be read as {encoding} text: {where}; save the "
+        "file as UTF-8 or pass its encoding."
+    )
 
 
 def _first_line(exc) -> str:
@@ -230,8 +250,9 @@ class Labels(NamedTuple):
     drop_na: str = "drop_na=True"
 
 
-def _numeric_column(df, name: str, path: str, fmt: str, role: str,
-                    labels: Labels = Labels()) -> np.ndarray:
+def _numeric_column(
+    df, name: str, path: str, fmt: str, role: str, labels: Labels = Labels()
+) -> np.ndarray:
     """Column ``name`` as float64 (NaN where missing), or a ValueError naming a bad value."""
     import pandas as pd
 
@@ -244,93 +265,124 @@ def _numeric_column(df, name: str, path: str, fmt: str, role: str,
     bad = values.isna().to_numpy() & col.notna().to_numpy()
     if bad.any():
         i = int(np.argmax(bad))
-        raise ValueError(f"{role} column {name!r} in {path!r} must be numeric. Got "
-                         f"{col.iloc[i]!r} in {_where(i, fmt)}; encode it as numbers"
-                         f"{f' or leave it out of {labels.features}' if role == 'Feature' else ''}"
-                         ".")
+        raise ValueError(
+            f"{role} column {name!r} in {path!r} must be numeric. Got "
+            f"{col.iloc[i]!r} in {_where(i, fmt)}; encode it as numbers"
+            f"{f' or leave it out of {labels.features}' if role == 'Feature' else ''}"
+            "."
+        )
     return values.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
 def _check_columns(df, wanted, path: str, option: str) -> None:
     missing = [c for c in wanted if c not in df.columns]
     if missing:
-        raise ValueError(f"Column(s) {_list(missing)} ({option}) not found in {path!r}. "
-                         f"Available columns: {_list(df.columns)}.")
+        raise ValueError(
+            f"Column(s) {_list(missing)} ({option}) not found in {path!r}. "
+            f"Available columns: {_list(df.columns)}."
+        )
 
 
-def _select(df, targets, features, path: str, labels: Labels,
-            features_from: str | None = None) -> tuple[list[str], list[str]]:
+def _select(
+    df, targets, features, path: str, labels: Labels, features_from: str | None = None
+) -> tuple[list[str], list[str]]:
     targets = [str(t) for t in (targets or [])]
     dup = sorted({t for t in targets if targets.count(t) > 1})
     if dup:
-        raise ValueError(f"{labels.target} names each column once. Got {_list(dup)} more than "
-                         "once.")
+        raise ValueError(
+            f"{labels.target} names each column once. Got {_list(dup)} more than once."
+        )
     _check_columns(df, targets, path, labels.target)
     if features is None:
         features = [c for c in df.columns if c not in targets]
         if not features:
-            raise ValueError(f"{path!r} has no feature columns: every column is a target "
-                             f"({_list(targets)}).")
+            raise ValueError(
+                f"{path!r} has no feature columns: every column is a target ({_list(targets)})."
+            )
     else:
         features = [str(f) for f in features]
         if not features:
             raise ValueError(f"{labels.features} must name at least one column. Got none.")
         dup = sorted({f for f in features if features.count(f) > 1})
         if dup:
-            raise ValueError(f"{labels.features} names each column once. Got {_list(dup)} "
-                             "more than once.")
+            raise ValueError(
+                f"{labels.features} names each column once. Got {_list(dup)} more than once."
+            )
         _check_columns(df, features, path, features_from or labels.features)
         both = [f for f in features if f in targets]
         if both:
-            raise ValueError(f"A column cannot be both a feature and a target. Got "
-                             f"{_list(both)} in {labels.features} and {labels.target}.")
+            raise ValueError(
+                f"A column cannot be both a feature and a target. Got "
+                f"{_list(both)} in {labels.features} and {labels.target}."
+            )
     return features, targets
 
 
-def _arrays(df, path, fmt, features, targets, drop_na, min_rows, dtype, check_target,
-            labels: Labels):
-    x = np.column_stack([_numeric_column(df, c, path, fmt, "Feature", labels)
-                         for c in features])
-    y = (np.column_stack([_numeric_column(df, c, path, fmt, "Target", labels)
-                          for c in targets]) if targets else None)
+def _arrays(
+    df, path, fmt, features, targets, drop_na, min_rows, dtype, check_target, labels: Labels
+):
+    x = np.column_stack([_numeric_column(df, c, path, fmt, "Feature", labels) for c in features])
+    y = (
+        np.column_stack([_numeric_column(df, c, path, fmt, "Target", labels) for c in targets])
+        if targets
+        else None
+    )
     both = x if y is None else np.concatenate([x, y], axis=1)
     names = [*features, *targets]
     inf = np.isinf(both)
     if inf.any():
         r, c = (int(v) for v in np.argwhere(inf)[0])
-        raise ValueError(f"Column {names[c]!r} in {path!r} holds an infinite value "
-                         f"({float(both[r, c])}) in {_where(r, fmt)}; values must be finite.")
+        raise ValueError(
+            f"Column {names[c]!r} in {path!r} holds an infinite value "
+            f"({float(both[r, c])}) in {_where(r, fmt)}; values must be finite."
+        )
     na = np.isnan(both)
     na_rows = na.any(axis=1)
     n_na = int(na_rows.sum())
     if n_na and not drop_na:
         r = int(np.argmax(na_rows))
         c = int(np.argmax(na[r]))
-        raise ValueError(f"{path!r} has {n_na} row(s) with missing values (NaN or empty) in "
-                         f"the columns used, the first in {_where(r, fmt)}, column "
-                         f"{names[c]!r}; drop them with {labels.drop_na}.")
+        raise ValueError(
+            f"{path!r} has {n_na} row(s) with missing values (NaN or empty) in "
+            f"the columns used, the first in {_where(r, fmt)}, column "
+            f"{names[c]!r}; drop them with {labels.drop_na}."
+        )
     rows = np.flatnonzero(~na_rows)
     x = x[rows]
     y = None if y is None else y[rows]
     if len(rows) == 0:
-        raise ValueError(f"{path!r} has no rows left after dropping the {n_na} row(s) with "
-                         "missing values.")
+        raise ValueError(
+            f"{path!r} has no rows left after dropping the {n_na} row(s) with missing values."
+        )
     if len(rows) < min_rows:
-        raise ValueError(f"{path!r} must have at least {min_rows} data rows"
-                         f"{' (after dropping rows with missing values)' if n_na else ''} to "
-                         f"fit a model. Got {len(rows)}.")
+        raise ValueError(
+            f"{path!r} must have at least {min_rows} data rows"
+            f"{' (after dropping rows with missing values)' if n_na else ''} to "
+            f"fit a model. Got {len(rows)}."
+        )
     if check_target and y is not None:
         for j, name in enumerate(targets):
             if np.all(y[:, j] == y[0, j]):
-                raise ValueError(f"Target column {name!r} in {path!r} is constant (every row "
-                                 f"is {y[0, j]:g}); there is nothing to learn.")
+                raise ValueError(
+                    f"Target column {name!r} in {path!r} is constant (every row "
+                    f"is {y[0, j]:g}); there is nothing to learn."
+                )
     x = x.astype(dtype)
     y = None if y is None else y.astype(dtype)
     return x, y, rows, n_na
 
 
-def load_xy(path, targets, features=None, *, drop_na: bool = False, min_rows: int = 2,
-            dtype=np.float32, encoding: str = "utf-8", labels: Labels = Labels()) -> Table:
+def load_xy(
+    path,
+    targets,
+    features=None,
+    *,
+    drop_na: bool = False,
+    min_rows: int = 2,
+    dtype=np.float32,
+    encoding: str = "utf-8",
+    labels: Labels = Labels(),
+) -> Table:
     """Read ``path`` and return numeric features and targets for fitting.
 
     Args:
@@ -353,14 +405,23 @@ def load_xy(path, targets, features=None, *, drop_na: bool = False, min_rows: in
     path = str(path)
     fmt = detect_format(path)
     features, targets = _select(df, targets, features, path, labels)
-    x, y, rows, n_na = _arrays(df, path, fmt, features, targets, drop_na, min_rows, dtype,
-                               check_target=True, labels=labels)
+    x, y, rows, n_na = _arrays(
+        df, path, fmt, features, targets, drop_na, min_rows, dtype, check_target=True, labels=labels
+    )
     return Table(x, y, features, targets, rows, n_na, path)
 
 
-def load_features(path, features, targets=(), *, drop_na: bool = False, dtype=np.float32,
-                  encoding: str = "utf-8", require_targets: bool = False,
-                  labels: Labels = Labels()) -> Table:
+def load_features(
+    path,
+    features,
+    targets=(),
+    *,
+    drop_na: bool = False,
+    dtype=np.float32,
+    encoding: str = "utf-8",
+    require_targets: bool = False,
+    labels: Labels = Labels(),
+) -> Table:
     """Read the feature columns (and, when present, the target columns) for prediction.
 
     Targets are read only when every one of them is in the file (or ``require_targets``,
@@ -372,8 +433,10 @@ def load_features(path, features, targets=(), *, drop_na: bool = False, dtype=np
     targets = [str(t) for t in (targets or [])]
     if not require_targets and not all(t in df.columns for t in targets):
         targets = []
-    features, targets = _select(df, targets, list(features), path, labels,
-                                features_from="the model's features")
-    x, y, rows, n_na = _arrays(df, path, fmt, features, targets, drop_na, 1, dtype,
-                               check_target=False, labels=labels)
+    features, targets = _select(
+        df, targets, list(features), path, labels, features_from="the model's features"
+    )
+    x, y, rows, n_na = _arrays(
+        df, path, fmt, features, targets, drop_na, 1, dtype, check_target=False, labels=labels
+    )
     return Table(x, y, features, targets, rows, n_na, path)

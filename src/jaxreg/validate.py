@@ -20,8 +20,17 @@ import numbers
 
 import numpy as np
 
-__all__ = ["TEMPLATE", "bad", "boolean", "choice", "integer", "is_int", "random_state", "real",
-           "show"]
+__all__ = [
+    "TEMPLATE",
+    "bad",
+    "boolean",
+    "choice",
+    "integer",
+    "is_int",
+    "random_state",
+    "real",
+    "show",
+]
 
 TEMPLATE = "The '{name}' parameter of {owner} must be {rule}. Got {value} instead."
 
@@ -42,8 +51,11 @@ def bad(owner: str, name: str, rule: str, value=None, *, got: str | None = None)
     ``got`` replaces ``show(value)`` where a description reads better than the value (an
     array: "an array of shape (3, 2)").
     """
-    return ValueError(TEMPLATE.format(name=name, owner=owner, rule=rule,
-                                      value=show(value) if got is None else got))
+    return ValueError(
+        TEMPLATE.format(
+            name=name, owner=owner, rule=rule, value=show(value) if got is None else got
+        )
+    )
 
 
 def is_int(value) -> bool:
@@ -57,8 +69,15 @@ def _interval(low, high, low_open: bool, high_open: bool) -> str:
     return f"{lo}, {hi}"
 
 
-def real(owner: str, name: str, value, low=None, high=None, low_open: bool = False,
-         high_open: bool = False) -> float:
+def real(
+    owner: str,
+    name: str,
+    value,
+    low=None,
+    high=None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
     """``value`` as a float if it is a finite real number in the interval, else raise.
 
     A bound of None is infinite (and open); NaN and infinities are always refused, bools
@@ -68,9 +87,11 @@ def real(owner: str, name: str, value, low=None, high=None, low_open: bool = Fal
     if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
         raise bad(owner, name, rule, value)
     v = float(value)
-    ok = (math.isfinite(v)
-          and (low is None or (v > low if low_open else v >= low))
-          and (high is None or (v < high if high_open else v <= high)))
+    ok = (
+        math.isfinite(v)
+        and (low is None or (v > low if low_open else v >= low))
+        and (high is None or (v < high if high_open else v <= high))
+    )
     if not ok:
         raise bad(owner, name, rule, value)
     return v
@@ -81,10 +102,12 @@ def integer(owner: str, name: str, value, low=None, high=None, allow_none: bool 
     when ``allow_none``; else raise. Bools are not integers."""
     if value is None and allow_none:
         return None
-    rule = f"an int in {_interval(low, high, False, False)}" + (" or None" if allow_none
-                                                                  else "")
-    if not is_int(value) or (low is not None and value < low) or (
-            high is not None and value > high):
+    rule = f"an int in {_interval(low, high, False, False)}" + (" or None" if allow_none else "")
+    if (
+        not is_int(value)
+        or (low is not None and value < low)
+        or (high is not None and value > high)
+    ):
         raise bad(owner, name, rule, value)
     return int(value)
 
@@ -108,8 +131,15 @@ def boolean(owner: str, name: str, value) -> bool:
 def random_state(owner: str, value, name: str = "random_state"):
     """``value`` if it is None, an int seed in ``[0, 2**32 - 1]`` or a
     ``numpy.random.RandomState``; else raise."""
-    if value is None or isinstance(value, np.random.RandomState) or (
-            is_int(value) and 0 <= value < 2**32):
+    if (
+        value is None
+        or isinstance(value, np.random.RandomState)
+        or (is_int(value) and 0 <= value < 2**32)
+    ):
         return value
-    raise bad(owner, name, f"an int in [0, {2**32 - 1}], an instance of "
-              "'numpy.random.RandomState' or None", value)
+    raise bad(
+        owner,
+        name,
+        f"an int in [0, {2**32 - 1}], an instance of 'numpy.random.RandomState' or None",
+        value,
+    )

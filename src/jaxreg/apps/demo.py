@@ -32,39 +32,69 @@ def add_parser(sub) -> None:
         "demo",
         help="reproduce the two blog systems (polynomial MLP, linear minibatch SGD)",
         description="Reproduce the blog posts 'Training a Neural Network with Jax' "
-                    "(demo polynomial) and 'Experimenting with JAX' (demo linear).",
+        "(demo polynomial) and 'Experimenting with JAX' (demo linear).",
     )
     p.set_defaults(run=_run_no_subcommand)
     dsub = p.add_subparsers(dest="demo", metavar="DEMO")
 
     pp = dsub.add_parser(
-        "polynomial", help="1-128-1 tanh MLP on cubic data: the blog's losses, jit timings",
+        "polynomial",
+        help="1-128-1 tanh MLP on cubic data: the blog's losses, jit timings",
         description="Reproduce the polynomial blog: ten logged losses, the jit lesson timed "
-                    "three ways, the forward pass's jaxpr, FLOPs of a step, and plots.")
-    pp.add_argument("--out", default="jaxreg-out/polynomial",
-                    help="output folder for the plots (default: %(default)s)")
-    pp.add_argument("--epochs", type=int, default=1000,
-                    help="full-batch gradient-descent epochs (default: %(default)s)")
-    pp.add_argument("--eager-epochs", type=int, default=None, metavar="N",
-                    help="epochs of the un-jitted (op by op) timing run, scaled per epoch "
-                         "(default: 100, 10 with --quick)")
-    pp.add_argument("--quick", action="store_true",
-                    help="a short jit lesson: 10 eager epochs and one timing run each")
-    pp.add_argument("--partitionable", action="store_true",
-                    help="use JAX's current random numbers (jax_threefry_partitionable=True, "
-                         "the default since JAX 0.5) instead of the blog's")
+        "three ways, the forward pass's jaxpr, FLOPs of a step, and plots.",
+    )
+    pp.add_argument(
+        "--out",
+        default="jaxreg-out/polynomial",
+        help="output folder for the plots (default: %(default)s)",
+    )
+    pp.add_argument(
+        "--epochs",
+        type=int,
+        default=1000,
+        help="full-batch gradient-descent epochs (default: %(default)s)",
+    )
+    pp.add_argument(
+        "--eager-epochs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="epochs of the un-jitted (op by op) timing run, scaled per epoch "
+        "(default: 100, 10 with --quick)",
+    )
+    pp.add_argument(
+        "--quick",
+        action="store_true",
+        help="a short jit lesson: 10 eager epochs and one timing run each",
+    )
+    pp.add_argument(
+        "--partitionable",
+        action="store_true",
+        help="use JAX's current random numbers (jax_threefry_partitionable=True, "
+        "the default since JAX 0.5) instead of the blog's",
+    )
     pp.set_defaults(run=run_polynomial)
 
     pl = dsub.add_parser(
-        "linear", help="linear model by minibatch SGD with bootstrap batches (RMSE)",
+        "linear",
+        help="linear model by minibatch SGD with bootstrap batches (RMSE)",
         description="Reproduce the linear-SGD blog: y = X @ [3, 4] + U(0,1) + 5, 5000 "
-                    "steps of batch 100 at learning rate 0.01.")
-    pl.add_argument("--out", default="jaxreg-out/linear",
-                    help="output folder for the plots (default: %(default)s)")
-    pl.add_argument("--steps", type=int, default=5000,
-                    help="minibatch SGD steps (default: %(default)s)")
-    pl.add_argument("--seed", type=int, default=0,
-                    help="seed of the data and of the estimator's random_state (default: 0)")
+        "steps of batch 100 at learning rate 0.01.",
+    )
+    pl.add_argument(
+        "--out",
+        default="jaxreg-out/linear",
+        help="output folder for the plots (default: %(default)s)",
+    )
+    pl.add_argument(
+        "--steps", type=int, default=5000, help="minibatch SGD steps (default: %(default)s)"
+    )
+    pl.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the data and of the estimator's random_state (default: 0)",
+    )
     pl.set_defaults(run=run_linear)
 
 
@@ -122,11 +152,16 @@ def polynomial_setup(partitionable: bool = False, n: int = 1000):
     from jaxreg.data import Standardizer, polynomial_data
     from jaxreg.model import MLPSpec, init
 
-    spec = MLPSpec((1, 128, 1), "tanh", init="kaiming_normal", gain=5 / 3,
-                   bias_init="zeros", key_scheme="split")
+    spec = MLPSpec(
+        (1, 128, 1),
+        "tanh",
+        init="kaiming_normal",
+        gain=5 / 3,
+        bias_init="zeros",
+        key_scheme="split",
+    )
     with jax.threefry_partitionable(partitionable):
-        x, y, key = polynomial_data(jax.random.key(BLOG_SEED), coefficients=BLOG_COEFFICIENTS,
-                                    n=n)
+        x, y, key = polynomial_data(jax.random.key(BLOG_SEED), coefficients=BLOG_COEFFICIENTS, n=n)
         params0 = init(key, spec)
     # Mean and population std reduced by jnp as the blog does (X.mean(), X.std()); the
     # elementwise (a - mean) / std is exactly rounded in NumPy as in JAX.
@@ -134,8 +169,7 @@ def polynomial_setup(partitionable: bool = False, n: int = 1000):
     y_scaler = Standardizer(np.asarray(y.mean(axis=0)), np.asarray(y.std(axis=0)))
     x, y = np.asarray(x), np.asarray(y)
     params0 = jax.tree.map(np.asarray, params0)
-    return (x, y, x_scaler.transform(x), y_scaler.transform(y), x_scaler, y_scaler, spec,
-            params0)
+    return (x, y, x_scaler.transform(x), y_scaler.transform(y), x_scaler, y_scaler, spec, params0)
 
 
 def log_every(epochs: int) -> int:
@@ -143,8 +177,9 @@ def log_every(epochs: int) -> int:
     return 100 if epochs >= 1000 else max(1, epochs // 10)
 
 
-def polynomial_run(epochs: int = 1000, partitionable: bool = False,
-                   learning_rate: float = 0.01) -> PolynomialRun:
+def polynomial_run(
+    epochs: int = 1000, partitionable: bool = False, learning_rate: float = 0.01
+) -> PolynomialRun:
     """Train the blog's 1-128-1 tanh MLP by full-batch gradient descent on the engine.
 
     The untrained weights are made in ``polynomial_setup`` and passed to ``fit``; with
@@ -163,8 +198,15 @@ def polynomial_run(epochs: int = 1000, partitionable: bool = False,
     x, y, x_norm, y_norm, xs, ys, spec, params0 = polynomial_setup(partitionable)
     cfg = TrainConfig(epochs=epochs, optimizer="gd", record_every=1)
     data = Dataset(jax.numpy.asarray(x_norm), jax.numpy.asarray(y_norm))
-    result, timings = fit(spec, cfg, data, Hparams(learning_rate=learning_rate), key=0,
-                          params=params0, return_timings=True)
+    result, timings = fit(
+        spec,
+        cfg,
+        data,
+        Hparams(learning_rate=learning_rate),
+        key=0,
+        params=params0,
+        return_timings=True,
+    )
     losses = np.asarray(result.history.train_mse)[:, 0]
     every = log_every(epochs)
     logged = [(i, float(losses[i])) for i in range(0, epochs, every)]
@@ -172,8 +214,24 @@ def polynomial_run(epochs: int = 1000, partitionable: bool = False,
     def predict(params):
         return ys.inverse(np.asarray(apply(params, x_norm, spec.activation)))
 
-    return PolynomialRun(partitionable, x, y, x_norm, y_norm, xs, ys, spec, cfg, params0,
-                         result, timings, losses, logged, predict(params0), predict(result.params))
+    return PolynomialRun(
+        partitionable,
+        x,
+        y,
+        x_norm,
+        y_norm,
+        xs,
+        ys,
+        spec,
+        cfg,
+        params0,
+        result,
+        timings,
+        losses,
+        logged,
+        predict(params0),
+        predict(result.params),
+    )
 
 
 def _blog_step(activation: str):
@@ -223,8 +281,9 @@ class JitTimings(NamedTuple):
         return self.step_per_epoch / self.engine_per_epoch
 
 
-def jit_lesson(run: PolynomialRun, eager_epochs: int = 100, repeats: int = 3,
-               learning_rate: float = 0.01) -> JitTimings:
+def jit_lesson(
+    run: PolynomialRun, eager_epochs: int = 100, repeats: int = 3, learning_rate: float = 0.01
+) -> JitTimings:
     """Time the same full-batch training three ways, after warm-up, compile time apart.
 
     Eager runs ``eager_epochs`` epochs op by op (each primitive dispatched on its own);
@@ -273,13 +332,27 @@ def jit_lesson(run: PolynomialRun, eager_epochs: int = 100, repeats: int = 3,
     data = Dataset(x, y)
     engine_times = []
     for _ in range(repeats):
-        _, timings = fit(run.spec, run.cfg, data, Hparams(learning_rate=learning_rate), key=0,
-                         params=run.params0, return_timings=True)
+        _, timings = fit(
+            run.spec,
+            run.cfg,
+            data,
+            Hparams(learning_rate=learning_rate),
+            key=0,
+            params=run.params0,
+            return_timings=True,
+        )
         engine_times.append(timings.run_seconds)
-    return JitTimings(eager_epochs, epochs, repeats, eager,
-                      statistics.median(times) / epochs,
-                      statistics.median(engine_times) / epochs,
-                      step_compile, run.timings.compile_seconds, step_losses)
+    return JitTimings(
+        eager_epochs,
+        epochs,
+        repeats,
+        eager,
+        statistics.median(times) / epochs,
+        statistics.median(engine_times) / epochs,
+        step_compile,
+        run.timings.compile_seconds,
+        step_losses,
+    )
 
 
 def forward_jaxpr(run: PolynomialRun) -> str:
@@ -300,9 +373,16 @@ def step_flops(run: PolynomialRun, learning_rate: float = 0.01) -> float:
     import jax.numpy as jnp
 
     step = _blog_step(run.spec.activation)
-    compiled = jax.jit(step).lower(run.params0, jnp.asarray(run.x_norm),
-                                   jnp.asarray(run.y_norm),
-                                   jnp.asarray(learning_rate, jnp.float32)).compile()
+    compiled = (
+        jax.jit(step)
+        .lower(
+            run.params0,
+            jnp.asarray(run.x_norm),
+            jnp.asarray(run.y_norm),
+            jnp.asarray(learning_rate, jnp.float32),
+        )
+        .compile()
+    )
     cost = compiled.cost_analysis()
     if isinstance(cost, list | tuple):  # older JAX: one dict per computation
         cost = cost[0] if cost else {}
@@ -321,22 +401,25 @@ def polynomial_plots(run: PolynomialRun, out: pathlib.Path) -> list[pathlib.Path
     ax.set(xlabel="X", ylabel="y", title="Training data")
     ax.grid(True)
     files.append(save(fig, out / "data.png"))
-    for name, pred, color in (("untrained", run.untrained_pred, "green"),
-                              ("trained", run.trained_pred, "orange")):
+    for name, pred, color in (
+        ("untrained", run.untrained_pred, "green"),
+        ("trained", run.trained_pred, "orange"),
+    ):
         fig, ax = figure(10, 6)
-        ax.vlines(x, y, pred[:, 0], colors="red", linestyles="dashed", linewidth=0.5,
-                  label="error")
+        ax.vlines(x, y, pred[:, 0], colors="red", linestyles="dashed", linewidth=0.5, label="error")
         ax.scatter(x, y, label="Ground Truth", color="blue", s=10)
         ax.scatter(x, pred[:, 0], label=f"{name.capitalize()} Predictions", color=color, s=10)
-        ax.set(xlabel="X", ylabel="y",
-               title=f"Ground Truth vs {name.capitalize()} Predictions with Error Bars")
+        ax.set(
+            xlabel="X",
+            ylabel="y",
+            title=f"Ground Truth vs {name.capitalize()} Predictions with Error Bars",
+        )
         ax.grid(True)
         ax.legend()
         files.append(save(fig, out / f"{name}.png"))
     fig, ax = figure()
     ax.plot(run.losses)
-    ax.set(xlabel="Epoch", ylabel="Train MSE (standardized)", yscale="log",
-           title="Training loss")
+    ax.set(xlabel="Epoch", ylabel="Train MSE (standardized)", yscale="log", title="Training loss")
     ax.grid(True)
     files.append(save(fig, out / "loss.png"))
     return files
@@ -356,9 +439,11 @@ def run_polynomial(args: argparse.Namespace) -> int:
     flag = "jax_threefry_partitionable"  # a flag with a context manager: read as attribute
     before = bool(getattr(jax.config, flag))
     mode = bool(args.partitionable)
-    print(f"Random numbers: jax_threefry_partitionable={mode} "
-          + ("(JAX >= 0.5 default)" if mode else "(the blog's, before JAX 0.5)")
-          + f"; the process setting stays {before}.")
+    print(
+        f"Random numbers: jax_threefry_partitionable={mode} "
+        + ("(JAX >= 0.5 default)" if mode else "(the blog's, before JAX 0.5)")
+        + f"; the process setting stays {before}."
+    )
 
     run = polynomial_run(args.epochs, partitionable=mode)
     print(f"X shape: {run.x.shape} - X dtype: {run.x.dtype}")
@@ -366,37 +451,50 @@ def run_polynomial(args: argparse.Namespace) -> int:
     for i, loss in run.logged:
         print(f"Epoch [{i}/{args.epochs}] | Train Loss: {loss:.3f}")
     res = run.timings
-    print(f"Compile {res.compile_seconds:.2f} s, train {res.run_seconds:.3f} s "
-          f"(whole loop compiled).")
+    print(
+        f"Compile {res.compile_seconds:.2f} s, train {res.run_seconds:.3f} s (whole loop compiled)."
+    )
     if args.epochs == 1000 and not mode:
         got = tuple(round(v, 3) for _, v in run.logged)
         same = got == BLOG_LOSSES
-        print("The ten losses " + ("match the blog's." if same
-                                   else f"differ from the blog's {BLOG_LOSSES}."))
+        print(
+            "The ten losses "
+            + ("match the blog's." if same else f"differ from the blog's {BLOG_LOSSES}.")
+        )
 
     print("\nThe jit lesson (seconds per epoch, compile time apart):")
     t = jit_lesson(run, eager_epochs=eager_epochs, repeats=repeats)
-    print(f"  op by op, no jit:           {t.eager_per_epoch * 1e3:9.3f} ms/epoch "
-          f"(timed over {t.eager_epochs} epochs, scaled: {t.eager_per_epoch * t.epochs:.2f} s "
-          f"for {t.epochs})")
-    print(f"  jitted step, Python loop:   {t.step_per_epoch * 1e3:9.3f} ms/epoch "
-          f"({t.step_per_epoch * t.epochs:.3f} s for {t.epochs}; compile "
-          f"{t.step_compile:.2f} s)  {t.speedup_step:6.1f}x faster than no jit")
-    print(f"  whole loop compiled:        {t.engine_per_epoch * 1e3:9.3f} ms/epoch "
-          f"({t.engine_per_epoch * t.epochs:.3f} s for {t.epochs}; compile "
-          f"{t.engine_compile:.2f} s)  {t.speedup_engine:6.1f}x faster than no jit, "
-          f"{t.speedup_engine_over_step:.1f}x faster than the jitted step")
-    print(f"  (medians of {t.repeats} run(s) after warm-up; the engine also evaluates the "
-          "train MSE every epoch)")
+    print(
+        f"  op by op, no jit:           {t.eager_per_epoch * 1e3:9.3f} ms/epoch "
+        f"(timed over {t.eager_epochs} epochs, scaled: {t.eager_per_epoch * t.epochs:.2f} s "
+        f"for {t.epochs})"
+    )
+    print(
+        f"  jitted step, Python loop:   {t.step_per_epoch * 1e3:9.3f} ms/epoch "
+        f"({t.step_per_epoch * t.epochs:.3f} s for {t.epochs}; compile "
+        f"{t.step_compile:.2f} s)  {t.speedup_step:6.1f}x faster than no jit"
+    )
+    print(
+        f"  whole loop compiled:        {t.engine_per_epoch * 1e3:9.3f} ms/epoch "
+        f"({t.engine_per_epoch * t.epochs:.3f} s for {t.epochs}; compile "
+        f"{t.engine_compile:.2f} s)  {t.speedup_engine:6.1f}x faster than no jit, "
+        f"{t.speedup_engine_over_step:.1f}x faster than the jitted step"
+    )
+    print(
+        f"  (medians of {t.repeats} run(s) after warm-up; the engine also evaluates the "
+        "train MSE every epoch)"
+    )
     diff = float(np.max(np.abs(t.step_losses - run.losses)))
     print(f"  the jitted-step loop's losses agree with the engine's: max |diff| = {diff:.2e}")
 
     print("\nWhat JAX sees: the jaxpr of the forward pass (untrained params, raw X):")
     print(forward_jaxpr(run))
     flops = step_flops(run)
-    print(f"FLOPs of one training step (XLA cost analysis): {flops:,.0f}"
-          f" ({flops / 1e6:.2f} MFLOP; {flops / t.step_per_epoch / 1e9:.2f} GFLOP/s with the "
-          "jitted step)")
+    print(
+        f"FLOPs of one training step (XLA cost analysis): {flops:,.0f}"
+        f" ({flops / 1e6:.2f} MFLOP; {flops / t.step_per_epoch / 1e9:.2f} GFLOP/s with the "
+        "jitted step)"
+    )
 
     out = pathlib.Path(args.out)
     files = polynomial_plots(run, out)
@@ -420,18 +518,28 @@ class LinearRun(NamedTuple):
     estimator: Any
 
 
-def linear_run(steps: int = 5000, seed: int = 0, learning_rate: float = 0.01,
-               batch_size: int = 100) -> LinearRun:
+def linear_run(
+    steps: int = 5000, seed: int = 0, learning_rate: float = 0.01, batch_size: int = 100
+) -> LinearRun:
     """Fit ``LinearSGDRegressor`` on the blog's data, as the blog does."""
     from jaxreg.data import linear_blog_data
     from jaxreg.linear import LinearSGDRegressor
 
     x, y = linear_blog_data(seed)
-    est = LinearSGDRegressor(learning_rate=learning_rate, n_steps=steps,
-                             batch_size=batch_size, random_state=seed).fit(x, y)
+    est = LinearSGDRegressor(
+        learning_rate=learning_rate, n_steps=steps, batch_size=batch_size, random_state=seed
+    ).fit(x, y)
     pred = est.predict(x)
-    return LinearRun(est.coef_, est.intercept_, float(est.score(x, y)),
-                     float(est.loss_curve_[-1]), est.loss_curve_, y, pred, est)
+    return LinearRun(
+        est.coef_,
+        est.intercept_,
+        float(est.score(x, y)),
+        float(est.loss_curve_[-1]),
+        est.loss_curve_,
+        y,
+        pred,
+        est,
+    )
 
 
 def linear_plots(run: LinearRun, out: pathlib.Path) -> list[pathlib.Path]:

@@ -20,9 +20,18 @@ import math
 import pathlib
 import sys
 
-DEFAULTS = {"hidden": "64,64", "activation": "tanh", "optimizer": "adam", "lr": 1e-3,
-            "epochs": 200, "batch_size": 32, "val_fraction": 0.2, "patience": 20,
-            "ensemble": 1, "seed": 0}
+DEFAULTS = {
+    "hidden": "64,64",
+    "activation": "tanh",
+    "optimizer": "adam",
+    "lr": 1e-3,
+    "epochs": 200,
+    "batch_size": 32,
+    "val_fraction": 0.2,
+    "patience": 20,
+    "ensemble": 1,
+    "seed": 0,
+}
 
 
 def _labels():
@@ -34,77 +43,147 @@ def _labels():
 def add_parser(sub) -> None:
     d = DEFAULTS
     p = sub.add_parser(
-        "fit", help="fit a network to a CSV/Parquet file and save the model",
+        "fit",
+        help="fit a network to a CSV/Parquet file and save the model",
         description="Fit a neural network to a table (CSV or Parquet): standardize, hold out "
-                    "validation rows, train with early stopping, save the model folder and a "
-                    "report, and compare with a linear (Ridge) baseline.")
+        "validation rows, train with early stopping, save the model folder and a "
+        "report, and compare with a linear (Ridge) baseline.",
+    )
     p.add_argument("data", metavar="DATA", help="a .csv, .tsv or .parquet file")
-    p.add_argument("--target", action="append", required=True, metavar="COL",
-                   help="target column (repeat for several targets)")
-    p.add_argument("--features", metavar="A,B,C", default=None,
-                   help="feature columns, comma separated (default: every other column)")
-    p.add_argument("--hidden", default=d["hidden"], metavar="W,W",
-                   help="hidden layer widths (default: %(default)s; 'none' for a linear model)")
-    p.add_argument("--activation", default=d["activation"],
-                   help="hidden activation (default: %(default)s)")
-    p.add_argument("--optimizer", default=d["optimizer"],
-                   help="optimizer (default: %(default)s)")
+    p.add_argument(
+        "--target",
+        action="append",
+        required=True,
+        metavar="COL",
+        help="target column (repeat for several targets)",
+    )
+    p.add_argument(
+        "--features",
+        metavar="A,B,C",
+        default=None,
+        help="feature columns, comma separated (default: every other column)",
+    )
+    p.add_argument(
+        "--hidden",
+        default=d["hidden"],
+        metavar="W,W",
+        help="hidden layer widths (default: %(default)s; 'none' for a linear model)",
+    )
+    p.add_argument(
+        "--activation", default=d["activation"], help="hidden activation (default: %(default)s)"
+    )
+    p.add_argument("--optimizer", default=d["optimizer"], help="optimizer (default: %(default)s)")
     p.add_argument("--lr", type=float, default=d["lr"], help="learning rate (default: %(default)s)")
     p.add_argument("--l2", type=float, default=0.0, help="L2 penalty (default: 0)")
-    p.add_argument("--epochs", type=int, default=d["epochs"],
-                   help="maximum training epochs (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=d["batch_size"],
-                   help="rows per minibatch; 0 for full batch (default: %(default)s)")
-    p.add_argument("--val-fraction", type=float, default=d["val_fraction"],
-                   help="fraction of rows held out for validation (default: %(default)s)")
-    p.add_argument("--patience", type=int, default=d["patience"],
-                   help="early stopping: epochs without validation improvement; 0 turns it "
-                        "off (default: %(default)s)")
-    p.add_argument("--ensemble", type=int, default=d["ensemble"], metavar="K",
-                   help="members of a deep ensemble (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=d["seed"],
-                   help="seeds the split, the weights and the minibatches (default: 0)")
-    p.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
-                   help="write an atomic checkpoint every N epochs")
-    p.add_argument("--checkpoint-dir", default=None, metavar="DIR",
-                   help="checkpoint folder (default: MODEL_DIR.checkpoint)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from the checkpoint of an interrupted run of this command")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=d["epochs"],
+        help="maximum training epochs (default: %(default)s)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=d["batch_size"],
+        help="rows per minibatch; 0 for full batch (default: %(default)s)",
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=d["val_fraction"],
+        help="fraction of rows held out for validation (default: %(default)s)",
+    )
+    p.add_argument(
+        "--patience",
+        type=int,
+        default=d["patience"],
+        help="early stopping: epochs without validation improvement; 0 turns it "
+        "off (default: %(default)s)",
+    )
+    p.add_argument(
+        "--ensemble",
+        type=int,
+        default=d["ensemble"],
+        metavar="K",
+        help="members of a deep ensemble (default: %(default)s)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=d["seed"],
+        help="seeds the split, the weights and the minibatches (default: 0)",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        metavar="N",
+        help="write an atomic checkpoint every N epochs",
+    )
+    p.add_argument(
+        "--checkpoint-dir",
+        default=None,
+        metavar="DIR",
+        help="checkpoint folder (default: MODEL_DIR.checkpoint)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the checkpoint of an interrupted run of this command",
+    )
     _add_table_options(p, "drop rows with missing values instead of refusing them")
     p.add_argument("--no-report", action="store_true", help="do not write the report")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--out", required=True, metavar="MODEL_DIR",
-                   help="model folder to write (a new or empty folder, or with --overwrite a "
-                        "jaxreg model to replace)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace the jaxreg model already in MODEL_DIR (checked before "
-                        "training; anything that is not a jaxreg model is never touched)")
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="MODEL_DIR",
+        help="model folder to write (a new or empty folder, or with --overwrite a "
+        "jaxreg model to replace)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the jaxreg model already in MODEL_DIR (checked before "
+        "training; anything that is not a jaxreg model is never touched)",
+    )
     p.set_defaults(run=run_fit)
 
     q = sub.add_parser(
-        "predict", help="predict with a saved model",
+        "predict",
+        help="predict with a saved model",
         description="Predict with a saved model folder: one output row per input row, "
-                    "columns named after the targets.")
+        "columns named after the targets.",
+    )
     q.add_argument("model", metavar="MODEL_DIR")
     q.add_argument("data", metavar="DATA", help="a .csv, .tsv or .parquet file")
-    q.add_argument("--out", default=None, metavar="FILE",
-                   help="CSV file to write (default: print to stdout)")
-    q.add_argument("--std", action="store_true",
-                   help="add the ensemble standard deviation (<target>_std columns)")
-    _add_table_options(q, "rows with missing features get empty predictions instead of an "
-                          "error")
+    q.add_argument(
+        "--out", default=None, metavar="FILE", help="CSV file to write (default: print to stdout)"
+    )
+    q.add_argument(
+        "--std",
+        action="store_true",
+        help="add the ensemble standard deviation (<target>_std columns)",
+    )
+    _add_table_options(q, "rows with missing features get empty predictions instead of an error")
     q.set_defaults(run=run_predict)
 
     r = sub.add_parser(
-        "report", help="(re)write the report of a saved model",
+        "report",
+        help="(re)write the report of a saved model",
         description="Write loss curves, predicted vs true, residuals and a fitted curve with "
-                    "its ensemble band as PNG files and one self-contained HTML page.")
+        "its ensemble band as PNG files and one self-contained HTML page.",
+    )
     r.add_argument("model", metavar="MODEL_DIR")
-    r.add_argument("--data", default=None,
-                   help="data for the prediction plots (default: the data recorded at fit)")
+    r.add_argument(
+        "--data",
+        default=None,
+        help="data for the prediction plots (default: the data recorded at fit)",
+    )
     r.add_argument("--feature", default=None, help="feature of the fitted-curve plot")
-    r.add_argument("--out", default=None, metavar="DIR",
-                   help="report folder (default: MODEL_DIR/report)")
+    r.add_argument(
+        "--out", default=None, metavar="DIR", help="report folder (default: MODEL_DIR/report)"
+    )
     r.set_defaults(run=run_report)
 
 
@@ -131,8 +210,9 @@ def _parse_hidden(text: str) -> tuple[int, ...]:
     except ValueError:
         sizes = None
     if not sizes or any(s < 1 for s in sizes):
-        raise _usage(f"--hidden must be comma-separated positive integers such as 64,64. "
-                     f"Got {text!r}.")
+        raise _usage(
+            f"--hidden must be comma-separated positive integers such as 64,64. Got {text!r}."
+        )
     return sizes
 
 
@@ -142,8 +222,7 @@ def _check_fit_args(args) -> dict:
 
     hidden = _parse_hidden(args.hidden)
     if args.activation not in ACTIVATIONS:
-        raise _usage(f"--activation must be one of {sorted(ACTIVATIONS)}. "
-                     f"Got {args.activation!r}.")
+        raise _usage(f"--activation must be one of {sorted(ACTIVATIONS)}. Got {args.activation!r}.")
     if args.optimizer not in OPTIMIZERS:
         raise _usage(f"--optimizer must be one of {list(OPTIMIZERS)}. Got {args.optimizer!r}.")
     if not (math.isfinite(args.lr) and args.lr > 0):
@@ -153,23 +232,26 @@ def _check_fit_args(args) -> dict:
     if args.epochs < 1:
         raise _usage(f"--epochs must be an integer >= 1. Got {args.epochs}.")
     if args.batch_size < 0:
-        raise _usage(f"--batch-size must be an integer >= 0 (0 for full batch). "
-                     f"Got {args.batch_size}.")
+        raise _usage(
+            f"--batch-size must be an integer >= 0 (0 for full batch). Got {args.batch_size}."
+        )
     if not (0 <= args.val_fraction < 1):
         raise _usage(f"--val-fraction must be a float in [0, 1). Got {args.val_fraction!r}.")
     if args.patience < 0:
-        raise _usage(f"--patience must be an integer >= 0 (0 turns early stopping off). "
-                     f"Got {args.patience}.")
+        raise _usage(
+            f"--patience must be an integer >= 0 (0 turns early stopping off). Got {args.patience}."
+        )
     if args.patience and args.val_fraction == 0:
-        raise _usage("--patience needs validation rows: set --val-fraction above 0 or "
-                     "--patience 0. Got --val-fraction 0.")
+        raise _usage(
+            "--patience needs validation rows: set --val-fraction above 0 or "
+            "--patience 0. Got --val-fraction 0."
+        )
     if args.ensemble < 1:
         raise _usage(f"--ensemble must be an integer >= 1. Got {args.ensemble}.")
     if not 0 <= args.seed < 2**32:
         raise _usage(f"--seed must be an integer in [0, 4294967295]. Got {args.seed}.")
     if args.checkpoint_every is not None and args.checkpoint_every < 1:
-        raise _usage(f"--checkpoint-every must be an integer >= 1. Got "
-                     f"{args.checkpoint_every}.")
+        raise _usage(f"--checkpoint-every must be an integer >= 1. Got {args.checkpoint_every}.")
     features = None
     if args.features is not None:
         features = [f.strip() for f in args.features.split(",") if f.strip()]
@@ -188,21 +270,27 @@ def _check_paths(args) -> tuple[pathlib.Path, pathlib.Path]:
     try:
         store.check_target(out, overwrite=args.overwrite)
     except FileExistsError:
-        raise _usage(f"--out {str(out)!r} already holds a jaxreg model; pass --overwrite to "
-                     "replace it.") from None
+        raise _usage(
+            f"--out {str(out)!r} already holds a jaxreg model; pass --overwrite to replace it."
+        ) from None
     except ValueError as exc:
         raise _usage(f"--out: {exc}") from None
     files.check_output_folder(out, "--out")
     absolute = out.resolve()
-    ckpt = (pathlib.Path(args.checkpoint_dir) if args.checkpoint_dir
-            else absolute.with_name(absolute.name + ".checkpoint"))
+    ckpt = (
+        pathlib.Path(args.checkpoint_dir)
+        if args.checkpoint_dir
+        else absolute.with_name(absolute.name + ".checkpoint")
+    )
     if ckpt.resolve() == absolute:
         raise _usage(f"--checkpoint-dir must differ from --out. Got {str(ckpt)!r} for both.")
     if args.checkpoint_every is not None or args.resume:
         doc = check_checkpoint_folder(ckpt)
         if doc is not None and not args.resume:
-            raise _usage(f"--checkpoint-dir {str(ckpt)!r} holds the checkpoint of an earlier "
-                         "run; pass --resume to continue it, or choose another folder.")
+            raise _usage(
+                f"--checkpoint-dir {str(ckpt)!r} holds the checkpoint of an earlier "
+                "run; pass --resume to continue it, or choose another folder."
+            )
         files.check_output_folder(ckpt, "--checkpoint-dir")
     return out, ckpt
 
@@ -227,33 +315,49 @@ def run_fit(args: argparse.Namespace) -> int:
     from jaxreg import interrupts, store, tabular
     from jaxreg.data import training_split
 
-    table = tabular.load_xy(args.data, args.target, checked["features"], drop_na=args.drop_na,
-                            dtype=np.float64, encoding=args.encoding, labels=_labels())
+    table = tabular.load_xy(
+        args.data,
+        args.target,
+        checked["features"],
+        drop_na=args.drop_na,
+        dtype=np.float64,
+        encoding=args.encoding,
+        labels=_labels(),
+    )
     interrupts.check()
     if table.n_dropped:
         print(f"Dropped {table.n_dropped} row(s) with missing values (--drop-na).")
     n = len(table.x)
     _, tr, val = training_split(n, args.val_fraction, args.seed)  # as the estimator draws it
     if len(val) and len(tr) < 2:
-        raise _usage(f"--val-fraction {args.val_fraction} leaves {len(tr)} training row(s) of "
-                     f"{n}; at least 2 are needed. Lower --val-fraction or add rows.")
+        raise _usage(
+            f"--val-fraction {args.val_fraction} leaves {len(tr)} training row(s) of "
+            f"{n}; at least 2 are needed. Lower --val-fraction or add rows."
+        )
     if args.val_fraction > 0 and len(val) < 1:
         raise _usage(f"--val-fraction {args.val_fraction} holds out no rows of {n}.")
-    print(f"Read {args.data}: {n} rows, {len(table.feature_names)} feature(s) -> target(s) "
-          f"{', '.join(table.target_names)}; {len(tr)} training and {len(val)} validation "
-          "rows.")
+    print(
+        f"Read {args.data}: {n} rows, {len(table.feature_names)} feature(s) -> target(s) "
+        f"{', '.join(table.target_names)}; {len(tr)} training and {len(val)} validation "
+        "rows."
+    )
     model = _train(args, checked, table, tr, ckpt)
     interrupts.check()
     _print_timing(model)
     metrics = _metrics(model, table, tr, val)
     _print_metrics(metrics)
-    document = model.document(run={
-        "data": str(pathlib.Path(args.data).resolve()), "targets": table.target_names,
-        "features": table.feature_names, "drop_na": bool(args.drop_na),
-        "split": {"seed": args.seed, "validation_fraction": args.val_fraction, "n_rows": n},
-        "metrics": metrics, "compile_seconds": model.compile_seconds_,
-        "run_seconds": model.run_seconds_,
-    })
+    document = model.document(
+        run={
+            "data": str(pathlib.Path(args.data).resolve()),
+            "targets": table.target_names,
+            "features": table.feature_names,
+            "drop_na": bool(args.drop_na),
+            "split": {"seed": args.seed, "validation_fraction": args.val_fraction, "n_rows": n},
+            "metrics": metrics,
+            "compile_seconds": model.compile_seconds_,
+            "run_seconds": model.run_seconds_,
+        }
+    )
     # Everything that can fail happens before the commit; the commit is the last step.
     with store.ModelWriter(out, overwrite=args.overwrite) as writer:
         report = None
@@ -292,14 +396,25 @@ def _train(args, checked, table, tr, ckpt):
     from jaxreg.estimator import MLPRegressor
 
     model = MLPRegressor(
-        hidden_layer_sizes=checked["hidden"], activation=args.activation,
-        optimizer=args.optimizer, learning_rate=args.lr, l2=args.l2, epochs=args.epochs,
-        batch_size=args.batch_size or None, validation_fraction=args.val_fraction,
-        early_stopping=bool(args.patience), patience=max(args.patience, 1),
-        n_ensemble=args.ensemble, random_state=args.seed)
+        hidden_layer_sizes=checked["hidden"],
+        activation=args.activation,
+        optimizer=args.optimizer,
+        learning_rate=args.lr,
+        l2=args.l2,
+        epochs=args.epochs,
+        batch_size=args.batch_size or None,
+        validation_fraction=args.val_fraction,
+        early_stopping=bool(args.patience),
+        patience=max(args.patience, 1),
+        n_ensemble=args.ensemble,
+        random_state=args.seed,
+    )
     x = pd.DataFrame(table.x, columns=table.feature_names)
-    y = (pd.Series(table.y[:, 0], name=table.target_names[0]) if table.y.shape[1] == 1
-         else pd.DataFrame(table.y, columns=table.target_names))
+    y = (
+        pd.Series(table.y[:, 0], name=table.target_names[0])
+        if table.y.shape[1] == 1
+        else pd.DataFrame(table.y, columns=table.target_names)
+    )
     chunk = _chunk_epochs(args.epochs, args.checkpoint_every)
     checkpoint = None
     if args.checkpoint_every is not None or args.resume:
@@ -341,13 +456,20 @@ class _ProgressBar:
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(bar_width=24),
-            TextColumn("epoch {task.fields[epoch]}  train MSE {task.fields[train]}  "
-                       "val MSE {task.fields[val]}  ETA"), TimeRemainingColumn(),
-            console=Console(stderr=True), transient=False)
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=24),
+            TextColumn(
+                "epoch {task.fields[epoch]}  train MSE {task.fields[train]}  "
+                "val MSE {task.fields[val]}  ETA"
+            ),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        )
         self.progress.__enter__()
-        self.task = self.progress.add_task("training", total=self.epochs * self.members,
-                                           epoch="0", train="-", val="-")
+        self.task = self.progress.add_task(
+            "training", total=self.epochs * self.members, epoch="0", train="-", val="-"
+        )
         return self
 
     def __exit__(self, *exc):
@@ -380,17 +502,28 @@ class _ProgressBar:
         done = int(np.where(stopped | (epochs >= self.epochs), self.epochs, epochs).sum())
         desc = f"{self.members} members" if self.members > 1 else "training"
         if stopped.any():
-            desc += (" (stopped early)" if self.members == 1 else
-                     f" ({int(stopped.sum())} stopped early)")
-        self.progress.update(self.task, completed=done, description=desc,
-                             epoch=f"{progress.epoch}/{self.epochs}", train=train, val=val)
+            desc += (
+                " (stopped early)"
+                if self.members == 1
+                else f" ({int(stopped.sum())} stopped early)"
+            )
+        self.progress.update(
+            self.task,
+            completed=done,
+            description=desc,
+            epoch=f"{progress.epoch}/{self.epochs}",
+            train=train,
+            val=val,
+        )
 
 
 def _print_timing(model) -> None:
     best = model.best_epoch_
     best = best if isinstance(best, int) else ", ".join(str(int(b)) for b in best)
-    print(f"Compile {model.compile_seconds_:.2f} s, training {model.run_seconds_:.2f} s: "
-          f"{model.n_iter_} epoch(s), best epoch {best}.")
+    print(
+        f"Compile {model.compile_seconds_:.2f} s, training {model.run_seconds_:.2f} s: "
+        f"{model.n_iter_} epoch(s), best epoch {best}."
+    )
 
 
 def _metrics(model, table, tr, val) -> dict:
@@ -412,8 +545,10 @@ def _metrics(model, table, tr, val) -> dict:
     ridge = make_pipeline(StandardScaler(), Ridge(alpha=1.0)).fit(x[tr], y[tr])
     base = np.asarray(ridge.predict(x[rows])).reshape(len(rows), -1)
     which = "validation" if len(val) else "training"
-    return {f"network ({which})": regression_metrics(y[rows], pred),
-            f"Ridge baseline ({which})": regression_metrics(y[rows], base)}
+    return {
+        f"network ({which})": regression_metrics(y[rows], pred),
+        f"Ridge baseline ({which})": regression_metrics(y[rows], base),
+    }
 
 
 def _print_metrics(metrics: dict) -> None:
@@ -421,11 +556,13 @@ def _print_metrics(metrics: dict) -> None:
     from rich.table import Table
 
     if any("(validation)" in name for name in metrics):
-        title = ("Metrics on the held-out rows, original units (early stopping also watched "
-                 "these rows)")
+        title = (
+            "Metrics on the held-out rows, original units (early stopping also watched these rows)"
+        )
     else:
-        title = ("Metrics on the training rows, original units (no rows were held out: "
-                 "--val-fraction 0)")
+        title = (
+            "Metrics on the training rows, original units (no rows were held out: --val-fraction 0)"
+        )
     t = Table(title=title)
     for col in ("model", "R²", "MSE", "MAE"):
         t.add_column(col, justify="left" if col == "model" else "right")
@@ -448,11 +585,12 @@ def run_predict(args: argparse.Namespace) -> int:
         if target.is_dir():
             raise _usage(f"--out must be a file. Got {args.out!r}, which is a folder.")
         if target.exists() and os.path.samefile(target, args.data):
-            raise _usage(f"--out must not be the input file. Got {args.out!r} for both DATA and "
-                         "--out; choose another file.")
+            raise _usage(
+                f"--out must not be the input file. Got {args.out!r} for both DATA and "
+                "--out; choose another file."
+            )
         if not target.parent.is_dir():
-            raise _usage(f"--out {args.out!r}: the folder {str(target.parent)!r} does not "
-                         "exist.")
+            raise _usage(f"--out {args.out!r}: the folder {str(target.parent)!r} does not exist.")
 
     from jaxreg import tabular
     from jaxreg.estimator import load
@@ -463,17 +601,25 @@ def run_predict(args: argparse.Namespace) -> int:
     if feats is None:
         df = tabular.read_table(args.data, encoding=args.encoding)
         if df.shape[1] != n_in:
-            raise _usage(f"The model has no feature names, so DATA must have exactly its "
-                         f"{n_in} feature column(s). Got {df.shape[1]} column(s) in "
-                         f"{args.data!r}.")
+            raise _usage(
+                f"The model has no feature names, so DATA must have exactly its "
+                f"{n_in} feature column(s). Got {df.shape[1]} column(s) in "
+                f"{args.data!r}."
+            )
         feats = list(df.columns)
     feats = [str(f) for f in feats]
-    table = tabular.load_features(args.data, feats, drop_na=args.drop_na, dtype=np.float64,
-                                  labels=_labels(),
-                                  encoding=args.encoding)
+    table = tabular.load_features(
+        args.data,
+        feats,
+        drop_na=args.drop_na,
+        dtype=np.float64,
+        labels=_labels(),
+        encoding=args.encoding,
+    )
     n_rows = len(table.rows) + table.n_dropped
-    targets = list(getattr(model, "target_names_in_", None)
-                   or [f"y{i}" for i in range(model.n_outputs_)])
+    targets = list(
+        getattr(model, "target_names_in_", None) or [f"y{i}" for i in range(model.n_outputs_)]
+    )
     import pandas as pd
 
     X = pd.DataFrame(table.x, columns=feats)
@@ -491,8 +637,10 @@ def run_predict(args: argparse.Namespace) -> int:
             cols[f"{name}_std"] = s
     text = pd.DataFrame(cols).to_csv(index=False, float_format="%.9g")
     if table.n_dropped:
-        print(f"{table.n_dropped} row(s) with missing features got empty predictions "
-              "(--drop-na).", file=sys.stderr)
+        print(
+            f"{table.n_dropped} row(s) with missing features got empty predictions (--drop-na).",
+            file=sys.stderr,
+        )
     if args.out is None:
         sys.stdout.write(text)
     else:
@@ -514,11 +662,14 @@ def run_report(args: argparse.Namespace) -> int:
         run = read_run_info(args.model)
         feats, _ = column_names(load_model(args.model), run)
         if args.feature not in feats:
-            raise _usage(f"--feature must be one of the model's features {feats}. Got "
-                         f"{args.feature!r}.")
+            raise _usage(
+                f"--feature must be one of the model's features {feats}. Got {args.feature!r}."
+            )
         if args.data is None and not run.get("data"):
-            raise _usage(f"--feature needs data to plot against: pass --data. Got "
-                         f"--feature {args.feature!r} and no data.")
+            raise _usage(
+                f"--feature needs data to plot against: pass --data. Got "
+                f"--feature {args.feature!r} and no data."
+            )
     if args.out is not None:
         from jaxreg import files
 

@@ -40,17 +40,47 @@ HP_OPTIONS = {
     "weight_decay": "weight_decay",
 }
 FIRST = ["architecture", "activation", "n_params", "optimizer", "schedule"]
-STATS = ["n_seeds", "n_diverged", "val_mse_mean", "val_mse_std", "val_mse_ci_low",
-         "val_mse_ci_high", "train_mse_mean", "gap_pct", "time_s"]
+STATS = [
+    "n_seeds",
+    "n_diverged",
+    "val_mse_mean",
+    "val_mse_std",
+    "val_mse_ci_low",
+    "val_mse_ci_high",
+    "train_mse_mean",
+    "gap_pct",
+    "time_s",
+]
 SHORT = {  # display headers of the terminal table
-    "architecture": "arch", "activation": "act", "n_params": "params", "optimizer": "opt",
-    "schedule": "sched", "learning_rate": "lr", "n_seeds": "seeds", "n_diverged": "diverged",
-    "val_mse_mean": "val MSE", "val_mse_std": "std", "val_mse_ci_low": "CI low",
-    "val_mse_ci_high": "CI high", "train_mse_mean": "train MSE", "gap_pct": "gap %",
-    "time_s": "s/config", "decay_rate": "decay", "transition_steps": "steps",
+    "architecture": "arch",
+    "activation": "act",
+    "n_params": "params",
+    "optimizer": "opt",
+    "schedule": "sched",
+    "learning_rate": "lr",
+    "n_seeds": "seeds",
+    "n_diverged": "diverged",
+    "val_mse_mean": "val MSE",
+    "val_mse_std": "std",
+    "val_mse_ci_low": "CI low",
+    "val_mse_ci_high": "CI high",
+    "train_mse_mean": "train MSE",
+    "gap_pct": "gap %",
+    "time_s": "s/config",
+    "decay_rate": "decay",
+    "transition_steps": "steps",
 }
-TOML_KEYS = {"hidden", "activation", "optimizer", "schedule", "epochs", "seeds", "grid",
-             "init", "bias_init"}
+TOML_KEYS = {
+    "hidden",
+    "activation",
+    "optimizer",
+    "schedule",
+    "epochs",
+    "seeds",
+    "grid",
+    "init",
+    "bias_init",
+}
 
 
 def add_parser(sub) -> None:
@@ -58,48 +88,82 @@ def add_parser(sub) -> None:
         "sweep",
         help="train a grid of configurations over seeds in one vmapped call per architecture",
         description="Vectorized sweep: every configuration sharing an architecture trains in "
-                    "one compiled call; reports mean, std and 95%% CI of validation MSE over "
-                    "seeds.",
+        "one compiled call; reports mean, std and 95%% CI of validation MSE over "
+        "seeds.",
     )
     src = p.add_argument_group("data")
     src.add_argument("--data", metavar="FILE", help="a .csv, .tsv or .parquet file")
     src.add_argument("--target", metavar="COL", help="target column(s), comma-separated")
     src.add_argument("--features", metavar="A,B", help="feature columns (default: all others)")
-    src.add_argument("--lecture", action="store_true",
-                     help="the lecture's data (adds the noise floor and each row's gap to it)")
-    src.add_argument("--val-fraction", type=float, default=0.2,
-                     help="fraction of file rows held out for validation, in (0, 1) "
-                          "(default: 0.2)")
-    src.add_argument("--split-seed", type=int, default=0,
-                     help="seed of the hold-out shuffle, in [0, 4294967295]; the rows held "
-                          "out are those of 'jaxreg fit --seed' (default: 0)")
-    src.add_argument("--drop-na", action="store_true",
-                     help="drop file rows with missing values instead of refusing them")
-    src.add_argument("--encoding", default="utf-8",
-                     help="text encoding of CSV/TSV files (default: utf-8)")
-    src.add_argument("--no-standardize", action="store_true",
-                     help="train on raw values (file data is standardized by default; "
-                          "the lecture's data never is)")
+    src.add_argument(
+        "--lecture",
+        action="store_true",
+        help="the lecture's data (adds the noise floor and each row's gap to it)",
+    )
+    src.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.2,
+        help="fraction of file rows held out for validation, in (0, 1) (default: 0.2)",
+    )
+    src.add_argument(
+        "--split-seed",
+        type=int,
+        default=0,
+        help="seed of the hold-out shuffle, in [0, 4294967295]; the rows held "
+        "out are those of 'jaxreg fit --seed' (default: 0)",
+    )
+    src.add_argument(
+        "--drop-na",
+        action="store_true",
+        help="drop file rows with missing values instead of refusing them",
+    )
+    src.add_argument(
+        "--encoding", default="utf-8", help="text encoding of CSV/TSV files (default: utf-8)"
+    )
+    src.add_argument(
+        "--no-standardize",
+        action="store_true",
+        help="train on raw values (file data is standardized by default; "
+        "the lecture's data never is)",
+    )
     g = p.add_argument_group("grid")
     g.add_argument("--grid", metavar="TOML", help="grid file (see the module docstring)")
-    g.add_argument("--hidden", action="append", metavar="W,W,...",
-                   help="hidden widths of one architecture; repeat for several")
+    g.add_argument(
+        "--hidden",
+        action="append",
+        metavar="W,W,...",
+        help="hidden widths of one architecture; repeat for several",
+    )
     g.add_argument("--activation", metavar="NAME[,NAME]", help="hidden activation(s)")
     g.add_argument("--init", default=None, help="weight initializer (default: he_normal)")
     g.add_argument("--bias-init", default=None, help="bias initializer (default: ones)")
     g.add_argument("--optimizer", metavar="NAME[,NAME]", help="optimizer(s) (default: adam)")
-    g.add_argument("--schedule", metavar="NAME[,NAME]",
-                   help="learning-rate schedule(s) (default: constant)")
+    g.add_argument(
+        "--schedule", metavar="NAME[,NAME]", help="learning-rate schedule(s) (default: constant)"
+    )
     for opt, field in HP_OPTIONS.items():
-        g.add_argument(f"--{opt.replace('_', '-')}", dest=opt, action="append",
-                       metavar="V[,V]", help=f"values of {field}")
+        g.add_argument(
+            f"--{opt.replace('_', '-')}",
+            dest=opt,
+            action="append",
+            metavar="V[,V]",
+            help=f"values of {field}",
+        )
     g.add_argument("--epochs", type=int, default=None, help="full-batch epochs (default: 4000)")
-    g.add_argument("--seeds", type=int, default=None,
-                   help="initialization seeds 0..N-1 per configuration (default: 8)")
+    g.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="initialization seeds 0..N-1 per configuration (default: 8)",
+    )
     o = p.add_argument_group("output")
     o.add_argument("--out", default="jaxreg-out/sweep", help="output folder (default: %(default)s)")
-    o.add_argument("--ensemble-plot", action="store_true",
-                   help="plot the best configuration's deep ensemble with a ±2 std band")
+    o.add_argument(
+        "--ensemble-plot",
+        action="store_true",
+        help="plot the best configuration's deep ensemble with a ±2 std band",
+    )
     o.add_argument("--plain", action="store_true", help="plain-text table instead of rich")
     p.set_defaults(run=run)
 
@@ -121,8 +185,10 @@ def _numbers(option: str, values: list[str]) -> list[float]:
             try:
                 v = float(part)
             except ValueError:
-                raise _usage(f"The '{option}' option must be a comma-separated list of "
-                             f"numbers. Got {part!r}.") from None
+                raise _usage(
+                    f"The '{option}' option must be a comma-separated list of "
+                    f"numbers. Got {part!r}."
+                ) from None
             if not math.isfinite(v):
                 raise _usage(f"The '{option}' option must hold finite numbers. Got {part!r}.")
             out.append(v)
@@ -135,8 +201,10 @@ def _widths(option: str, text: str) -> tuple[int, ...]:
     except ValueError:
         widths = ()
     if not widths or any(w < 1 for w in widths):
-        raise _usage(f"The '{option}' option must be positive integer widths separated by "
-                     f"commas, e.g. 10,10,10. Got {text!r}.")
+        raise _usage(
+            f"The '{option}' option must be positive integer widths separated by "
+            f"commas, e.g. 10,10,10. Got {text!r}."
+        )
     return widths
 
 
@@ -157,11 +225,14 @@ def _read_toml(path: str) -> dict:
         raise _usage(f"--grid {path} is not valid TOML: {exc}") from None
     unknown = set(doc) - TOML_KEYS
     if unknown:
-        raise _usage(f"--grid {path} has unknown key(s) {sorted(unknown)}; valid keys are "
-                     f"{sorted(TOML_KEYS)}.")
+        raise _usage(
+            f"--grid {path} has unknown key(s) {sorted(unknown)}; valid keys are "
+            f"{sorted(TOML_KEYS)}."
+        )
     if "grid" in doc and not isinstance(doc["grid"], dict):
-        raise _usage(f"--grid {path}: 'grid' must be a table of name = [values]. "
-                     f"Got {doc['grid']!r}.")
+        raise _usage(
+            f"--grid {path}: 'grid' must be a table of name = [values]. Got {doc['grid']!r}."
+        )
     return doc
 
 
@@ -173,8 +244,10 @@ def build_plan(args) -> dict:
     elif "hidden" in doc:
         raw = doc["hidden"]
         raw = raw if isinstance(raw, list) and raw and isinstance(raw[0], list) else [raw]
-        hidden = [_widths("hidden", ",".join(str(w) for w in h) if isinstance(h, list) else h)
-                  for h in raw]
+        hidden = [
+            _widths("hidden", ",".join(str(w) for w in h) if isinstance(h, list) else h)
+            for h in raw
+        ]
     else:
         hidden = [(10, 10, 10)]
     grid: dict = {}
@@ -194,8 +267,13 @@ def build_plan(args) -> dict:
         if isinstance(v, bool) or not isinstance(v, int) or v < low:
             raise _usage(f"The '{name}' option must be an integer >= {low}. Got {v!r}.")
     activation = _names(args.activation or doc.get("activation", "tanh"))
-    plan = {"architectures": hidden, "grid": grid, "epochs": int(epochs), "seeds": int(seeds),
-            "activation": activation}
+    plan = {
+        "architectures": hidden,
+        "grid": grid,
+        "epochs": int(epochs),
+        "seeds": int(seeds),
+        "activation": activation,
+    }
     for name in ("init", "bias_init"):
         v = getattr(args, name) or doc.get(name)
         if v:
@@ -203,8 +281,14 @@ def build_plan(args) -> dict:
     return plan
 
 
-def load_table(path: str, target: str | None, features: str | None, *,
-               drop_na: bool = False, encoding: str = "utf-8"):
+def load_table(
+    path: str,
+    target: str | None,
+    features: str | None,
+    *,
+    drop_na: bool = False,
+    encoding: str = "utf-8",
+):
     """Read a CSV/TSV/Parquet file into numeric ``(x, y, feature_names, target_names)``.
 
     ``target`` and ``features`` are comma-separated column names. The file is read by
@@ -215,10 +299,15 @@ def load_table(path: str, target: str | None, features: str | None, *,
 
     from jaxreg import tabular
 
-    table = tabular.load_xy(path, _names(target or ""),
-                            _names(features) if features else None, drop_na=drop_na,
-                            dtype=np.float32, encoding=encoding,
-                            labels=tabular.Labels("--target", "--features", "--drop-na"))
+    table = tabular.load_xy(
+        path,
+        _names(target or ""),
+        _names(features) if features else None,
+        drop_na=drop_na,
+        dtype=np.float32,
+        encoding=encoding,
+        labels=tabular.Labels("--target", "--features", "--drop-na"),
+    )
     if table.n_dropped:
         print(f"Dropped {table.n_dropped} row(s) with missing values (--drop-na).")
     return table.x, table.y, table.feature_names, table.target_names
@@ -228,11 +317,12 @@ def check_args(args) -> None:
     """Options checked before any work: one line naming the option, the rule and the value."""
     vf = args.val_fraction
     if not (math.isfinite(vf) and 0 < vf < 1):
-        raise _usage(f"--val-fraction must be a float in (0, 1): the sweep needs validation "
-                     f"rows. Got {vf!r}.")
+        raise _usage(
+            f"--val-fraction must be a float in (0, 1): the sweep needs validation "
+            f"rows. Got {vf!r}."
+        )
     if not 0 <= args.split_seed < 2**32:
-        raise _usage(f"--split-seed must be an integer in [0, 4294967295]. "
-                     f"Got {args.split_seed}.")
+        raise _usage(f"--split-seed must be an integer in [0, 4294967295]. Got {args.split_seed}.")
     from jaxreg.files import check_output_folder
 
     check_output_folder(args.out, "--out")  # before the sweep, not after it
@@ -243,9 +333,11 @@ def _check_split(n: int, val_fraction: float, split_seed: int) -> None:
 
     _, train, val = training_split(n, val_fraction, split_seed)  # the rows sweep holds out
     if len(val) < 1 or len(train) < 1:
-        raise _usage(f"--val-fraction {val_fraction} of {n} rows holds out {len(val)} row(s) "
-                     f"and leaves {len(train)} for training; each needs at least 1. Change "
-                     "--val-fraction or add rows.")
+        raise _usage(
+            f"--val-fraction {val_fraction} of {n} rows holds out {len(val)} row(s) "
+            f"and leaves {len(train)} for training; each needs at least 1. Change "
+            "--val-fraction or add rows."
+        )
 
 
 # ------------------------------------------------------------------ running
@@ -253,8 +345,9 @@ def _check_split(n: int, val_fraction: float, split_seed: int) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if bool(args.lecture) == bool(args.data):
-        raise _usage("jaxreg sweep needs exactly one data source: --data FILE --target COL, "
-                     "or --lecture.")
+        raise _usage(
+            "jaxreg sweep needs exactly one data source: --data FILE --target COL, or --lecture."
+        )
     check_args(args)
     plan = build_plan(args)
     import time
@@ -269,28 +362,37 @@ def run(args: argparse.Namespace) -> int:
         feats, targets = ["x"], ["y"]
         standardize = False
     else:
-        x, y, feats, targets = load_table(args.data, args.target, args.features,
-                                          drop_na=args.drop_na, encoding=args.encoding)
+        x, y, feats, targets = load_table(
+            args.data, args.target, args.features, drop_na=args.drop_na, encoding=args.encoding
+        )
         _check_split(len(x), args.val_fraction, args.split_seed)
         data = (x, y)
         standardize = not args.no_standardize
     t0 = time.perf_counter()
-    res = sweep(data, standardize=standardize, val_fraction=args.val_fraction,
-                split_seed=args.split_seed, noise_floor=floor, **plan)
+    res = sweep(
+        data,
+        standardize=standardize,
+        val_fraction=args.val_fraction,
+        split_seed=args.split_seed,
+        noise_floor=floor,
+        **plan,
+    )
     wall = time.perf_counter() - t0
     out = pathlib.Path(args.out)
     files = _write_outputs(out, res)
     if args.ensemble_plot or args.lecture:
-        files.append(_ensemble_plot(out / "ensemble.png", res, feats, targets,
-                                    lecture=args.lecture))
+        files.append(
+            _ensemble_plot(out / "ensemble.png", res, feats, targets, lecture=args.lecture)
+        )
     _print(res, args, plan, wall)
     print(f"Wrote {', '.join(p.name for p in files)} into {out}/")
     return 0
 
 
 def _columns(table) -> list[str]:
-    grid = [c for c in table.columns if c not in FIRST + STATS + ["config", "val_mse_min",
-                                                                    "compile_s"]]
+    grid = [
+        c for c in table.columns if c not in FIRST + STATS + ["config", "val_mse_min", "compile_s"]
+    ]
     return [c for c in FIRST + grid + STATS if c in table.columns]
 
 
@@ -317,8 +419,10 @@ def _write_outputs(out: pathlib.Path, res) -> list:
     files = [plots.write_text(out / "sweep.csv", table.to_csv(index=False))]
     md = markdown(table)
     if res.noise_floor is not None:
-        md += (f"\nNoise floor (validation MSE of sqrt(x) + sin(x)): {res.noise_floor:.6f}; "
-               "gap_pct is each row's mean validation MSE above it.\n")
+        md += (
+            f"\nNoise floor (validation MSE of sqrt(x) + sin(x)): {res.noise_floor:.6f}; "
+            "gap_pct is each row's mean validation MSE above it.\n"
+        )
     files.append(plots.write_text(out / "sweep.md", md))
     files.append(_ci_plot(out / "sweep.png", res))
     return files
@@ -346,12 +450,14 @@ def _ci_plot(path: pathlib.Path, res):
     err = np.vstack([np.nan_to_num(mean - low), np.nan_to_num(high - mean)])
     colors = ["tab:red" if i == int(res.best["config"]) else "tab:blue" for i in range(n)]
     for i in range(n):
-        ax.errorbar(mean[i], ypos[i], xerr=err[:, i:i + 1], fmt="none", ecolor=colors[i],
-                    capsize=3)
+        ax.errorbar(
+            mean[i], ypos[i], xerr=err[:, i : i + 1], fmt="none", ecolor=colors[i], capsize=3
+        )
     ax.scatter(mean, ypos, c=colors, zorder=3, s=18)
     if res.noise_floor is not None:
-        ax.axvline(res.noise_floor, color="gray", ls=":", label=f"noise floor "
-                                                                f"{res.noise_floor:.6f}")
+        ax.axvline(
+            res.noise_floor, color="gray", ls=":", label=f"noise floor {res.noise_floor:.6f}"
+        )
         ax.legend(loc="best", fontsize=8)
     ax.set_yticks(ypos, [_label(r) for _, r in t.iterrows()], fontsize=7)
     ax.set_xlabel(f"validation MSE: mean over {len(res.seeds)} seeds, 95% CI (Student t)")
@@ -375,18 +481,31 @@ def _ensemble_plot(path: pathlib.Path, res, feats, targets, lecture: bool):
         mean, std = res.predict(grid)
         g, m, s = grid[:, 0], mean[:, 0], std[:, 0]
         ax.scatter(xv[:, 0], yv[:, 0], color="red", alpha=0.35, s=10, label="validation data")
-        ax.fill_between(g, m - 2 * s, m + 2 * s, color="tab:blue", alpha=0.3,
-                        label="±2 std over members")
+        ax.fill_between(
+            g, m - 2 * s, m + 2 * s, color="tab:blue", alpha=0.3, label="±2 std over members"
+        )
         ax.plot(g, m, color="black", label=f"ensemble mean ({len(res.seeds)} members)")
         if lecture:
-            ax.plot(g, np.asarray(lecture_function(g)), color="tab:green", ls="--",
-                    label="sqrt(x) + sin(x)")
+            ax.plot(
+                g,
+                np.asarray(lecture_function(g)),
+                color="tab:green",
+                ls="--",
+                label="sqrt(x) + sin(x)",
+            )
         ax.set_xlabel(feats[0])
         ax.set_ylabel(targets[0])
     else:
         mean, std = res.predict(xv)
-        ax.errorbar(yv[:, 0], mean[:, 0], yerr=2 * std[:, 0], fmt="o", ms=3, alpha=0.6,
-                    label="ensemble mean ±2 std")
+        ax.errorbar(
+            yv[:, 0],
+            mean[:, 0],
+            yerr=2 * std[:, 0],
+            fmt="o",
+            ms=3,
+            alpha=0.6,
+            label="ensemble mean ±2 std",
+        )
         lo, hi = float(yv[:, 0].min()), float(yv[:, 0].max())
         ax.plot([lo, hi], [lo, hi], color="gray", ls=":", label="y = x")
         ax.set_xlabel(f"{targets[0]} (validation)")
@@ -419,8 +538,16 @@ def reproduce_command(res, args) -> str:
             parts += ["--encoding", encoding]
     spec = res.best_spec
     hidden = ",".join(str(w) for w in spec.layer_sizes[1:-1])
-    parts += ["--hidden", hidden, "--activation", b["activation"], "--optimizer",
-              b["optimizer"], "--schedule", b["schedule"]]
+    parts += [
+        "--hidden",
+        hidden,
+        "--activation",
+        b["activation"],
+        "--optimizer",
+        b["optimizer"],
+        "--schedule",
+        b["schedule"],
+    ]
     if spec.init != "he_normal":
         parts += ["--init", spec.init]
     if spec.bias_init != "ones":
@@ -438,8 +565,9 @@ def reproduce_command(res, args) -> str:
 def _print(res, args, plan, wall: float) -> None:
     table = res.table
     cols = _columns(table)
-    title = (f"Sweep: {len(table)} configuration(s) × {len(res.seeds)} seed(s), "
-             f"{plan['epochs']} epochs")
+    title = (
+        f"Sweep: {len(table)} configuration(s) × {len(res.seeds)} seed(s), {plan['epochs']} epochs"
+    )
     if args.plain:
         print(title)
         print(table[cols].to_string(index=False))
@@ -453,22 +581,29 @@ def _print(res, args, plan, wall: float) -> None:
             t.add_column(SHORT.get(c, c), justify="left" if left else "right")
         best = int(res.best["config"])
         for _, r in table.iterrows():
-            t.add_row(*(f"{r[c]:.2f}" if c in ("gap_pct", "time_s") else _fmt(r[c])
-                        for c in cols),
-                      style="bold green" if int(r["config"]) == best else None)
+            t.add_row(
+                *(f"{r[c]:.2f}" if c in ("gap_pct", "time_s") else _fmt(r[c]) for c in cols),
+                style="bold green" if int(r["config"]) == best else None,
+            )
         console = Console(highlight=False)
         if not console.is_terminal:  # pipes and files: do not squeeze columns to 80
             console = Console(highlight=False, width=max(120, 11 * len(cols)))
         console.print(t)
     b = res.best
-    print(f"Best: {_label(b)} ({b['n_params']} parameters): validation MSE "
-          f"{b['val_mse_mean']:.6f} ± {b['val_mse_std']:.6f} (std), 95% CI "
-          f"[{b['val_mse_ci_low']:.6f}, {b['val_mse_ci_high']:.6f}] over {b['n_seeds']} seeds")
+    print(
+        f"Best: {_label(b)} ({b['n_params']} parameters): validation MSE "
+        f"{b['val_mse_mean']:.6f} ± {b['val_mse_std']:.6f} (std), 95% CI "
+        f"[{b['val_mse_ci_low']:.6f}, {b['val_mse_ci_high']:.6f}] over {b['n_seeds']} seeds"
+    )
     if res.noise_floor is not None:
-        print(f"Noise floor (validation MSE of the true function sqrt(x) + sin(x)): "
-              f"{res.noise_floor:.6f}; best is {b['gap_pct']:.2f}% above it "
-              f"(CI {100 * (b['val_mse_ci_low'] / res.noise_floor - 1):.2f}% to "
-              f"{100 * (b['val_mse_ci_high'] / res.noise_floor - 1):.2f}%).")
+        print(
+            f"Noise floor (validation MSE of the true function sqrt(x) + sin(x)): "
+            f"{res.noise_floor:.6f}; best is {b['gap_pct']:.2f}% above it "
+            f"(CI {100 * (b['val_mse_ci_low'] / res.noise_floor - 1):.2f}% to "
+            f"{100 * (b['val_mse_ci_high'] / res.noise_floor - 1):.2f}%)."
+        )
     print(f"Reproduce the best configuration: {reproduce_command(res, args)}")
-    print(f"Time: {res.compile_seconds:.1f} s compiling, {res.run_seconds:.1f} s training "
-          f"({len(table) * len(res.seeds)} models), {wall:.1f} s in all.")
+    print(
+        f"Time: {res.compile_seconds:.1f} s compiling, {res.run_seconds:.1f} s training "
+        f"({len(table) * len(res.seeds)} models), {wall:.1f} s in all."
+    )
