@@ -435,32 +435,17 @@ def save_model(
     x_scaler: Standardizer,
     y_scaler: Standardizer,
     *,
-    config: dict | None = None,
-    feature_names=None,
-    target_names=None,
-    metadata: dict | None = None,
-    y_ndim: int = 2,
-    run: dict | None = None,
     overwrite: bool = True,
+    **document: Any,
 ) -> pathlib.Path:
     """Write a model folder at ``path`` atomically and return its path.
 
     ``overwrite=True`` replaces a jaxreg model already there (atomically); any other file or
-    non-empty folder is refused untouched. The other arguments are ``build_document``'s.
+    non-empty folder is refused untouched. ``document`` takes ``build_document``'s keyword
+    arguments (config, feature and target names, metadata, y_ndim, run).
     """
-    document = build_document(
-        spec,
-        params,
-        x_scaler,
-        y_scaler,
-        config=config,
-        feature_names=feature_names,
-        target_names=target_names,
-        metadata=metadata,
-        y_ndim=y_ndim,
-        run=run,
-    )
-    return save_model_document(path, document, overwrite=overwrite)
+    built = build_document(spec, params, x_scaler, y_scaler, **document)
+    return save_model_document(path, built, overwrite=overwrite)
 
 
 def save_model_document(path, document: ModelDocument, *, overwrite: bool = True) -> pathlib.Path:
