@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxreg import validate
 from jaxreg.data import (
     Dataset,
     Standardizer,
@@ -90,15 +91,7 @@ STATIC_GRID = ("optimizer", "schedule")  # grid names that change the compiled p
 
 
 def _check_confidence(confidence, where: str) -> None:
-    if (
-        isinstance(confidence, bool)
-        or not isinstance(confidence, int | float)
-        or not (0 < confidence < 1)
-    ):
-        raise ValueError(
-            f"The 'confidence' parameter of {where} must be a float in (0, 1). "
-            f"Got {confidence!r} instead."
-        )
+    validate.real(where, "confidence", confidence, low=0, high=1, low_open=True, high_open=True)
 
 
 def confidence_interval(values, confidence: float = 0.95) -> tuple[float, float, float]:
@@ -359,15 +352,9 @@ def _check_seeds(seeds, where: str = "sweep") -> list[int]:
 def _hold_out(x, y, val_fraction, split_seed) -> tuple[Any, Any, Any, Any]:
     """``(x_train, y_train, x_val, y_val)``: the rows ``training_split`` holds out for
     ``split_seed``, as the estimator and ``jaxreg fit`` hold them out."""
-    if (
-        isinstance(val_fraction, bool)
-        or not isinstance(val_fraction, int | float)
-        or not (0 < val_fraction < 1)
-    ):
-        raise ValueError(
-            f"The 'val_fraction' parameter of sweep must be a float in (0, 1). "
-            f"Got {val_fraction!r} instead."
-        )
+    validate.real(
+        "sweep", "val_fraction", val_fraction, low=0, high=1, low_open=True, high_open=True
+    )
     if (
         isinstance(split_seed, bool)
         or not isinstance(split_seed, int | np.integer)
