@@ -361,7 +361,8 @@ def run(
             placement,
         )
     dtype = data.x.dtype
-    hp = Hparams(*(jnp.broadcast_to(jnp.asarray(v, dtype), (m,)) for v in hparams))
+    # Host-side (NumPy) until the executable takes them: no eager device operations.
+    hp = Hparams(*(np.broadcast_to(np.asarray(v, dtype), (m,)) for v in hparams))
     pad = -m % placement.n_slots
 
     def padded(tree, xp=jnp):  # repeat the last model; its copies are dropped again
@@ -381,7 +382,7 @@ def run(
         # Initialize outside the compiled run: the same values, and threefry's hashing then
         # runs op by op (cached) instead of doubling the training program's compile time.
         if int(keys.shape[0]) == 1:  # eager vmap costs ~5 ms a call; one model needs none
-            params = jax.tree.map(lambda a: a[None], init(keys[0], spec, dtype=dtype))
+            params = _with_model_axis(init(keys[0], spec, dtype=dtype))
         else:
             params = jax.vmap(lambda k: init(k, spec, dtype=dtype))(keys)
     elif params is not None:
@@ -449,15 +450,17 @@ def _run_whole(spec, cfg, data, hp, keys, params, placement: Placement):
     """The whole run in one executable (per host-thread part)."""
     total = int(keys.shape[0])
     size = total // placement.parts
-    parts = [
-        (
-            keys[i : i + size],
-            data,
-            jax.tree.map(lambda a, i=i: a[i : i + size], hp),
-            jax.tree.map(lambda a, i=i: a[i : i + size], params),
-        )
-        for i in range(0, total, size)
-    ]
+    parts = [(keys, data, hp, params)]
+    if placement.parts > 1:
+        parts = [
+            (
+                keys[i : i + size],
+                data,
+                jax.tree.map(lambda a, i=i: a[i : i + size], hp),
+                jax.tree.map(lambda a, i=i: a[i : i + size], params),
+            )
+            for i in range(0, total, size)
+        ]
     wrap = _over_models(placement, 4)
     exe, compile_s = _compiled(
         ("train", spec, cfg, placement), lambda: wrap(make_train(spec, cfg)), parts[0]
@@ -611,6 +614,10 @@ def state_template(spec: MLPSpec, cfg: TrainConfig, data: Dataset, hparams: Hpar
 
 # ---------------------------------------------------------------- conveniences
 
+# One dispatch for a whole tree instead of one eager slice per leaf (a host cost per call).
+_with_model_axis = jax.jit(lambda tree: jax.tree.map(lambda a: a[None], tree))
+_first_model = jax.jit(lambda tree: jax.tree.map(lambda a: a[0], tree))
+
 
 def as_key(key):
     """A PRNG key from a key or an int seed (None is 0)."""
@@ -658,7 +665,7 @@ def fit(
         callbacks=() if callback is None else (callback,),
         check=check,
     )
-    result = jax.tree.map(lambda a: a[0], out.result)
+    result = _first_model(out.result)
     return (result, out.timings) if return_timings else result
 
 
