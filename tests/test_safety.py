@@ -349,7 +349,6 @@ def test_5_disk_full_during_the_save_or_the_report_keeps_the_old_model(
 # ---------------------------------------------------------------- 6: Ctrl-C
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the point
 def test_6_an_interrupt_swallowed_by_a_callback_is_not_lost():
     from jaxreg import interrupts
 

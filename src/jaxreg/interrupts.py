@@ -12,6 +12,7 @@ remembered too and raised by the next ``check()``.
 from __future__ import annotations
 
 import contextlib
+import gc
 import signal
 from collections.abc import Iterator
 
@@ -21,9 +22,14 @@ _seen = False
 _depth = 0
 
 
-def _importing(frame) -> bool:
+def _swallowing(frame) -> bool:
+    """Whether the interrupted code is an import or a garbage-collection callback (JAX
+    registers one): an exception raised there would be turned into another error or printed
+    as "Exception ignored" and lost."""
+    callbacks = {getattr(cb, "__code__", None) for cb in gc.callbacks}
     while frame is not None:
-        if frame.f_code.co_filename.startswith("<frozen importlib"):
+        code = frame.f_code
+        if code in callbacks or code.co_filename.startswith("<frozen importlib"):
             return True
         frame = frame.f_back
     return False
@@ -32,9 +38,8 @@ def _importing(frame) -> bool:
 def _handler(signum, frame) -> None:
     global _seen
     _seen = True
-    # Inside a commit, or inside an import (where extension modules turn the interrupt into
-    # an ImportError with a traceback of their own), it is only remembered: check() raises it.
-    if not _depth and not _importing(frame):
+    # Inside a commit, an import or a GC callback it is only remembered: check() raises it.
+    if not _depth and not _swallowing(frame):
         raise KeyboardInterrupt
 
 
