@@ -25,7 +25,9 @@ RANKS = _ranks_from_architecture()
 def _module_name(path: pathlib.Path) -> str:
     rel = path.relative_to(SRC).with_suffix("")
     parts = rel.parts
-    return "apps" if parts[0] == "apps" else parts[0]
+    if parts[0] == "apps":
+        return "apps.options" if parts[-1] == "options" else "apps"
+    return parts[0]
 
 
 def _jaxreg_imports(path: pathlib.Path):
@@ -34,6 +36,8 @@ def _jaxreg_imports(path: pathlib.Path):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             if node.module == "jaxreg":
                 yield from (a.name for a in node.names)
+            elif node.module == "jaxreg.apps.options":
+                yield "apps.options"
             elif node.module.startswith("jaxreg."):
                 yield node.module.split(".")[1]
         elif isinstance(node, ast.ImportFrom) and node.level > 0:

@@ -94,7 +94,7 @@ def test_missing_folder(tmp_path):
 
 def test_a_file_or_empty_folder_is_not_a_model(tmp_path):
     (tmp_path / "f.txt").write_text("x")
-    with pytest.raises(ValueError, match="not a jaxreg model"):
+    with pytest.raises(ValueError, match="Model folder .*f.txt' is a file, not a folder"):
         load_model(tmp_path / "f.txt")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="not a jaxreg model"):

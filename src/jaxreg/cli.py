@@ -13,6 +13,8 @@ import os
 import signal
 import sys
 
+from jaxreg.apps.options import add_options
+
 # command module names under jaxreg.apps, in the order --help lists them
 COMMANDS = ("lecture", "sweepcmd", "demo", "fitcmd")
 
@@ -32,22 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Neural-network regression on JAX + Optax: fast, honest, practical.",
     )
     parser.add_argument("--version", action="version", version=f"jaxreg {__version__}")
-    parser.add_argument(
-        "--cache-dir",
-        metavar="DIR",
-        default=None,
-        help="persistent XLA compilation cache folder (default: "
-        "$JAXREG_CACHE_DIR or ~/.cache/jaxreg/xla)",
-    )
-    parser.add_argument(
-        "--no-cache", action="store_true", help="do not use the persistent compilation cache"
-    )
-    parser.add_argument(
-        "--default-xla",
-        action="store_true",
-        help="keep JAX's default CPU setup: XLA's default options and one CPU "
-        "device (no jaxreg tuning)",
-    )
+    add_options(parser, "global")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"jaxreg.apps.{name}").add_parser(sub)

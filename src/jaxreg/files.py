@@ -253,6 +253,19 @@ def remove_owned(
             folder.rmdir()
 
 
+def existing(path, what: str, *, folder: bool) -> pathlib.Path:
+    """``path`` as a ``Path`` if it exists and is a folder (``folder=True``) or a regular
+    file; otherwise ``FileNotFoundError`` or ``ValueError`` naming ``what`` and the path."""
+    p = pathlib.Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{what} {str(path)!r} does not exist.")
+    if folder and not p.is_dir():
+        raise ValueError(f"{what} {str(path)!r} is a file, not a folder.")
+    if not folder and not p.is_file():
+        raise ValueError(f"{what} {str(path)!r} is not a file (it is a folder or a special file).")
+    return p
+
+
 def check_output_folder(path, option: str) -> pathlib.Path:
     """Refuse, before any work, an output folder that cannot be written.
 

@@ -472,14 +472,7 @@ def read_document(path) -> ModelDocument:
         its document breaks the schema or was edited (checksum), or its weights are
         truncated, corrupted, non-finite or disagree with its spec.
     """
-    path = pathlib.Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"Model folder {str(path)!r} does not exist.")
-    if not path.is_dir():
-        raise ValueError(
-            f"{str(path)!r} is not a jaxreg model: a model is a folder with "
-            f"{META_FILE}, and this is a file."
-        )
+    path = files.existing(path, "Model folder", folder=True)
     # Shared with other readers, exclusive of commits: the manifest and the weights it
     # names are read as one consistent pair.
     with files.folder_lock(path, shared=True):

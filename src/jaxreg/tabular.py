@@ -15,6 +15,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from jaxreg import files
+
 __all__ = ["FORMATS", "Labels", "Table", "detect_format", "load_features", "load_xy", "read_table"]
 
 # suffix -> format; compressed text files (.csv.gz, ...) are recognised by their inner suffix
@@ -60,13 +62,7 @@ def read_table(path, *, encoding: str = "utf-8"):
     """Read a CSV/TSV/Parquet file into a ``pandas.DataFrame`` with one-line errors."""
     import pandas as pd
 
-    p = pathlib.Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"Data file {str(path)!r} does not exist.")
-    if not p.is_file():
-        raise ValueError(
-            f"Data file {str(path)!r} is not a file (it is a folder or a special file)."
-        )
+    p = files.existing(path, "Data file", folder=False)
     fmt = detect_format(p)
     if p.stat().st_size == 0:
         raise ValueError(f"Data file {str(path)!r} is empty (0 bytes).")

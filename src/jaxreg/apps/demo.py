@@ -21,6 +21,8 @@ import statistics
 import time
 from typing import Any, NamedTuple
 
+from jaxreg.apps.options import add_command
+
 # The blog's log lines (epochs 0, 100, ..., 900), to compare against.
 BLOG_LOSSES = (2.650, 0.100, 0.079, 0.070, 0.062, 0.057, 0.052, 0.047, 0.044, 0.040)
 BLOG_SEED = 21
@@ -28,74 +30,10 @@ BLOG_COEFFICIENTS = (1.0, -2.0, 1.0, -2.0)
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "demo",
-        help="reproduce the two blog systems (polynomial MLP, linear minibatch SGD)",
-        description="Reproduce the blog posts 'Training a Neural Network with Jax' "
-        "(demo polynomial) and 'Experimenting with JAX' (demo linear).",
-    )
-    p.set_defaults(run=_run_no_subcommand)
+    p = add_command(sub, "demo", _run_no_subcommand)
     dsub = p.add_subparsers(dest="demo", metavar="DEMO")
-
-    pp = dsub.add_parser(
-        "polynomial",
-        help="1-128-1 tanh MLP on cubic data: the blog's losses, jit timings",
-        description="Reproduce the polynomial blog: ten logged losses, the jit lesson timed "
-        "three ways, the forward pass's jaxpr, FLOPs of a step, and plots.",
-    )
-    pp.add_argument(
-        "--out",
-        default="jaxreg-out/polynomial",
-        help="output folder for the plots (default: %(default)s)",
-    )
-    pp.add_argument(
-        "--epochs",
-        type=int,
-        default=1000,
-        help="full-batch gradient-descent epochs (default: %(default)s)",
-    )
-    pp.add_argument(
-        "--eager-epochs",
-        type=int,
-        default=None,
-        metavar="N",
-        help="epochs of the un-jitted (op by op) timing run, scaled per epoch "
-        "(default: 100, 10 with --quick)",
-    )
-    pp.add_argument(
-        "--quick",
-        action="store_true",
-        help="a short jit lesson: 10 eager epochs and one timing run each",
-    )
-    pp.add_argument(
-        "--partitionable",
-        action="store_true",
-        help="use JAX's current random numbers (jax_threefry_partitionable=True, "
-        "the default since JAX 0.5) instead of the blog's",
-    )
-    pp.set_defaults(run=run_polynomial)
-
-    pl = dsub.add_parser(
-        "linear",
-        help="linear model by minibatch SGD with bootstrap batches (RMSE)",
-        description="Reproduce the linear-SGD blog: y = X @ [3, 4] + U(0,1) + 5, 5000 "
-        "steps of batch 100 at learning rate 0.01.",
-    )
-    pl.add_argument(
-        "--out",
-        default="jaxreg-out/linear",
-        help="output folder for the plots (default: %(default)s)",
-    )
-    pl.add_argument(
-        "--steps", type=int, default=5000, help="minibatch SGD steps (default: %(default)s)"
-    )
-    pl.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="seed of the data and of the estimator's random_state (default: 0)",
-    )
-    pl.set_defaults(run=run_linear)
+    add_command(dsub, "demo-polynomial", run_polynomial)
+    add_command(dsub, "demo-linear", run_linear)
 
 
 def _run_no_subcommand(args: argparse.Namespace) -> int:

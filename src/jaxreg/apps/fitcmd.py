@@ -20,18 +20,7 @@ import math
 import pathlib
 import sys
 
-DEFAULTS = {
-    "hidden": "64,64",
-    "activation": "tanh",
-    "optimizer": "adam",
-    "lr": 1e-3,
-    "epochs": 200,
-    "batch_size": 32,
-    "val_fraction": 0.2,
-    "patience": 20,
-    "ensemble": 1,
-    "seed": 0,
-}
+from jaxreg.apps.options import add_command
 
 
 def _labels():
@@ -41,156 +30,9 @@ def _labels():
 
 
 def add_parser(sub) -> None:
-    d = DEFAULTS
-    p = sub.add_parser(
-        "fit",
-        help="fit a network to a CSV/Parquet file and save the model",
-        description="Fit a neural network to a table (CSV or Parquet): standardize, hold out "
-        "validation rows, train with early stopping, save the model folder and a "
-        "report, and compare with a linear (Ridge) baseline.",
-    )
-    p.add_argument("data", metavar="DATA", help="a .csv, .tsv or .parquet file")
-    p.add_argument(
-        "--target",
-        action="append",
-        required=True,
-        metavar="COL",
-        help="target column (repeat for several targets)",
-    )
-    p.add_argument(
-        "--features",
-        metavar="A,B,C",
-        default=None,
-        help="feature columns, comma separated (default: every other column)",
-    )
-    p.add_argument(
-        "--hidden",
-        default=d["hidden"],
-        metavar="W,W",
-        help="hidden layer widths (default: %(default)s; 'none' for a linear model)",
-    )
-    p.add_argument(
-        "--activation", default=d["activation"], help="hidden activation (default: %(default)s)"
-    )
-    p.add_argument("--optimizer", default=d["optimizer"], help="optimizer (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=d["lr"], help="learning rate (default: %(default)s)")
-    p.add_argument("--l2", type=float, default=0.0, help="L2 penalty (default: 0)")
-    p.add_argument(
-        "--epochs",
-        type=int,
-        default=d["epochs"],
-        help="maximum training epochs (default: %(default)s)",
-    )
-    p.add_argument(
-        "--batch-size",
-        type=int,
-        default=d["batch_size"],
-        help="rows per minibatch; 0 for full batch (default: %(default)s)",
-    )
-    p.add_argument(
-        "--val-fraction",
-        type=float,
-        default=d["val_fraction"],
-        help="fraction of rows held out for validation (default: %(default)s)",
-    )
-    p.add_argument(
-        "--patience",
-        type=int,
-        default=d["patience"],
-        help="early stopping: epochs without validation improvement; 0 turns it "
-        "off (default: %(default)s)",
-    )
-    p.add_argument(
-        "--ensemble",
-        type=int,
-        default=d["ensemble"],
-        metavar="K",
-        help="members of a deep ensemble (default: %(default)s)",
-    )
-    p.add_argument(
-        "--seed",
-        type=int,
-        default=d["seed"],
-        help="seeds the split, the weights and the minibatches (default: 0)",
-    )
-    p.add_argument(
-        "--checkpoint-every",
-        type=int,
-        default=None,
-        metavar="N",
-        help="write an atomic checkpoint every N epochs",
-    )
-    p.add_argument(
-        "--checkpoint-dir",
-        default=None,
-        metavar="DIR",
-        help="checkpoint folder (default: MODEL_DIR.checkpoint)",
-    )
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue from the checkpoint of an interrupted run of this command",
-    )
-    _add_table_options(p, "drop rows with missing values instead of refusing them")
-    p.add_argument("--no-report", action="store_true", help="do not write the report")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument(
-        "--out",
-        required=True,
-        metavar="MODEL_DIR",
-        help="model folder to write (a new or empty folder, or with --overwrite a "
-        "jaxreg model to replace)",
-    )
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace the jaxreg model already in MODEL_DIR (checked before "
-        "training; anything that is not a jaxreg model is never touched)",
-    )
-    p.set_defaults(run=run_fit)
-
-    q = sub.add_parser(
-        "predict",
-        help="predict with a saved model",
-        description="Predict with a saved model folder: one output row per input row, "
-        "columns named after the targets.",
-    )
-    q.add_argument("model", metavar="MODEL_DIR")
-    q.add_argument("data", metavar="DATA", help="a .csv, .tsv or .parquet file")
-    q.add_argument(
-        "--out", default=None, metavar="FILE", help="CSV file to write (default: print to stdout)"
-    )
-    q.add_argument(
-        "--std",
-        action="store_true",
-        help="add the ensemble standard deviation (<target>_std columns)",
-    )
-    _add_table_options(q, "rows with missing features get empty predictions instead of an error")
-    q.set_defaults(run=run_predict)
-
-    r = sub.add_parser(
-        "report",
-        help="(re)write the report of a saved model",
-        description="Write loss curves, predicted vs true, residuals and a fitted curve with "
-        "its ensemble band as PNG files and one self-contained HTML page.",
-    )
-    r.add_argument("model", metavar="MODEL_DIR")
-    r.add_argument(
-        "--data",
-        default=None,
-        help="data for the prediction plots (default: the data recorded at fit)",
-    )
-    r.add_argument("--feature", default=None, help="feature of the fitted-curve plot")
-    r.add_argument(
-        "--out", default=None, metavar="DIR", help="report folder (default: MODEL_DIR/report)"
-    )
-    r.set_defaults(run=run_report)
-
-
-def _add_table_options(parser, drop_na_help: str) -> None:
-    """How a table is read: the same options for fit and predict."""
-    parser.add_argument("--drop-na", action="store_true", help=drop_na_help)
-    parser.add_argument("--encoding", default="utf-8", help="text encoding of CSV files")
+    add_command(sub, "fit", run_fit)
+    add_command(sub, "predict", run_predict)
+    add_command(sub, "report", run_report)
 
 
 # ------------------------------------------------------------------ option checks

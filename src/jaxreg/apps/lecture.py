@@ -13,6 +13,8 @@ import os
 import pathlib
 import time
 
+from jaxreg.apps.options import add_command
+
 LECTURE_FIGURES = {  # (train MSE, validation MSE) as the lecture prints them
     "gd": (0.039963, 0.042119),
     "sgd": (0.039963, 0.042119),
@@ -27,53 +29,7 @@ METHODS = (
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "lecture",
-        help="reproduce the QuantEcon lecture (Keras vs JAX GD vs Optax SGD/Adam)",
-        description="Reproduce the QuantEcon lecture 'Neural Network Regression with JAX' on "
-        "its embedded data: summary table, noise floor, plots, and the exercise.",
-    )
-    p.add_argument(
-        "--out", default="jaxreg-out/lecture", help="output folder (default: %(default)s)"
-    )
-    p.add_argument(
-        "--epochs", type=int, default=4000, help="training epochs (default: %(default)s)"
-    )
-    p.add_argument(
-        "--seed",
-        type=int,
-        default=14,
-        help="data seed: PRNGKey(seed) split into train/validation keys (default: 14)",
-    )
-    p.add_argument(
-        "--param-seed",
-        type=int,
-        default=1234,
-        help="weight initialization seed (default: 1234, the lecture's)",
-    )
-    p.add_argument(
-        "--data-scheme",
-        choices=("current", "earlier"),
-        default="current",
-        help="the current lecture's keys, or the earlier version's PRNGKey(1234) split in three",
-    )
-    p.add_argument("--no-keras", action="store_true", help="skip the Keras rows")
-    p.add_argument("--exercise", action="store_true", help="run the exercise's strategies")
-    p.add_argument(
-        "--seeds",
-        type=int,
-        default=None,
-        metavar="N",
-        help="with --exercise: run each strategy over N initialization seeds and "
-        "report mean, 95%% CI and a paired test against the Adam baseline",
-    )
-    p.add_argument(
-        "--record-every",
-        type=int,
-        default=10,
-        help="epochs between recorded train/validation losses (default: 10)",
-    )
-    p.set_defaults(run=run)
+    add_command(sub, "lecture", run)
 
 
 def run(args: argparse.Namespace) -> int:

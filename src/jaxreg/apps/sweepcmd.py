@@ -28,6 +28,8 @@ import math
 import pathlib
 import shlex
 
+from jaxreg.apps.options import add_command, add_options
+
 # command-line option -> Hparams field
 HP_OPTIONS = {
     "lr": "learning_rate",
@@ -84,64 +86,10 @@ TOML_KEYS = {
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "sweep",
-        help="train a grid of configurations over seeds in one vmapped call per architecture",
-        description="Vectorized sweep: every configuration sharing an architecture trains in "
-        "one compiled call; reports mean, std and 95%% CI of validation MSE over "
-        "seeds.",
-    )
-    src = p.add_argument_group("data")
-    src.add_argument("--data", metavar="FILE", help="a .csv, .tsv or .parquet file")
-    src.add_argument("--target", metavar="COL", help="target column(s), comma-separated")
-    src.add_argument("--features", metavar="A,B", help="feature columns (default: all others)")
-    src.add_argument(
-        "--lecture",
-        action="store_true",
-        help="the lecture's data (adds the noise floor and each row's gap to it)",
-    )
-    src.add_argument(
-        "--val-fraction",
-        type=float,
-        default=0.2,
-        help="fraction of file rows held out for validation, in (0, 1) (default: 0.2)",
-    )
-    src.add_argument(
-        "--split-seed",
-        type=int,
-        default=0,
-        help="seed of the hold-out shuffle, in [0, 4294967295]; the rows held "
-        "out are those of 'jaxreg fit --seed' (default: 0)",
-    )
-    src.add_argument(
-        "--drop-na",
-        action="store_true",
-        help="drop file rows with missing values instead of refusing them",
-    )
-    src.add_argument(
-        "--encoding", default="utf-8", help="text encoding of CSV/TSV files (default: utf-8)"
-    )
-    src.add_argument(
-        "--no-standardize",
-        action="store_true",
-        help="train on raw values (file data is standardized by default; "
-        "the lecture's data never is)",
-    )
+    p = add_command(sub, "sweep", run)
+    add_options(p.add_argument_group("data"), "sweep-data")
     g = p.add_argument_group("grid")
-    g.add_argument("--grid", metavar="TOML", help="grid file (see the module docstring)")
-    g.add_argument(
-        "--hidden",
-        action="append",
-        metavar="W,W,...",
-        help="hidden widths of one architecture; repeat for several",
-    )
-    g.add_argument("--activation", metavar="NAME[,NAME]", help="hidden activation(s)")
-    g.add_argument("--init", default=None, help="weight initializer (default: he_normal)")
-    g.add_argument("--bias-init", default=None, help="bias initializer (default: ones)")
-    g.add_argument("--optimizer", metavar="NAME[,NAME]", help="optimizer(s) (default: adam)")
-    g.add_argument(
-        "--schedule", metavar="NAME[,NAME]", help="learning-rate schedule(s) (default: constant)"
-    )
+    add_options(g, "sweep-grid")
     for opt, field in HP_OPTIONS.items():
         g.add_argument(
             f"--{opt.replace('_', '-')}",
@@ -150,22 +98,8 @@ def add_parser(sub) -> None:
             metavar="V[,V]",
             help=f"values of {field}",
         )
-    g.add_argument("--epochs", type=int, default=None, help="full-batch epochs (default: 4000)")
-    g.add_argument(
-        "--seeds",
-        type=int,
-        default=None,
-        help="initialization seeds 0..N-1 per configuration (default: 8)",
-    )
-    o = p.add_argument_group("output")
-    o.add_argument("--out", default="jaxreg-out/sweep", help="output folder (default: %(default)s)")
-    o.add_argument(
-        "--ensemble-plot",
-        action="store_true",
-        help="plot the best configuration's deep ensemble with a ±2 std band",
-    )
-    o.add_argument("--plain", action="store_true", help="plain-text table instead of rich")
-    p.set_defaults(run=run)
+    add_options(g, "sweep-grid-end")
+    add_options(p.add_argument_group("output"), "sweep-output")
 
 
 # ------------------------------------------------------------------ parsing
