@@ -509,8 +509,9 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             )
             result = _to_host(out.result)
         if incremental:
-            state, history = _to_host(out.resume)
-            self._state = (state, jax.tree.map(lambda a: a[:, :0], history))
+            # The state stays on the device for the next call; the history is host data.
+            state, history = out.resume
+            self._state = (state, jax.tree.map(lambda a: np.asarray(a)[:, :0], history))
             self._state_cfg = cfg
             result = result._replace(
                 history=jax.tree.map(lambda a: a[:, -1:], history),

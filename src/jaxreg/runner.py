@@ -182,7 +182,13 @@ def _sharding_key(x):
 
 def _signature(args) -> tuple:
     leaves, treedef = jax.tree.flatten(args)
-    return (treedef, tuple((np.shape(x), jnp.result_type(x), _sharding_key(x)) for x in leaves))
+    return (
+        treedef,
+        tuple(
+            (np.shape(x), x.dtype if hasattr(x, "dtype") else jnp.result_type(x), _sharding_key(x))
+            for x in leaves
+        ),
+    )
 
 
 # Process modes that change what the same Python code compiles to (read as attributes: they
@@ -391,7 +397,7 @@ def run(
     shared = _place(placement, data, shared=True)
     if chunked:
         if resume is not None:
-            state = _place(placement, padded(jax.tree.map(jnp.asarray, resume[0])))
+            state = _place(placement, padded(jax.device_put(resume[0])))
             resume = (state, padded(jax.tree.map(np.asarray, resume[1]), np))
 
         def report(pr: Progress) -> None:
