@@ -510,6 +510,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             result = _to_host(out.result)
         if incremental:
             # The state stays on the device for the next call; the history is host data.
+            assert out.resume is not None  # a chunked run hands its final state back
             state, history = out.resume
             self._state = (state, jax.tree.map(lambda a: np.asarray(a)[:, :0], history))
             self._state_cfg = cfg
