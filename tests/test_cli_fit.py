@@ -214,6 +214,7 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run_and_the_estimator(tmp_
             epochs=400,
             batch_size=16,
             validation_fraction=0.2,
+            tol=None,  # --patience 0: every epoch, no stopping rule
             random_state=7,
         )
         ref.fit(frame[["u", "v"]], frame["y"], chunk_epochs=_chunk_epochs(400, None))

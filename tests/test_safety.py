@@ -23,6 +23,10 @@ import pytest
 
 from jaxreg.cli import main
 
+# Short fits in these tests end at their epoch limit on purpose; the stopping rule's
+# ConvergenceWarning is tested on its own in test_convergence.py.
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
 PROC = ["--no-cache", "--default-xla"]
 # One small setup shared by the tests, so in-process runs reuse one compilation.
 FAST = [

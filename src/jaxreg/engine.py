@@ -29,9 +29,18 @@ from jaxreg import validate
 from jaxreg.data import Dataset
 from jaxreg.loss import l2_penalty, mse_per_output
 from jaxreg.model import ACTIVATIONS, MLPSpec, apply_lanes, from_lanes, init, to_lanes
-from jaxreg.optim import SCHEDULES, Hparams, learning_rate_at, make_optimizer
+from jaxreg.optim import (
+    SCHEDULES,
+    Hparams,
+    LbfgsState,
+    lbfgs_init,
+    lbfgs_step,
+    learning_rate_at,
+    make_optimizer,
+)
 
 __all__ = [
+    "MONITORS",
     "OBJECTIVES",
     "SAMPLINGS",
     "Engine",
@@ -45,6 +54,7 @@ __all__ = [
 ]
 
 SAMPLINGS = ("full", "shuffle", "bootstrap")
+MONITORS = ("val", "train")
 OBJECTIVES = ("mse", "rmse")
 _SAMPLE_SALT = 0x5A3D  # fold_in constant separating the sampling stream from init keys
 
@@ -55,7 +65,9 @@ class TrainConfig:
 
     Attributes:
       epochs: passes over the training data.
-      optimizer: a name from ``jaxreg.optim.OPTIMIZERS`` (``gd`` is the hand-coded update).
+      optimizer: a name from ``jaxreg.optim.OPTIMIZERS`` (``gd`` is the hand-coded update;
+        ``lbfgs`` is full-batch L-BFGS with a zoom line search, one iteration an epoch,
+        that ignores the learning rate and the schedule).
       schedule: a name from ``jaxreg.optim.SCHEDULES``.
       batch_size: rows per minibatch; None for full-batch training.
       sampling: ``full`` (one step per epoch on all rows), ``shuffle`` (a permutation per
@@ -65,8 +77,18 @@ class TrainConfig:
       objective: ``mse`` or ``rmse`` (the linear blog's loss); the L2 penalty is added.
       record_every: record train/validation MSE every this many epochs (before the
         epoch's update); 0 records nothing.
-      patience: early stopping: stop once validation MSE has not improved for this many
-        epochs (checked at record points); None trains all epochs.
+      patience: the stopping rule: stop once the monitored loss has not improved by
+        more than ``tol`` for this many epochs (checked at record points); None trains
+        all epochs. scikit-learn's ``n_iter_no_change=k`` is ``patience=k + 1``.
+      monitor: ``val``: the validation MSE, checked before the epochs of each record
+        point, with the best parameters kept and returned (early stopping; a run
+        without validation data never stops); ``train``: the mean training objective of
+        the epochs since the last record point (scikit-learn's rule without early
+        stopping; the final parameters are returned).
+      tol: the improvement the stopping rule asks for; for ``lbfgs`` also the gradient
+        max-norm at which it has converged (scikit-learn's ``tol``).
+      max_fun: ``lbfgs`` only: stop after this many function evaluations (None: no
+        limit besides ``epochs``).
     """
 
     epochs: int = 1000
@@ -78,6 +100,9 @@ class TrainConfig:
     objective: str = "mse"
     record_every: int = 1
     patience: int | None = None
+    monitor: str = "val"
+    tol: float = 0.0
+    max_fun: int | None = None
 
     def __post_init__(self):
         from jaxreg.optim import OPTIMIZERS
@@ -88,6 +113,24 @@ class TrainConfig:
         validate.choice(owner, "schedule", self.schedule, SCHEDULES)
         validate.choice(owner, "sampling", self.sampling, SAMPLINGS)
         validate.choice(owner, "objective", self.objective, OBJECTIVES)
+        validate.choice(owner, "monitor", self.monitor, MONITORS)
+        validate.real(owner, "tol", self.tol, low=0)
+        if self.optimizer == "lbfgs" and self.sampling != "full":
+            raise validate.bad(
+                owner,
+                "sampling",
+                "'full' with optimizer='lbfgs' (L-BFGS is full-batch)",
+                self.sampling,
+            )
+        if self.max_fun is not None:
+            if self.optimizer != "lbfgs":
+                raise validate.bad(
+                    owner,
+                    "max_fun",
+                    f"None unless optimizer='lbfgs' (it is {self.optimizer!r})",
+                    self.max_fun,
+                )
+            validate.integer(owner, "max_fun", self.max_fun, low=1)
         if self.sampling == "full":
             if self.batch_size is not None:
                 raise validate.bad(
@@ -164,8 +207,10 @@ class TrainResult(NamedTuple):
     ``params`` are the final parameters; ``best_params`` those of the best validation
     check when early stopping (``cfg.patience``) with validation data, else ``params``;
     ``train_mse``/``val_mse`` are per-output MSE of ``best_params`` after training;
-    ``epochs_run`` counts epochs actually trained (fewer when stopped early). Arrays
-    only: timings travel beside it (``jaxreg.runner.Timings``).
+    ``epochs_run`` counts epochs actually trained (fewer when stopped early);
+    ``converged`` says whether the stopping rule (``cfg.patience``, or L-BFGS's own) ended
+    the run before ``cfg.epochs`` (and, for L-BFGS, before ``cfg.max_fun``). Arrays only:
+    timings travel beside it (``jaxreg.runner.Timings``).
     """
 
     params: Any
@@ -175,6 +220,7 @@ class TrainResult(NamedTuple):
     history: History
     train_mse: Any
     val_mse: Any
+    converged: Any
 
 
 class Engine(NamedTuple):
@@ -238,9 +284,12 @@ def _init(
     hp = hparams.astype(data.x.dtype)
     inf = jnp.asarray(jnp.inf, data.x.dtype)
     zero = jnp.zeros((), jnp.int32)
-    opt = make_optimizer(cfg.optimizer)
+    if cfg.optimizer == "lbfgs":
+        opt_state = lbfgs_init(params_t)
+    else:
+        opt_state = make_optimizer(cfg.optimizer).init(params_t, hp)
     return TrainState(
-        params_t, opt.init(params_t, hp), zero, zero, params_t, inf, zero, zero, jnp.zeros((), bool)
+        params_t, opt_state, zero, zero, params_t, inf, zero, zero, jnp.zeros((), bool)
     )
 
 
@@ -260,6 +309,13 @@ def _one_epoch(spec: MLPSpec, cfg: TrainConfig, state: TrainState, skey, x_t, y_
     steps = cfg.steps(n)
     total_steps = cfg.epochs * steps
     params_t, opt_state, step = state.params, state.opt_state, state.step
+    if cfg.optimizer == "lbfgs":
+
+        def fun(p):
+            return _objective(spec, cfg, p, x_t, y_t, w, hp.l2)
+
+        params_t, opt_state, loss = lbfgs_step(params_t, opt_state, fun, cfg.tol)
+        return params_t, opt_state, step + 1, loss
     if cfg.sampling == "full":
         params_t, opt_state, loss = _update(
             spec, cfg, params_t, opt_state, step, x_t, y_t, w, hp, total_steps
@@ -299,9 +355,20 @@ def _epoch(spec: MLPSpec, cfg: TrainConfig, state: TrainState, skey, x_t, y_t, w
             params=params_t, opt_state=opt_state, step=step, epoch=state.epoch + 1
         ), loss
 
-    if cfg.patience is None:
+    if cfg.optimizer == "lbfgs":
+        plain = go
+
+        def go(state):
+            state, loss = plain(state)
+            o = state.opt_state
+            done = o.converged
+            if cfg.max_fun is not None:
+                done = done | (o.n_fun >= cfg.max_fun)
+            return state._replace(stopped=state.stopped | done), loss
+
+    elif cfg.patience is None:
         return go(state)
-    # Early stopping: once stopped, epochs are skipped (the loop keeps its fixed length).
+    # A stopped run skips its remaining epochs (the loop keeps its fixed length).
     return lax.cond(state.stopped, lambda s: (s, jnp.asarray(jnp.nan, x_t.dtype)), go, state)
 
 
@@ -317,7 +384,8 @@ def _evaluate(spec: MLPSpec, params_t, x_t, y_t, w, xv_t, yv_t):
 def _check_best(cfg: TrainConfig, state: TrainState, val_k) -> TrainState:
     val = jnp.mean(val_k)
     better = val < state.best_val
-    since = jnp.where(better, 0, state.since_best + cfg.record_every)
+    improved = val < state.best_val - cfg.tol if cfg.tol else better
+    since = jnp.where(improved, 0, state.since_best + cfg.record_every)
     stopped = state.stopped
     if cfg.patience is not None:
         stopped = stopped | (since >= cfg.patience)
@@ -330,6 +398,18 @@ def _check_best(cfg: TrainConfig, state: TrainState, val_k) -> TrainState:
         best_epoch=jnp.where(better, state.epoch, state.best_epoch),
         since_best=since,
         stopped=stopped,
+    )
+
+
+def _check_train(cfg: TrainConfig, state: TrainState, loss) -> TrainState:
+    """scikit-learn's rule on the training loss: count the epochs since the loss last
+    fell more than ``tol`` below the best so far; stop once there are ``patience``."""
+    improved = loss < state.best_val - cfg.tol
+    since = jnp.where(improved, 0, state.since_best + cfg.record_every)
+    return state._replace(
+        best_val=jnp.fmin(state.best_val, loss),
+        since_best=since,
+        stopped=state.stopped | (since >= (cfg.patience or 0)),
     )
 
 
@@ -356,19 +436,24 @@ def _run(
         return state, empty_history(data.y.shape[1], x_t.dtype)
 
     # Best-params tracking (and its restore) belongs to early stopping only.
-    track_best = cfg.patience is not None and xv_t is not None
+    watch_val = cfg.patience is not None and cfg.monitor == "val" and xv_t is not None
+    watch_train = cfg.patience is not None and cfg.monitor == "train"
 
     def chunk(s, _):
         train_k, val_k = _evaluate(spec, s.params, x_t, y_t, w, xv_t, yv_t)
         epoch0 = s.epoch
-        if track_best:
+        if watch_val:
             s = _check_best(cfg, s, val_k)
 
         def inner(s, _):
             return epoch(s, skey, x_t, y_t, w, hp)
 
+        stopped = s.stopped
         s, losses = lax.scan(inner, s, None, length=cfg.record_every)
-        return s, History(epoch0, train_k, val_k, jnp.nanmean(losses))
+        loss = jnp.nanmean(losses)
+        if watch_train:  # epochs skipped after a stop leave the rule where it was
+            s = lax.cond(stopped, lambda s: s, lambda s: _check_train(cfg, s, loss), s)
+        return s, History(epoch0, train_k, val_k, loss)
 
     if n_epochs % cfg.record_every:
         raise validate.bad(
@@ -381,13 +466,17 @@ def _finish(
     spec: MLPSpec, cfg: TrainConfig, state: TrainState, data: Dataset, history: History
 ) -> TrainResult:
     x_t, y_t, xv_t, yv_t = _lanes(data)
-    if cfg.patience is not None and xv_t is not None:
+    if cfg.patience is not None and cfg.monitor == "val" and xv_t is not None:
         _, val_k = _evaluate(spec, state.params, x_t, y_t, data.w, xv_t, yv_t)
         state = _check_best(cfg, state, val_k)
         best_t, best_epoch = state.best_params, state.best_epoch
     else:
         best_t, best_epoch = state.params, state.epoch
     train_k, val_k = _evaluate(spec, best_t, x_t, y_t, data.w, xv_t, yv_t)
+    if isinstance(state.opt_state, LbfgsState):
+        converged = state.opt_state.converged
+    else:
+        converged = state.stopped
     return TrainResult(
         from_lanes(state.params),
         from_lanes(best_t),
@@ -396,6 +485,7 @@ def _finish(
         history,
         train_k,
         val_k,
+        converged,
     )
 
 

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import numbers
+import warnings
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from jaxreg import runner, store, validate
@@ -34,6 +36,15 @@ __all__ = ["MLPRegressor", "load"]
 _BIAS_INITS = ("zeros", "ones", "normal")
 _DTYPES = ("float32", "float64")
 _OWNER = "MLPRegressor"
+_AUTO_BATCH = 200  # batch_size="auto": min(200, n_samples), as scikit-learn's
+
+
+_SPARSE = ("csr", "csc")  # scipy.sparse inputs (OneHotEncoder's default output)
+
+
+def _dense(X):
+    """A ``scipy.sparse`` matrix as a dense array (the network's first layer is dense)."""
+    return X.toarray() if hasattr(X, "toarray") else X
 
 
 def _member_keys(seed: int, n: int):
@@ -140,18 +151,21 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         self,
         hidden_layer_sizes=(10, 10, 10),
         activation="tanh",
+        *,
         init="glorot_uniform",
         bias_init="zeros",
         optimizer="adam",
         learning_rate=1e-3,
         schedule=None,
         l2=0.0,
-        epochs=500,
-        batch_size=None,
+        epochs=200,
+        batch_size="auto",
         sampling="shuffle",
         validation_fraction=0.0,
         early_stopping=False,
-        patience=50,
+        tol=1e-4,
+        n_iter_no_change=10,
+        max_fun=15000,
         standardize=True,
         n_ensemble=1,
         dtype="float32",
@@ -172,7 +186,9 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         self.sampling = sampling
         self.validation_fraction = validation_fraction
         self.early_stopping = early_stopping
-        self.patience = patience
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
         self.standardize = standardize
         self.n_ensemble = n_ensemble
         self.dtype = dtype
@@ -189,6 +205,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
         tags.target_tags.single_output = True
+        tags.input_tags.sparse = True
         return tags
 
     # ------------------------------------------------------------ validation
@@ -221,13 +238,20 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         p["schedule"] = v.choice(_OWNER, "schedule", self.schedule, SCHEDULES, allow_none=True)
         p["l2"] = v.real(_OWNER, "l2", self.l2, low=0)
         p["epochs"] = v.integer(_OWNER, "epochs", self.epochs, low=1)
-        p["batch_size"] = v.integer(_OWNER, "batch_size", self.batch_size, low=1, allow_none=True)
+        if isinstance(self.batch_size, str) and self.batch_size == "auto":
+            p["batch_size"] = "auto"
+        else:
+            p["batch_size"] = v.integer(
+                _OWNER, "batch_size", self.batch_size, low=1, allow_none=True, extra="'auto'"
+            )
         p["sampling"] = v.choice(_OWNER, "sampling", self.sampling, SAMPLINGS)
         p["validation_fraction"] = v.real(
             _OWNER, "validation_fraction", self.validation_fraction, low=0, high=1, high_open=True
         )
         p["early_stopping"] = v.boolean(_OWNER, "early_stopping", self.early_stopping)
-        p["patience"] = v.integer(_OWNER, "patience", self.patience, low=1)
+        p["tol"] = v.real(_OWNER, "tol", self.tol, low=0, allow_none=True)
+        p["n_iter_no_change"] = v.integer(_OWNER, "n_iter_no_change", self.n_iter_no_change, low=0)
+        p["max_fun"] = v.integer(_OWNER, "max_fun", self.max_fun, low=1)
         p["standardize"] = v.boolean(_OWNER, "standardize", self.standardize)
         p["n_ensemble"] = v.integer(_OWNER, "n_ensemble", self.n_ensemble, low=1)
         try:
@@ -264,10 +288,20 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             bias_init=p["bias_init"],
             key_scheme="split",
         )
-        if p["batch_size"] is None:
+        lbfgs = p["optimizer"] == "lbfgs"
+        if p["batch_size"] is None or lbfgs:
             sampling, batch = "full", None
         else:
-            sampling, batch = p["sampling"], min(p["batch_size"], n_train)
+            size = _AUTO_BATCH if p["batch_size"] == "auto" else p["batch_size"]
+            sampling, batch = p["sampling"], min(size, n_train)
+        # scikit-learn's rule: stop after n_iter_no_change epochs without an improvement
+        # of tol, on the validation loss with early stopping, else on the training loss
+        # (L-BFGS has its own rule on the gradient and the objective's reduction).
+        monitor, patience = "train", None
+        if early and p["early_stopping"]:
+            monitor, patience = "val", p["n_iter_no_change"] + 1
+        elif early and p["tol"] is not None and not lbfgs:
+            patience = p["n_iter_no_change"] + 1
         cfg = TrainConfig(
             epochs=p["epochs"],
             optimizer=p["optimizer"],
@@ -275,7 +309,10 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             batch_size=batch,
             sampling=sampling,
             record_every=1,
-            patience=p["patience"] if (early and p["early_stopping"]) else None,
+            patience=patience,
+            monitor=monitor,
+            tol=p["tol"] or 0.0,
+            max_fun=p["max_fun"] if lbfgs else None,
         )
         return spec, cfg
 
@@ -284,8 +321,16 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         check_not_text("y", y)
         with np.errstate(over="ignore", invalid="ignore"):  # huge values: checked below
             X, y = validate_data(
-                self, X, y, reset=reset, multi_output=True, y_numeric=True, dtype=np.float64
+                self,
+                X,
+                y,
+                reset=reset,
+                multi_output=True,
+                y_numeric=True,
+                dtype=np.float64,
+                accept_sparse=_SPARSE,
             )
+        X = _dense(X)
         y = np.asarray(y, dtype=np.float64)  # y_numeric leaves integer targets as ints
         y_1d = y.ndim == 1
         y2 = y.reshape(-1, 1) if y_1d else y
@@ -534,6 +579,8 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             incremental,
         )
         self._seed = seed
+        if not incremental:
+            _warn_unconverged(result, cfg)
         if not continuing:
             if targets is not None and len(targets) == self.n_outputs_:
                 self.target_names_in_ = targets
@@ -628,7 +675,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         """Member predictions in the standardized space, ``(M, n, k)`` float64."""
         check_is_fitted(self, "params_")
         check_not_text("X", X)
-        X = validate_data(self, X, reset=False, dtype=np.float64)
+        X = _dense(validate_data(self, X, reset=False, dtype=np.float64, accept_sparse=_SPARSE))
         # Evaluated in float64 (x64 only inside this block) whatever the training dtype:
         # a float32 matrix product rounds differently for different numbers of rows, and
         # a row's prediction must not depend on the other rows it is predicted with.
@@ -696,6 +743,9 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
                 "batch_size": self._cfg.batch_size,
                 "sampling": self._cfg.sampling,
                 "patience": self._cfg.patience,
+                "monitor": self._cfg.monitor,
+                "tol": self._cfg.tol,
+                "max_fun": self._cfg.max_fun,
             },
         }
         return store.build_document(
@@ -710,6 +760,31 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             y_ndim=1 if self._y_1d else 2,
             run=run,
         )
+
+
+def _warn_unconverged(result, cfg: TrainConfig) -> None:
+    """scikit-learn's ``ConvergenceWarning`` when a stopping rule was set and a member
+    reached the epoch (or L-BFGS's evaluation) limit before meeting it."""
+    if cfg.patience is None and cfg.optimizer != "lbfgs":
+        return
+    converged = np.asarray(result.converged).reshape(-1)
+    if converged.all():
+        return
+    members = (
+        f" ({int((~converged).sum())} of {converged.size} members)" if converged.size > 1 else ""
+    )
+    if cfg.optimizer == "lbfgs":
+        msg = (
+            f"lbfgs failed to converge{members}: it reached epochs={cfg.epochs} iterations "
+            f"or max_fun={cfg.max_fun} function evaluations before the gradient fell to "
+            f"tol={cfg.tol} or the loss stopped decreasing. Increase epochs or max_fun."
+        )
+    else:
+        msg = (
+            f"Stochastic Optimizer: Maximum iterations ({cfg.epochs}) reached and the "
+            f"optimization hasn't converged yet{members}."
+        )
+    warnings.warn(msg, ConvergenceWarning, stacklevel=4)
 
 
 def _target_names(y):
@@ -749,6 +824,9 @@ def load(path) -> MLPRegressor:
             batch_size=t.get("batch_size"),
             sampling=t.get("sampling", "full"),
             patience=t.get("patience"),
+            monitor=t.get("monitor", "val"),
+            tol=float(t.get("tol", 0.0)),
+            max_fun=t.get("max_fun"),
         )
     except (TypeError, ValueError):
         model._cfg = TrainConfig()

@@ -21,12 +21,16 @@ import optax
 from jaxreg import validate
 
 __all__ = [
+    "LBFGS_FTOL",
     "OPTIMIZERS",
     "SCHEDULES",
     "Hparams",
+    "LbfgsState",
     "Optimizer",
     "check_hparams",
     "gd",
+    "lbfgs_init",
+    "lbfgs_step",
     "learning_rate_at",
     "make_optimizer",
 ]
@@ -173,7 +177,7 @@ def _optax_factories() -> dict[str, tuple[Callable, tuple[str, ...]]]:
     }
 
 
-OPTIMIZERS = ("gd", *_optax_factories())
+OPTIMIZERS = ("gd", *_optax_factories(), "lbfgs")
 
 
 def make_optimizer(name: str) -> Optimizer:
@@ -181,6 +185,10 @@ def make_optimizer(name: str) -> Optimizer:
     if name == "gd":
         return gd()
     validate.choice("make_optimizer", "name", name, OPTIMIZERS)
+    if name == "lbfgs":
+        raise validate.bad(
+            "make_optimizer", "name", "a first-order optimizer (L-BFGS: lbfgs_step)", name
+        )
     factories = _optax_factories()
     factory, extra = factories[name]
     injected = optax.inject_hyperparams(factory)
@@ -205,3 +213,61 @@ def make_optimizer(name: str) -> Optimizer:
             return optax.apply_updates(params, updates), state
 
     return Optimizer(init, step)
+
+
+# ---------------------------------------------------------------- L-BFGS
+
+LBFGS_MEMORY = 10  # pairs of the inverse-Hessian estimate (scipy's L-BFGS-B default)
+LBFGS_LINESEARCH_STEPS = 20  # evaluations per line search at most (scipy's maxls)
+# scipy's stopping rule on the relative reduction of the objective, (f_k - f_k+1) /
+# max(|f_k|, |f_k+1|, 1) <= factr * eps with its default factr = 1e7 (float64 eps).
+LBFGS_FTOL = 1e7 * float(np.finfo(np.float64).eps)
+
+
+class LbfgsState(NamedTuple):
+    """L-BFGS state: Optax's, the function evaluations so far, whether the last iteration
+    met the stopping rule (gradient max-norm <= tol, or no relative reduction above
+    ``LBFGS_FTOL``)."""
+
+    inner: Any
+    n_fun: jax.Array
+    converged: jax.Array
+
+
+def _lbfgs() -> optax.GradientTransformationExtraArgs:
+    return optax.lbfgs(
+        memory_size=LBFGS_MEMORY,
+        linesearch=optax.scale_by_zoom_linesearch(max_linesearch_steps=LBFGS_LINESEARCH_STEPS),
+    )
+
+
+def lbfgs_init(params) -> LbfgsState:
+    """The state of a fresh L-BFGS run from ``params``."""
+    with jax.numpy_dtype_promotion("standard"):
+        inner = _lbfgs().init(params)
+    return LbfgsState(inner, jnp.zeros((), jnp.int32), jnp.zeros((), bool))
+
+
+def lbfgs_step(params, state: LbfgsState, fun: Callable, tol):
+    """One L-BFGS iteration with Optax's zoom line search on the full-batch ``fun``.
+
+    Returns ``(params, state, value)``: ``value`` is ``fun`` at the incoming ``params``.
+    The value and gradient at the accepted point come back from the line search, so an
+    iteration costs its line-search evaluations only (plus one on the first iteration);
+    ``state.n_fun`` counts them, as scikit-learn's ``max_fun`` does.
+    """
+    opt = _lbfgs()
+    with jax.numpy_dtype_promotion("standard"):
+        stored = optax.tree.get(state.inner, "value")
+        value, grad = optax.value_and_grad_from_state(fun)(params, state=state.inner)
+        updates, inner = opt.update(grad, state.inner, params, value=value, grad=grad, value_fn=fun)
+        new_params = optax.apply_updates(params, updates)
+    new_value = optax.tree.get(inner, "value")
+    new_grad = optax.tree.get(inner, "grad")
+    steps = jnp.asarray(optax.tree.get(inner, "num_linesearch_steps"), jnp.int32)
+    fresh = (~jnp.isfinite(stored)).astype(jnp.int32)
+    g_max = jnp.max(jnp.stack([jnp.max(jnp.abs(g)) for g in jax.tree.leaves(new_grad)]))
+    scale = jnp.maximum(jnp.maximum(jnp.abs(value), jnp.abs(new_value)), 1.0)
+    reduction = (value - new_value) / scale
+    converged = (g_max <= tol) | (reduction <= LBFGS_FTOL)
+    return new_params, LbfgsState(inner, state.n_fun + fresh + steps, converged), value

@@ -529,7 +529,7 @@ def _run_chunks(
     def finished(state) -> bool:
         epochs = np.asarray(state.epoch)
         done = epochs >= cfg.epochs
-        if cfg.patience is not None:
+        if cfg.patience is not None or cfg.optimizer == "lbfgs":
             done = done | np.asarray(state.stopped)
         return bool(np.all(done)) or (limit is not None and int(np.max(epochs)) >= limit)
 

@@ -77,13 +77,18 @@ def real(
     high=None,
     low_open: bool = False,
     high_open: bool = False,
-) -> float:
-    """``value`` as a float if it is a finite real number in the interval, else raise.
+    allow_none: bool = False,
+):
+    """``value`` as a float if it is a finite real number in the interval (or None when
+    ``allow_none``), else raise.
 
     A bound of None is infinite (and open); NaN and infinities are always refused, bools
     are not numbers.
     """
+    if value is None and allow_none:
+        return None
     rule = f"a float in {_interval(low, high, low_open, high_open)}"
+    rule += " or None" if allow_none else ""
     if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
         raise bad(owner, name, rule, value)
     v = float(value)
@@ -97,12 +102,22 @@ def real(
     return v
 
 
-def integer(owner: str, name: str, value, low=None, high=None, allow_none: bool = False):
+def integer(
+    owner: str,
+    name: str,
+    value,
+    low=None,
+    high=None,
+    allow_none: bool = False,
+    extra: str | None = None,
+):
     """``value`` as an int if it is an integer in ``[low, high]`` (None: unbounded), or None
-    when ``allow_none``; else raise. Bools are not integers."""
+    when ``allow_none``; else raise (naming ``extra``, another accepted value the caller
+    handles, in the rule). Bools are not integers."""
     if value is None and allow_none:
         return None
-    rule = f"an int in {_interval(low, high, False, False)}" + (" or None" if allow_none else "")
+    rule = f"an int in {_interval(low, high, False, False)}"
+    rule += "".join(f", {x}" for x in [extra] if x) + (" or None" if allow_none else "")
     if (
         not is_int(value)
         or (low is not None and value < low)

@@ -83,6 +83,10 @@ def _check_fit_args(args) -> dict:
         raise _usage(
             f"--patience must be an integer >= 0 (0 turns early stopping off). Got {args.patience}."
         )
+    if not (math.isfinite(args.tol) and args.tol >= 0):
+        raise _usage(f"--tol must be a float in [0, inf). Got {args.tol!r}.")
+    if args.max_fun < 1:
+        raise _usage(f"--max-fun must be an integer >= 1. Got {args.max_fun}.")
     if args.patience and args.val_fraction == 0:
         raise _usage(
             "--patience needs validation rows: set --val-fraction above 0 or "
@@ -232,7 +236,10 @@ def _clear_checkpoint(ckpt: pathlib.Path) -> None:
 def _train(args, checked, table, tr, ckpt):
     """Fit ``MLPRegressor`` through its public API: a progress bar and the checkpointer are
     callbacks of its chunked run."""
+    import warnings
+
     import pandas as pd
+    from sklearn.exceptions import ConvergenceWarning
 
     from jaxreg.checkpoint import Checkpointer, read_checkpoint_meta
     from jaxreg.estimator import MLPRegressor
@@ -246,8 +253,12 @@ def _train(args, checked, table, tr, ckpt):
         epochs=args.epochs,
         batch_size=args.batch_size or None,
         validation_fraction=args.val_fraction,
+        # --patience is Keras's: stop after that many epochs without improvement, which
+        # is scikit-learn's n_iter_no_change = patience - 1; 0 trains every epoch.
         early_stopping=bool(args.patience),
-        patience=max(args.patience, 1),
+        n_iter_no_change=max(args.patience - 1, 0),
+        tol=args.tol if args.patience else None,
+        max_fun=args.max_fun,
         n_ensemble=args.ensemble,
         random_state=args.seed,
     )
@@ -274,8 +285,11 @@ def _train(args, checked, table, tr, ckpt):
 
     scale2 = Standardizer.fit(table.y[tr]).scale ** 2  # as the estimator standardizes y
     bar = _ProgressBar(args.epochs, args.ensemble, scale2, quiet=args.quiet)
-    with bar:
+    with bar, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
         model.fit(x, y, callbacks=[bar.update], chunk_epochs=chunk, checkpoint=checkpoint)
+    for w in caught:  # one line each, not Python's file:line form
+        print(f"Warning: {w.message}", file=sys.stderr)
     if checkpoint is not None and checkpoint.resumed_from is not None:
         print(f"Resumed from the checkpoint in {ckpt} (epoch {checkpoint.resumed_from}).")
     return model
