@@ -32,6 +32,11 @@ class Dataset(NamedTuple):
 
     ``x``: ``(n, d)``; ``y``: ``(n, k)``; ``w``: ``(n,)`` sample weights or None;
     ``x_val``/``y_val``: held-out rows or None.
+
+    Padded data (``pad_rows``): ``n`` is the number of real training rows (an int32
+    scalar, traced), the rows after them have weight 0 in ``w`` and are never sampled
+    into a minibatch; ``w_val`` is 1 for real validation rows and 0 for padding. Padding
+    lets data of different row counts share one compiled executable.
     """
 
     x: Any  # JAX or NumPy arrays
@@ -39,6 +44,23 @@ class Dataset(NamedTuple):
     x_val: Any = None
     y_val: Any = None
     w: Any = None
+    n: Any = None
+    w_val: Any = None
+
+
+def bucket_rows(n: int) -> int:
+    """The padded size for ``n`` rows: at least 16, else ``n`` rounded up to a multiple of
+    ``2**(floor(log2(n)) - 2)``: four sizes per doubling, at most 25% extra rows."""
+    if n <= 16:
+        return 16
+    step = 2 ** (int(n).bit_length() - 3)
+    return -(-n // step) * step
+
+
+def pad_rows(a: np.ndarray, size: int) -> np.ndarray:
+    """``a`` with zero rows appended up to ``size`` rows."""
+    extra = size - a.shape[0]
+    return a if extra == 0 else np.concatenate([a, np.zeros((extra, *a.shape[1:]), a.dtype)])
 
 
 # ---------------------------------------------------------------- validation

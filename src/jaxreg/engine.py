@@ -304,7 +304,11 @@ def _update(
     return params_t, opt_state, loss
 
 
-def _one_epoch(spec: MLPSpec, cfg: TrainConfig, state: TrainState, skey, x_t, y_t, w, hp):
+def _one_epoch(
+    spec: MLPSpec, cfg: TrainConfig, state: TrainState, skey, x_t, y_t, w, hp, n_real=None
+):
+    if n_real is not None and cfg.sampling != "full" and cfg.optimizer != "lbfgs":
+        return _one_padded_epoch(spec, cfg, state, skey, x_t, y_t, w, hp, n_real)
     n = x_t.shape[1]
     steps = cfg.steps(n)
     total_steps = cfg.epochs * steps
@@ -348,9 +352,69 @@ def _one_epoch(spec: MLPSpec, cfg: TrainConfig, state: TrainState, skey, x_t, y_
     return params_t, opt_state, step, jnp.mean(losses)
 
 
-def _epoch(spec: MLPSpec, cfg: TrainConfig, state: TrainState, skey, x_t, y_t, w, hp):
+def _one_padded_epoch(spec: MLPSpec, cfg: TrainConfig, state: TrainState, skey, x_t, y_t, w, hp, n):
+    """A minibatch epoch over padded rows: only the first ``n`` (traced) rows are drawn,
+    and steps beyond the ``ceil(n / batch)`` that ``n`` rows need are skipped, so the
+    result is that of the unpadded rows whatever the padded size."""
+    rows = x_t.shape[1]
+    batch = min(cfg.batch_size, rows)
+    steps = cfg.steps(rows)  # an upper bound on the real rows' steps
+    if cfg.sampling == "bootstrap" and cfg.steps_per_epoch is not None:
+        real_steps = jnp.asarray(cfg.steps_per_epoch, jnp.int32)
+    else:
+        real_steps = (n + batch - 1) // batch
+    total_steps = cfg.epochs * real_steps
+    ekey = jax.random.fold_in(skey, state.epoch)
+    if cfg.sampling == "shuffle":
+        # A uniform random order of the real rows, padding last: sort random keys.
+        u = jax.random.uniform(ekey, (rows,), dtype=jnp.float32)
+        perm = jnp.argsort(jnp.where(jnp.arange(rows, dtype=jnp.int32) < n, u, 2.0))
+        extra = steps * batch - rows
+        idx = jnp.concatenate([perm, jnp.zeros((extra,), perm.dtype)]).reshape(steps, batch)
+        mask = (
+            (jnp.arange(steps * batch, dtype=jnp.int32) < n).reshape(steps, batch).astype(x_t.dtype)
+        )
+    else:
+        idx = jax.random.randint(ekey, (steps, batch), 0, n)
+        mask = jnp.ones((steps, batch), x_t.dtype)
+
+    def body(carry, inputs):
+        params_t, opt_state, step = carry
+        i, idx_b, mask_b = inputs
+
+        def update(carry):
+            params_t, opt_state, step = carry
+            params_t, opt_state, loss = _update(
+                spec,
+                cfg,
+                params_t,
+                opt_state,
+                step,
+                x_t[:, idx_b],
+                y_t[:, idx_b],
+                w[idx_b] * mask_b,
+                hp,
+                total_steps,
+            )
+            return (params_t, opt_state, step + 1), loss
+
+        def skip(carry):
+            return carry, jnp.zeros((), x_t.dtype)
+
+        return lax.cond(i < real_steps, update, skip, carry)
+
+    inputs = (jnp.arange(steps, dtype=jnp.int32), idx, mask)
+    (params_t, opt_state, step), losses = lax.scan(
+        body, (state.params, state.opt_state, state.step), inputs
+    )
+    return params_t, opt_state, step, jnp.sum(losses) / real_steps.astype(x_t.dtype)
+
+
+def _epoch(spec: MLPSpec, cfg: TrainConfig, state: TrainState, skey, x_t, y_t, w, hp, n_real=None):
     def go(state):
-        params_t, opt_state, step, loss = _one_epoch(spec, cfg, state, skey, x_t, y_t, w, hp)
+        params_t, opt_state, step, loss = _one_epoch(
+            spec, cfg, state, skey, x_t, y_t, w, hp, n_real
+        )
         return state._replace(
             params=params_t, opt_state=opt_state, step=step, epoch=state.epoch + 1
         ), loss
@@ -372,12 +436,12 @@ def _epoch(spec: MLPSpec, cfg: TrainConfig, state: TrainState, skey, x_t, y_t, w
     return lax.cond(state.stopped, lambda s: (s, jnp.asarray(jnp.nan, x_t.dtype)), go, state)
 
 
-def _evaluate(spec: MLPSpec, params_t, x_t, y_t, w, xv_t, yv_t):
+def _evaluate(spec: MLPSpec, params_t, x_t, y_t, w, xv_t, yv_t, w_val=None):
     train = mse_per_output(_predict(spec, params_t, x_t), y_t, w, axis=1)
     if xv_t is None:
         val = jnp.full_like(train, jnp.nan)
     else:
-        val = mse_per_output(_predict(spec, params_t, xv_t), yv_t, None, axis=1)
+        val = mse_per_output(_predict(spec, params_t, xv_t), yv_t, w_val, axis=1)
     return train, val
 
 
@@ -427,10 +491,11 @@ def _run(
     hp = hparams.astype(data.x.dtype)
     skey = jax.random.fold_in(key, _SAMPLE_SALT)
     epoch = functools.partial(_epoch, spec, cfg)
+    n_real = data.n
     if not cfg.record_every:
 
         def plain(_, s):
-            return epoch(s, skey, x_t, y_t, w, hp)[0]
+            return epoch(s, skey, x_t, y_t, w, hp, n_real)[0]
 
         state = lax.fori_loop(0, n_epochs, plain, state)
         return state, empty_history(data.y.shape[1], x_t.dtype)
@@ -440,13 +505,13 @@ def _run(
     watch_train = cfg.patience is not None and cfg.monitor == "train"
 
     def chunk(s, _):
-        train_k, val_k = _evaluate(spec, s.params, x_t, y_t, w, xv_t, yv_t)
+        train_k, val_k = _evaluate(spec, s.params, x_t, y_t, w, xv_t, yv_t, data.w_val)
         epoch0 = s.epoch
         if watch_val:
             s = _check_best(cfg, s, val_k)
 
         def inner(s, _):
-            return epoch(s, skey, x_t, y_t, w, hp)
+            return epoch(s, skey, x_t, y_t, w, hp, n_real)
 
         stopped = s.stopped
         s, losses = lax.scan(inner, s, None, length=cfg.record_every)
@@ -467,12 +532,12 @@ def _finish(
 ) -> TrainResult:
     x_t, y_t, xv_t, yv_t = _lanes(data)
     if cfg.patience is not None and cfg.monitor == "val" and xv_t is not None:
-        _, val_k = _evaluate(spec, state.params, x_t, y_t, data.w, xv_t, yv_t)
+        _, val_k = _evaluate(spec, state.params, x_t, y_t, data.w, xv_t, yv_t, data.w_val)
         state = _check_best(cfg, state, val_k)
         best_t, best_epoch = state.best_params, state.best_epoch
     else:
         best_t, best_epoch = state.params, state.epoch
-    train_k, val_k = _evaluate(spec, best_t, x_t, y_t, data.w, xv_t, yv_t)
+    train_k, val_k = _evaluate(spec, best_t, x_t, y_t, data.w, xv_t, yv_t, data.w_val)
     if isinstance(state.opt_state, LbfgsState):
         converged = state.opt_state.converged
     else:

@@ -26,7 +26,14 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from jaxreg import runner, store, validate
-from jaxreg.data import Dataset, Standardizer, check_not_text, training_split
+from jaxreg.data import (
+    Dataset,
+    Standardizer,
+    bucket_rows,
+    check_not_text,
+    pad_rows,
+    training_split,
+)
 from jaxreg.engine import SAMPLINGS, TrainConfig
 from jaxreg.model import ACTIVATIONS, INITIALIZERS, Layer, MLPSpec, apply_members
 from jaxreg.optim import OPTIMIZERS, SCHEDULES, Hparams
@@ -509,7 +516,10 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         else:
             x_sc, y_sc = self._scalers(x_tr, y_tr, w_tr, p["standardize"], targets)
             dtype = p["dtype"]
-        spec, cfg = self._spec_cfg(p, X.shape[1], y2.shape[1], len(tr_idx), early=not incremental)
+        # Rows are padded to a bucket size (zero weight, never sampled): fits on row counts
+        # of one bucket (cross-validation folds, partial_fit batches) share executables.
+        n_pad = bucket_rows(len(tr_idx))
+        spec, cfg = self._spec_cfg(p, X.shape[1], y2.shape[1], n_pad, early=not incremental)
         if continuing:
             spec = self._spec
         hp = Hparams(learning_rate=p["learning_rate"], l2=p["l2"])
@@ -517,12 +527,14 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         with _x64(dtype):
             jdt = jnp.dtype(dtype)
             fx, fy = self._standardizers(x_sc, y_sc, dtype, targets)
-            data = Dataset(
-                jnp.asarray(fx(x_tr)),
-                jnp.asarray(fy(y_tr)),
-                jnp.asarray(fx(X[val_idx])) if has_val else None,
-                jnp.asarray(fy(y2[val_idx])) if has_val else None,
-                None if w_tr is None else jnp.asarray(w_tr, jdt),
+            data = _padded_dataset(
+                fx(x_tr),
+                fy(y_tr),
+                w_tr,
+                fx(X[val_idx]) if has_val else None,
+                fy(y2[val_idx]) if has_val else None,
+                n_pad,
+                jdt,
             )
             keys = _member_keys(seed, m)
             params = resume = None
@@ -531,7 +543,10 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
                 resume = state
             elif continuing:
                 params = tuple(
-                    Layer(jnp.asarray(layer.W, jdt), jnp.asarray(layer.b, jdt))
+                    Layer(
+                        jax.device_put(np.asarray(layer.W, jdt)),
+                        jax.device_put(np.asarray(layer.b, jdt)),
+                    )
                     for layer in self._params_stack
                 )
             if checkpoint is not None:
@@ -679,13 +694,21 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         # Evaluated in float64 (x64 only inside this block) whatever the training dtype:
         # a float32 matrix product rounds differently for different numbers of rows, and
         # a row's prediction must not depend on the other rows it is predicted with.
+        # Rows are padded to a power of two (at least 16) so that predictions on batches
+        # of different sizes share a compiled forward pass; the padding is sliced off.
+        n = X.shape[0]
+        size = max(16, 1 << (n - 1).bit_length())
         with jax.enable_x64(True):
-            x = jnp.asarray(self.x_scaler_.transform(X), jnp.float64)
+            x = jax.device_put(pad_rows(np.asarray(self.x_scaler_.transform(X), np.float64), size))
             params = tuple(
-                Layer(jnp.asarray(a.W, jnp.float64), jnp.asarray(a.b, jnp.float64))
+                Layer(
+                    jax.device_put(np.asarray(a.W, np.float64)),
+                    jax.device_put(np.asarray(a.b, np.float64)),
+                )
                 for a in self._params_stack
             )
-            return np.asarray(apply_members(params, x, self._spec.activation), np.float64)
+            z = apply_members(params, x, self._spec.activation)
+            return np.asarray(z, np.float64)[:, :n]
 
     def predict(self, X, return_std: bool = False):
         """Predict ``(n,)`` (1-D y at fit) or ``(n, k)``; the ensemble mean.
@@ -760,6 +783,34 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             y_ndim=1 if self._y_1d else 2,
             run=run,
         )
+
+
+def _padded_dataset(x, y, w, x_val, y_val, n_pad: int, dtype) -> Dataset:
+    """Training rows padded to ``n_pad`` with zero weight (``Dataset.n`` real rows) and
+    validation rows padded to their own bucket, weighted 1 (real) and 0 (padding).
+
+    Arrays are cast on the host and only copied to the device: a device-side cast would
+    compile a small program for every new shape."""
+    dt = np.dtype(dtype)
+
+    def put(a, size):
+        return jax.device_put(pad_rows(np.asarray(a, dt), size))
+
+    n = x.shape[0]
+    x_v = y_v = w_v = None
+    if x_val is not None:
+        size = bucket_rows(x_val.shape[0])
+        x_v, y_v, w_v = put(x_val, size), put(y_val, size), put(np.ones(x_val.shape[0]), size)
+    weights = np.ones(n) if w is None else w
+    return Dataset(
+        put(x, n_pad),
+        put(y, n_pad),
+        x_v,
+        y_v,
+        put(weights, n_pad),
+        jax.device_put(np.int32(n)),
+        w_v,
+    )
 
 
 def _warn_unconverged(result, cfg: TrainConfig) -> None:

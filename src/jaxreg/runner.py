@@ -524,7 +524,7 @@ def _run_chunks(
     )
     compile_s += c
     run_s = 0.0
-    limit = None if n_epochs is None else int(np.max(state.epoch)) + n_epochs
+    limit = None if n_epochs is None else int(np.asarray(state.epoch).max()) + n_epochs
 
     def finished(state) -> bool:
         epochs = np.asarray(state.epoch)
@@ -545,7 +545,11 @@ def _run_chunks(
         )
         report(
             Progress(
-                int(np.max(state.epoch)), cfg.epochs, state, history, Timings(compile_s, run_s)
+                int(np.asarray(state.epoch).max()),
+                cfg.epochs,
+                state,
+                history,
+                Timings(compile_s, run_s),
             )
         )
     if history is None:
