@@ -784,12 +784,26 @@ def sweep(
 
 
 class Strategy(NamedTuple):
-    """One strategy of the lecture's exercise: Adam, full batch, on the lecture's data."""
+    """One strategy of the lecture's exercise: full batch on the lecture's data, Adam
+    unless ``optimizer`` says otherwise."""
 
     label: str
     spec: MLPSpec
     schedule: str
     hparams: Hparams
+    optimizer: str = "adam"
+
+    def config(self, epochs: int) -> TrainConfig:
+        """The training configuration under the exercise's budget of ``epochs`` full-batch
+        gradient evaluations (L-BFGS: as many iterations and function evaluations)."""
+        lbfgs = self.optimizer == "lbfgs"
+        return TrainConfig(
+            epochs=epochs,
+            optimizer=self.optimizer,
+            schedule=self.schedule,
+            record_every=0,
+            max_fun=epochs if lbfgs else None,
+        )
 
 
 _BASE, _DEEP = MLPSpec((1, 10, 10, 10, 1)), MLPSpec((1, 6, 6, 6, 6, 6, 1))
@@ -800,6 +814,7 @@ EXERCISE_STRATEGIES: tuple[Strategy, ...] = (  # the baseline first
     Strategy("2. Deeper network + LR schedule", _DEEP, "exponential", Hparams(**_SCHED)),
     Strategy("3. Strategy 2 + L2 regularization", _DEEP, "exponential", Hparams(**_SCHED, l2=1e-3)),
     Strategy("4. Baseline + L2 regularization", _BASE, "constant", Hparams(1e-3, l2=1e-3)),
+    Strategy("5. Baseline network, L-BFGS", _BASE, "constant", Hparams(), "lbfgs"),
 )
 
 
@@ -860,15 +875,7 @@ def exercise_over_seeds(
             )
     _check_confidence(confidence, "exercise_over_seeds")
     plan = _plan(
-        [
-            _Config(
-                s.spec,
-                TrainConfig(epochs=epochs, optimizer="adam", schedule=s.schedule, record_every=0),
-                s.hparams,
-                {},
-            )
-            for s in EXERCISE_STRATEGIES
-        ],
+        [_Config(s.spec, s.config(epochs), s.hparams, {}) for s in EXERCISE_STRATEGIES],
         seed_list,
     )
     xt, yt, xv, yv = lecture_data(data_seed)
@@ -885,7 +892,7 @@ def exercise_over_seeds(
     train = dict(zip(labels, runs.train_mse, strict=True))
     base = labels[0]
     rows, paired = [], {}
-    for i, (label, spec, _, _) in enumerate(EXERCISE_STRATEGIES):
+    for i, (label, spec, *_) in enumerate(EXERCISE_STRATEGIES):
         v = val[label]
         s = _describe(v, train[label], confidence)
         row = {

@@ -398,15 +398,15 @@ def run_exercise(summary: dict, out, epochs: int = 4000, param_seed: int = 1234)
     baseline first) from ``PRNGKey(param_seed)``; writes ``exercise.md`` into ``out``."""
     import jax
 
-    from jaxreg.engine import TrainConfig
     from jaxreg.runner import fit
     from jaxreg.sweeps import EXERCISE_STRATEGIES
 
     data = summary["data"]
     rows = []
     base_val = None
-    for label, spec, schedule, hp in EXERCISE_STRATEGIES:
-        cfg = TrainConfig(epochs=epochs, optimizer="adam", schedule=schedule, record_every=0)
+    for strategy in EXERCISE_STRATEGIES:
+        label, spec, hp = strategy.label, strategy.spec, strategy.hparams
+        cfg = strategy.config(epochs)
         first, cold = fit(
             spec, cfg, data, hp, key=jax.random.PRNGKey(param_seed), return_timings=True
         )
