@@ -97,25 +97,34 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
       init: weight initializer, one of ``jaxreg.model.INITIALIZERS``; default
         ``glorot_uniform`` (``he_normal`` is the lecture's).
       bias_init: ``zeros`` (default), ``ones`` (the lecture's) or ``normal``.
-      optimizer: one of ``jaxreg.optim.OPTIMIZERS``; default ``adam``.
+      optimizer: one of ``jaxreg.optim.OPTIMIZERS``; default ``adam``. ``lbfgs`` is
+        full-batch L-BFGS with Optax's zoom line search (scikit-learn's ``solver="lbfgs"``):
+        one iteration an epoch, ``learning_rate``, ``schedule`` and ``batch_size`` unused.
       learning_rate: initial learning rate (traced: changing it never recompiles);
-        default ``1e-3`` (with 500 full-batch Adam epochs this fits the diabetes data well
-        out of the box; see benchmarks/bench_sklearn.py).
+        default ``1e-3``.
       schedule: None (constant) or one of ``jaxreg.optim.SCHEDULES``, over all
         ``epochs``.
       l2: L2 penalty on the weights (not biases) of the standardized-space network, added
         to the mean squared error (traced); default 0.
-      epochs: training epochs; default 500.
-      batch_size: rows per minibatch; None (default) trains full-batch (one step per
-        epoch on all rows, deterministic) and ignores ``sampling``.
+      epochs: the most training epochs (scikit-learn's ``max_iter``); default 200.
+      batch_size: rows per minibatch; ``"auto"`` (default) is ``min(200, n_samples)`` as in
+        scikit-learn; None trains full-batch (one step per epoch on all rows) and ignores
+        ``sampling``.
       sampling: with a ``batch_size``: ``shuffle`` (default; a permutation per epoch) or
         ``bootstrap`` (rows drawn with replacement).
       validation_fraction: fraction of rows held out (chosen by ``random_state``) to
         record ``validation_loss_curve_``; default 0. ``early_stopping=True`` with 0 holds
         out 0.1.
-      early_stopping: stop once the validation MSE has not improved for ``patience``
-        epochs and restore the best parameters; all on the device. Default False.
-      patience: epochs without improvement before stopping; default 50.
+      early_stopping: apply the stopping rule to the validation MSE and restore the best
+        parameters; default False (the rule then watches the training loss and the final
+        parameters are kept). All on the device.
+      tol: the stopping rule: stop once the loss has not improved by more than ``tol``
+        for more than ``n_iter_no_change`` consecutive epochs, as scikit-learn does; for
+        ``lbfgs``, the gradient max-norm at which it has converged. Default ``1e-4``; None
+        turns the rule off (every epoch is trained; early stopping uses ``tol=0``). A run
+        that reaches ``epochs`` (or ``max_fun``) first warns ``ConvergenceWarning``.
+      n_iter_no_change: default 10 (Keras's ``EarlyStopping(patience=k)`` is ``k - 1``).
+      max_fun: ``lbfgs`` only: the most loss evaluations; default 15000.
       standardize: standardize X and y with the (weighted) training mean and standard
         deviation, stored in the model and inverted on predict; default True.
       n_ensemble: members of a deep ensemble (different initial keys and minibatch
@@ -145,6 +154,10 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
       n_features_in_, feature_names_in_ (DataFrames only), n_outputs_.
       x_scaler_, y_scaler_: ``jaxreg.data.Standardizer`` of inputs and targets.
       compile_seconds_, run_seconds_: timings of the last fit.
+
+    ``X`` may be a ``scipy.sparse`` CSR/CSC matrix (densified: the first layer is dense).
+    Rows are padded to a few bucket sizes with zero-weight rows that are never sampled, so
+    fits on similar row counts share one compiled executable.
 
     Example:
       >>> import numpy as np
