@@ -350,3 +350,16 @@ def test_predict_checks_the_number_of_features(fitted):
     model, X, _ = fitted
     with pytest.raises(ValueError, match="X has 3 features, but MLPRegressor is expecting 2"):
         model.predict(np.ones((2, 3)))
+
+
+def test_partial_fit_keeps_training_after_epochs_calls():
+    # scikit-learn's partial_fit has no iteration limit; epochs only shapes the schedule.
+    X, y = _data()
+    model = MLPRegressor(**{**BASE, "epochs": 3})
+    snapshots = []
+    for _ in range(5):
+        model.partial_fit(X, y)
+        snapshots.append(np.array(model.params_[0].W))
+    assert model.n_iter_ == 5
+    assert not np.array_equal(snapshots[3], snapshots[2])
+    assert not np.array_equal(snapshots[4], snapshots[3])

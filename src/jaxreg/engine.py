@@ -122,34 +122,19 @@ class TrainConfig:
                 "'full' with optimizer='lbfgs' (L-BFGS is full-batch)",
                 self.sampling,
             )
+        lbfgs, full = self.optimizer == "lbfgs", self.sampling == "full"
+        rule = f"None unless optimizer='lbfgs' (it is {self.optimizer!r})"
+        validate.unused(owner, "max_fun", self.max_fun, not lbfgs, rule)
         if self.max_fun is not None:
-            if self.optimizer != "lbfgs":
-                raise validate.bad(
-                    owner,
-                    "max_fun",
-                    f"None unless optimizer='lbfgs' (it is {self.optimizer!r})",
-                    self.max_fun,
-                )
             validate.integer(owner, "max_fun", self.max_fun, low=1)
-        if self.sampling == "full":
-            if self.batch_size is not None:
-                raise validate.bad(
-                    owner,
-                    "batch_size",
-                    "None when sampling='full' (use "
-                    "sampling='shuffle' or 'bootstrap' for minibatches)",
-                    self.batch_size,
-                )
-        else:
+        rule = "None when sampling='full' (use sampling='shuffle' or 'bootstrap' for minibatches)"
+        validate.unused(owner, "batch_size", self.batch_size, full, rule)
+        if not full:
             validate.integer(owner, "batch_size", self.batch_size, low=1)
+        rule = f"None unless sampling='bootstrap' (sampling is {self.sampling!r})"
+        bootstrap = self.sampling == "bootstrap"
+        validate.unused(owner, "steps_per_epoch", self.steps_per_epoch, not bootstrap, rule)
         if self.steps_per_epoch is not None:
-            if self.sampling != "bootstrap":
-                raise validate.bad(
-                    owner,
-                    "steps_per_epoch",
-                    f"None unless sampling='bootstrap' (sampling is {self.sampling!r})",
-                    self.steps_per_epoch,
-                )
             validate.integer(owner, "steps_per_epoch", self.steps_per_epoch, low=1)
         validate.integer(owner, "record_every", self.record_every, low=0)
         if self.record_every and self.epochs % self.record_every:

@@ -528,10 +528,11 @@ def _run_chunks(
 
     def finished(state) -> bool:
         epochs = np.asarray(state.epoch)
-        done = epochs >= cfg.epochs
+        # n_epochs more epochs may go past cfg.epochs (partial_fit keeps training).
+        done = epochs >= (cfg.epochs if limit is None else limit)
         if cfg.patience is not None or cfg.optimizer == "lbfgs":
             done = done | np.asarray(state.stopped)
-        return bool(np.all(done)) or (limit is not None and int(np.max(epochs)) >= limit)
+        return bool(np.all(done))
 
     while not finished(state):
         t0 = time.perf_counter()

@@ -102,15 +102,7 @@ def real(
     return v
 
 
-def integer(
-    owner: str,
-    name: str,
-    value,
-    low=None,
-    high=None,
-    allow_none: bool = False,
-    extra: str | None = None,
-):
+def integer(owner: str, name: str, value, low=None, high=None, *, allow_none=False, extra=None):
     """``value`` as an int if it is an integer in ``[low, high]`` (None: unbounded), or None
     when ``allow_none``; else raise (naming ``extra``, another accepted value the caller
     handles, in the rule). Bools are not integers."""
@@ -125,6 +117,13 @@ def integer(
     ):
         raise bad(owner, name, rule, value)
     return int(value)
+
+
+def unused(owner: str, name: str, value, ignored: bool, rule: str) -> None:
+    """Raise when ``value`` is set (not None) although another setting makes it
+    meaningless (``ignored``); ``rule`` says when it may be set."""
+    if ignored and value is not None:
+        raise bad(owner, name, rule, value)
 
 
 def choice(owner: str, name: str, value, choices, allow_none: bool = False):

@@ -464,8 +464,14 @@ def linear_run(
     from jaxreg.linear import LinearSGDRegressor
 
     x, y = linear_blog_data(seed)
+    # The blog: raw values, every step trained (no standardization, no stopping rule).
     est = LinearSGDRegressor(
-        learning_rate=learning_rate, n_steps=steps, batch_size=batch_size, random_state=seed
+        learning_rate,
+        n_steps=steps,
+        batch_size=batch_size,
+        tol=None,
+        standardize=False,
+        random_state=seed,
     ).fit(x, y)
     pred = est.predict(x)
     return LinearRun(
