@@ -200,12 +200,24 @@ def evaluate(model: str, X, y, text, categories, folds: int, max_fold_s: float) 
     if len(scores) < folds:
         notes.insert(0, f"**{len(scores)}/{folds} folds only** (a fold took > {max_fold_s:g} s)")
     return {
+        "scores": scores,
         "r2": float(np.mean(scores)),
         "r2_std": float(np.std(scores)),
         "fold_s": statistics.median(seconds),
         "total_s": sum(seconds),
         "notes": "; ".join(notes),
     }
+
+
+def paired(other: str, ours: dict, theirs: dict) -> str:
+    """jaxreg's R² minus ``other``'s on the same folds, with a paired t-test's p-value."""
+    from scipy import stats
+
+    a, b = np.asarray(ours["scores"]), np.asarray(theirs["scores"])
+    if len(a) != len(b) or len(a) < 2:
+        return f"vs {other}: folds differ"
+    p = stats.ttest_rel(a, b).pvalue
+    return f"ΔR² vs {other} {np.mean(a - b):+.4f} (paired t-test over folds p={p:.2f})"
 
 
 def warm_up() -> float:
@@ -310,11 +322,15 @@ def main(argv=None) -> int:
         _, source, target, _, note = DATASETS[name]
         target = ", ".join(target) if isinstance(target, list) else target
         tables.append(f"| {name} | `{source}` | {shape} | {target} | {note} |")
+        runs = {}
         for model in models:
             print(f"{name} ({shape}) {model} ...", file=sys.stderr, flush=True)
-            r = evaluate(
+            runs[model] = evaluate(
                 model, X, y, text, categories, 2 if args.quick else 5, args.max_fold_seconds
             )
+        if "jaxreg" in runs and "sklearn" in runs:
+            runs["jaxreg"]["notes"] += "; " + paired("sklearn", runs["jaxreg"], runs["sklearn"])
+        for model, r in runs.items():
             results.append(
                 f"| {name} | {shape} | {model} | {r['r2']:.4f} ± {r['r2_std']:.4f} "
                 f"| {r['fold_s']:.2f} | {r['total_s']:.1f} | {r['notes']} |"
