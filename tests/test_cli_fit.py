@@ -86,12 +86,30 @@ def test_diabetes_fit_predict_report(tmp_path, diabetes_csv, capsys):
     assert compile_count() - compiles == 3
     assert "353 training and 89 validation rows" in out
     assert "Ridge baseline (validation)" in out and "network (validation)" in out
+    assert "HistGradientBoosting baseline (validation)" in out
     assert "Compile" in out and "training" in out
     run = json.loads((model_dir / "model.json").read_text())["run"]
     net = run["metrics"]["network (validation)"]
     ridge = run["metrics"]["Ridge baseline (validation)"]
     # Ridge on diabetes explains roughly half of the variance; the network is in that range.
     assert 0.2 < ridge["r2"] < 0.8 and 0.0 < net["r2"] < 0.8
+    # The baselines are scikit-learn's, refitted here on the training rows the run recorded.
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.metrics import r2_score
+
+    from jaxreg.data import training_split
+
+    frame = pd.read_csv(diabetes_csv)
+    x, y = frame.drop(columns="target").to_numpy(), frame["target"].to_numpy()
+    split = run["split"]
+    _, tr, val_rows = training_split(len(y), split["validation_fraction"], split["seed"])
+    hgb = HistGradientBoostingRegressor(random_state=split["seed"]).fit(x[tr], y[tr])
+    ref = r2_score(y[val_rows], hgb.predict(x[val_rows]))
+    assert run["metrics"]["HistGradientBoosting baseline (validation)"]["r2"] == pytest.approx(ref)
+    loses = [
+        name for name, m in run["metrics"].items() if "baseline" in name and m["r2"] > net["r2"]
+    ]
+    assert ("The network loses on the validation rows" in out) == bool(loses)
     assert not (tmp_path / "model.checkpoint").exists()
 
     # predict: one row per input row, columns named after the target, plus the std.
@@ -382,3 +400,37 @@ def test_bad_model_folders_and_prediction_data(tmp_path, capsys):
         assert err.startswith(f"jaxreg {cmd}: error: ")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv", "notmodel"]
     assert [p.name for p in (tmp_path / "notmodel").iterdir()] == ["x.txt"]
+
+
+def test_the_verdict_names_every_baseline_that_beats_the_network():
+    from jaxreg.apps.fitcmd import verdict
+
+    def m(r2):
+        return {"r2": r2, "mse": 1.0, "mae": 1.0}
+
+    names = ["network (validation)", "Ridge baseline (validation)", "HGB baseline (validation)"]
+    assert verdict(dict(zip(names, [m(0.5), m(0.4), m(0.3)], strict=True))) is None
+    line = verdict(dict(zip(names, [m(0.5), m(0.6), m(0.7)], strict=True)))
+    assert line == (
+        "The network loses on the validation rows: its R² 0.5000 is below "
+        "Ridge (0.6000) and HGB (0.7000)."
+    )
+    assert verdict(dict(zip(names, [m(None), m(0.6), m(0.7)], strict=True))) is None
+
+
+def test_a_large_table_trains_the_boosting_baseline_on_a_subsample(monkeypatch):
+    from jaxreg.apps import fitcmd
+    from jaxreg.tabular import Table
+
+    class Mean:  # a stand-in network: predicts the training mean
+        def predict(self, frame):
+            return np.full(len(frame), 0.5)
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 2))
+    table = Table(x, (x[:, :1] > 0).astype(float), ["a", "b"], ["y"], np.arange(60), 0, "t")
+    monkeypatch.setattr(fitcmd, "HGB_ROWS", 30)
+    metrics = fitcmd._metrics(Mean(), table, np.arange(48), np.arange(48, 60))
+    assert list(metrics)[2] == (
+        "HistGradientBoosting baseline (validation; trained on 30 of the 48 training rows)"
+    )

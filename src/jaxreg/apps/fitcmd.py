@@ -5,7 +5,8 @@ rows, standardizes, trains an ``MLPRegressor`` (early stopping with the best epo
 restored) in equal compiled chunks with a live progress bar, optionally writes atomic
 checkpoints (``--checkpoint-every N``; ``--resume`` continues after a kill and ends with the
 parameters of an uninterrupted run), saves the model, writes the report and prints
-validation R², MSE and MAE next to a scikit-learn ``Ridge`` baseline.
+validation R², MSE and MAE next to scikit-learn's ``Ridge`` and
+``HistGradientBoostingRegressor`` baselines, and says so when the network loses.
 
 ``predict MODEL_DIR DATA`` writes one row of predictions per input row (``--std`` adds the
 ensemble standard deviation); ``report MODEL_DIR`` regenerates the report.
@@ -190,8 +191,11 @@ def run_fit(args: argparse.Namespace) -> int:
     model = _train(args, checked, table, tr, ckpt)
     interrupts.check()
     _print_timing(model)
-    metrics = _metrics(model, table, tr, val)
+    metrics = _metrics(model, table, tr, val, seed=args.seed)
     _print_metrics(metrics)
+    line = verdict(metrics)
+    if line:
+        print(line)
     document = model.document(
         run={
             "data": str(pathlib.Path(args.data).resolve()),
@@ -382,11 +386,19 @@ def _print_timing(model) -> None:
     )
 
 
-def _metrics(model, table, tr, val) -> dict:
-    """Validation (or training, without validation rows) metrics of the network and a
-    Ridge baseline fitted on the same training rows."""
+HGB_ROWS = 100_000  # HistGradientBoosting baseline: at most this many training rows
+
+
+def _metrics(model, table, tr, val, seed: int = 0) -> dict:
+    """Validation (or training, without validation rows) metrics of the network and of two
+    scikit-learn baselines fitted on the same training rows: Ridge on standardized
+    features, and HistGradientBoosting (on a random subsample of ``HGB_ROWS`` rows of a
+    larger table, said in its name)."""
     import numpy as np
+    import pandas as pd
+    from sklearn.ensemble import HistGradientBoostingRegressor
     from sklearn.linear_model import Ridge
+    from sklearn.multioutput import MultiOutputRegressor
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
@@ -394,17 +406,48 @@ def _metrics(model, table, tr, val) -> dict:
 
     rows = val if len(val) else tr
     x, y = table.x, table.y
-    import pandas as pd
+    which = "validation" if len(val) else "training"
+
+    def predict(est, fit_rows):
+        target = y[fit_rows] if y.shape[1] > 1 else y[fit_rows, 0]
+        pred = est.fit(x[fit_rows], target).predict(x[rows])
+        return np.asarray(pred).reshape(len(rows), -1)
 
     frame = pd.DataFrame(x[rows], columns=table.feature_names)
     pred = np.asarray(model.predict(frame)).reshape(len(rows), -1)
-    ridge = make_pipeline(StandardScaler(), Ridge(alpha=1.0)).fit(x[tr], y[tr])
-    base = np.asarray(ridge.predict(x[rows])).reshape(len(rows), -1)
-    which = "validation" if len(val) else "training"
+    ridge = predict(make_pipeline(StandardScaler(), Ridge(alpha=1.0)), tr)
+    hgb_rows, hgb_name = tr, f"HistGradientBoosting baseline ({which})"
+    if len(tr) > HGB_ROWS:
+        hgb_rows = np.sort(np.random.default_rng(seed).choice(tr, HGB_ROWS, replace=False))
+        hgb_name = (
+            f"HistGradientBoosting baseline ({which}; trained on {HGB_ROWS:,} of the "
+            f"{len(tr):,} training rows)"
+        )
+    hgb = HistGradientBoostingRegressor(random_state=seed)
+    hgb_pred = predict(hgb if y.shape[1] == 1 else MultiOutputRegressor(hgb), hgb_rows)
     return {
         f"network ({which})": regression_metrics(y[rows], pred),
-        f"Ridge baseline ({which})": regression_metrics(y[rows], base),
+        f"Ridge baseline ({which})": regression_metrics(y[rows], ridge),
+        hgb_name: regression_metrics(y[rows], hgb_pred),
     }
+
+
+def verdict(metrics: dict) -> str | None:
+    """One plain line when a baseline has a higher R² than the network, else None."""
+    items = list(metrics.items())
+    net_name, net = items[0]
+    if net["r2"] is None:
+        return None
+    better = [
+        (name.split(" baseline")[0], m["r2"])
+        for name, m in items[1:]
+        if m["r2"] is not None and m["r2"] > net["r2"]
+    ]
+    if not better:
+        return None
+    rows = net_name[net_name.index("(") + 1 : -1]
+    others = " and ".join(f"{name} ({r2:.4f})" for name, r2 in better)
+    return f"The network loses on the {rows} rows: its R² {net['r2']:.4f} is below {others}."
 
 
 def _print_metrics(metrics: dict) -> None:
