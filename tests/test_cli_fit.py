@@ -409,13 +409,23 @@ def test_the_verdict_names_every_baseline_that_beats_the_network():
         return {"r2": r2, "mse": 1.0, "mae": 1.0}
 
     names = ["network (validation)", "Ridge baseline (validation)", "HGB baseline (validation)"]
-    assert verdict(dict(zip(names, [m(0.5), m(0.4), m(0.3)], strict=True))) is None
-    line = verdict(dict(zip(names, [m(0.5), m(0.6), m(0.7)], strict=True)))
-    assert line == (
+    assert verdict(dict(zip(names, [m(0.5), m(0.4), m(0.3)], strict=True))) == []
+    assert verdict(dict(zip(names, [m(0.5), m(0.6), m(0.7)], strict=True))) == [
         "The network loses on the validation rows: its R² 0.5000 is below "
         "Ridge (0.6000) and HGB (0.7000)."
-    )
-    assert verdict(dict(zip(names, [m(None), m(0.6), m(0.7)], strict=True))) is None
+    ]
+    assert verdict(dict(zip(names, [m(None), m(0.6), m(0.7)], strict=True))) == []
+    # Several targets: each target's network against that target's baselines only.
+    per_target = {
+        "network (validation), a": m(0.9),
+        "network (validation), b": m(0.2),
+        "Ridge baseline (validation), a": m(0.5),
+        "Ridge baseline (validation), b": m(0.3),
+        "HGB baseline (validation; trained on 9 of the 10 training rows), b": m(0.1),
+    }
+    assert verdict(per_target) == [
+        "The network loses on the validation rows for b: its R² 0.2000 is below Ridge (0.3000)."
+    ]
 
 
 def test_a_large_table_trains_the_boosting_baseline_on_a_subsample(monkeypatch):
@@ -434,3 +444,36 @@ def test_a_large_table_trains_the_boosting_baseline_on_a_subsample(monkeypatch):
     assert list(metrics)[2] == (
         "HistGradientBoosting baseline (validation; trained on 30 of the 48 training rows)"
     )
+
+
+def test_several_targets_get_metrics_each_in_their_own_units(tmp_path, capsys):
+    from sklearn.metrics import mean_absolute_error, r2_score
+
+    from jaxreg.data import training_split
+    from jaxreg.estimator import load
+
+    rng = np.random.default_rng(3)
+    u, v = rng.uniform(-2, 2, 120), rng.uniform(-2, 2, 120)
+    frame = pd.DataFrame({"u": u, "v": v, "big": 1000 * np.sin(u), "small": v / 1000})
+    data = tmp_path / "two.csv"
+    frame.to_csv(data, index=False)
+    args = ["fit", str(data), "--target", "big", "--target", "small", "--hidden", "8"]
+    args += ["--epochs", "30", "--patience", "0", "--quiet", "--no-report"]
+    code, out, err = _run([*args, "--out", str(tmp_path / "m")], capsys)
+    assert code == 0, err
+    run = json.loads((tmp_path / "m" / "model.json").read_text())["run"]
+    names = list(run["metrics"])
+    for model in ("network", "Ridge baseline", "HistGradientBoosting baseline"):
+        for target in ("big", "small"):
+            assert f"{model} (validation), {target}" in names
+            assert f"{model} (validation), {target}" in out
+    _, _, val = training_split(120, 0.2, 0)
+    pred = load(tmp_path / "m").predict(frame[["u", "v"]].iloc[val])
+    for j, target in enumerate(("big", "small")):
+        m = run["metrics"][f"network (validation), {target}"]
+        truth = frame[target].to_numpy()[val]
+        assert m["r2"] == pytest.approx(r2_score(truth, pred[:, j]), rel=1e-9)
+        assert m["mae"] == pytest.approx(mean_absolute_error(truth, pred[:, j]), rel=1e-9)
+    # MAE in each target's own units: thousands apart, never averaged together.
+    big, small = (run["metrics"][f"network (validation), {t}"]["mae"] for t in ("big", "small"))
+    assert big > 1e4 * small

@@ -30,6 +30,7 @@ __all__ = [
     "Report",
     "member_predictions",
     "read_run_info",
+    "metrics_by_target",
     "regression_metrics",
     "column_names",
     "write_report",
@@ -79,19 +80,33 @@ def member_predictions(saved: SavedModel, x) -> np.ndarray:
 
 
 def regression_metrics(y_true, y_pred) -> dict:
-    """R², MSE and MAE averaged over outputs (``(n, k)`` arrays); R² is None where it is
-    undefined (fewer than two rows, or a constant target)."""
+    """R², MSE and MAE of one target (1-D arrays, or ``(n, 1)``) with scikit-learn's
+    metrics, in the target's own units; R² is None where it is undefined (fewer than two
+    rows, or a constant target)."""
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+    t = np.asarray(y_true, np.float64).reshape(-1)
+    p = np.asarray(y_pred, np.float64).reshape(-1)
+    if t.shape != p.shape:
+        raise ValueError(f"regression_metrics needs one target: got {t.shape} and {p.shape}.")
+    defined = len(t) > 1 and np.ptp(t) > 0
+    return {
+        "r2": float(r2_score(t, p)) if defined else None,
+        "mse": float(mean_squared_error(t, p)),
+        "mae": float(mean_absolute_error(t, p)),
+    }
+
+
+def metrics_by_target(label: str, y_true, y_pred, targets) -> dict[str, dict]:
+    """``{label: metrics}`` for one target, ``{"label, target": metrics}`` for each of
+    several: targets in different units are never averaged together."""
     y_true = np.asarray(y_true, np.float64).reshape(len(y_true), -1)
     y_pred = np.asarray(y_pred, np.float64).reshape(len(y_pred), -1)
-    err = y_pred - y_true
-    ss_res = np.sum(err**2, axis=0)
-    ss_tot = np.sum((y_true - y_true.mean(axis=0)) ** 2, axis=0)
-    r2 = np.where(ss_tot > 0, 1 - ss_res / np.where(ss_tot > 0, ss_tot, 1), np.nan)
-    r2_mean = float(np.mean(r2)) if len(y_true) > 1 else float("nan")
+    if y_true.shape[1] == 1:
+        return {label: regression_metrics(y_true[:, 0], y_pred[:, 0])}
     return {
-        "r2": r2_mean if np.isfinite(r2_mean) else None,
-        "mse": float(np.mean(err**2)),
-        "mae": float(np.mean(np.abs(err))),
+        f"{label}, {t}": regression_metrics(y_true[:, j], y_pred[:, j])
+        for j, t in enumerate(targets)
     }
 
 
@@ -327,7 +342,7 @@ def _write_report(
     j = 0 if x is None else _pick_feature(saved, x, feature, feats)
     images = [_plot_losses(saved, out / "loss_curves.png")]
     sections = [("Loss curves", images[0], "Training and validation MSE per epoch.")]
-    metrics_rows = []
+    metrics_rows: list[tuple[str, dict]] = []
     if x is not None:
         members = member_predictions(saved, x)
         pred = members.mean(axis=0)
@@ -345,12 +360,8 @@ def _write_report(
             sections.append(("Residuals", images[-1], "True minus predicted."))
             for name, rows in (("train", ~mask), ("validation", mask)):
                 if rows.any():
-                    metrics_rows.append(
-                        (
-                            f"network, {name} rows ({int(rows.sum())})",
-                            regression_metrics(y[rows], pred[rows]),
-                        )
-                    )
+                    label = f"network, {name} rows ({int(rows.sum())})"
+                    metrics_rows += metrics_by_target(label, y[rows], pred[rows], targets).items()
         images.append(_plot_curve(saved, x, y, j, feats, targets, out / "fitted_curve.png"))
         sections.append(
             (

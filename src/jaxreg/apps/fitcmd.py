@@ -193,8 +193,7 @@ def run_fit(args: argparse.Namespace) -> int:
     _print_timing(model)
     metrics = _metrics(model, table, tr, val, seed=args.seed)
     _print_metrics(metrics)
-    line = verdict(metrics)
-    if line:
+    for line in verdict(metrics):
         print(line)
     document = model.document(
         run={
@@ -402,7 +401,7 @@ def _metrics(model, table, tr, val, seed: int = 0) -> dict:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from jaxreg.report import regression_metrics
+    from jaxreg.report import metrics_by_target
 
     rows = val if len(val) else tr
     x, y = table.x, table.y
@@ -425,29 +424,39 @@ def _metrics(model, table, tr, val, seed: int = 0) -> dict:
         )
     hgb = HistGradientBoostingRegressor(random_state=seed)
     hgb_pred = predict(hgb if y.shape[1] == 1 else MultiOutputRegressor(hgb), hgb_rows)
+    names = table.target_names
     return {
-        f"network ({which})": regression_metrics(y[rows], pred),
-        f"Ridge baseline ({which})": regression_metrics(y[rows], ridge),
-        hgb_name: regression_metrics(y[rows], hgb_pred),
+        **metrics_by_target(f"network ({which})", y[rows], pred, names),
+        **metrics_by_target(f"Ridge baseline ({which})", y[rows], ridge, names),
+        **metrics_by_target(hgb_name, y[rows], hgb_pred, names),
     }
 
 
-def verdict(metrics: dict) -> str | None:
-    """One plain line when a baseline has a higher R² than the network, else None."""
-    items = list(metrics.items())
-    net_name, net = items[0]
-    if net["r2"] is None:
-        return None
-    better = [
-        (name.split(" baseline")[0], m["r2"])
-        for name, m in items[1:]
-        if m["r2"] is not None and m["r2"] > net["r2"]
-    ]
-    if not better:
-        return None
-    rows = net_name[net_name.index("(") + 1 : -1]
-    others = " and ".join(f"{name} ({r2:.4f})" for name, r2 in better)
-    return f"The network loses on the {rows} rows: its R² {net['r2']:.4f} is below {others}."
+def verdict(metrics: dict) -> list[str]:
+    """One plain line per target on which a baseline has a higher R² than the network.
+
+    Names are ``"<model> (<rows>)"`` with ``", <target>"`` appended for several targets."""
+    lines = []
+    for name, net in metrics.items():
+        if not name.startswith("network (") or net["r2"] is None:
+            continue
+        rows, _, target = name[len("network (") :].partition(")")
+        better = [
+            (other.split(" baseline")[0], m["r2"])
+            for other, m in metrics.items()
+            if " baseline (" in other
+            and other.endswith(f"){target}")
+            and m["r2"] is not None
+            and m["r2"] > net["r2"]
+        ]
+        if better:
+            which = f" for {target[2:]}" if target else ""
+            others = " and ".join(f"{b} ({r2:.4f})" for b, r2 in better)
+            lines.append(
+                f"The network loses on the {rows} rows{which}: its R² {net['r2']:.4f} is "
+                f"below {others}."
+            )
+    return lines
 
 
 def _print_metrics(metrics: dict) -> None:
