@@ -7,7 +7,7 @@ import pytest
 from jaxreg.apps.options import option_tables
 from jaxreg.cli import build_parser, main
 
-KEYS = {"type", "default", "help", "metavar", "flag", "action", "required", "choices"}
+KEYS = {"type", "default", "help", "metavar", "flag", "action", "required", "choices", "values"}
 
 
 def test_every_option_has_help_and_known_keys():
@@ -47,3 +47,28 @@ def test_help_exits_zero(argv, capsys):
         main([*argv, "--help"])
     assert exc.value.code == 0
     assert "(default: " in capsys.readouterr().out
+
+
+def test_the_listed_values_are_the_libraries_names():
+    from jaxreg.model import ACTIVATIONS
+    from jaxreg.optim import OPTIMIZERS
+
+    fit = option_tables()["fit"]
+    assert sorted(fit["--activation"]["values"]) == sorted(ACTIVATIONS)
+    assert fit["--optimizer"]["values"] == list(OPTIMIZERS)
+
+
+def test_the_fit_defaults_are_the_estimators():
+    from jaxreg import MLPRegressor
+
+    est, fit = MLPRegressor(), option_tables()["fit"]
+    assert tuple(int(w) for w in fit["--hidden"]["default"].split(",")) == est.hidden_layer_sizes
+    assert fit["--activation"]["default"] == est.activation
+    assert fit["--optimizer"]["default"] == est.optimizer
+    assert fit["--lr"]["default"] == est.learning_rate
+    assert fit["--epochs"]["default"] == est.epochs
+    assert fit["--batch-size"]["default"] == est.batch_size
+    assert fit["--tol"]["default"] == est.tol
+    assert fit["--max-fun"]["default"] == est.max_fun
+    # Keras's patience counts the epoch that stops: scikit-learn's n_iter_no_change + 1.
+    assert fit["--patience"]["default"] == est.n_iter_no_change + 1

@@ -59,6 +59,12 @@ def _parse_hidden(text: str) -> tuple[int, ...]:
     return sizes
 
 
+def _batch_size(text: str):
+    """``--batch-size``: "auto", 0 (full batch: None) or a number of rows."""
+    text = text.strip().lower()
+    return "auto" if text == "auto" else (int(text) or None)
+
+
 def _check_fit_args(args) -> dict:
     from jaxreg.model import ACTIVATIONS
     from jaxreg.optim import OPTIMIZERS
@@ -74,9 +80,11 @@ def _check_fit_args(args) -> dict:
         raise _usage(f"--l2 must be a float in [0, inf). Got {args.l2!r}.")
     if args.epochs < 1:
         raise _usage(f"--epochs must be an integer >= 1. Got {args.epochs}.")
-    if args.batch_size < 0:
+    batch = args.batch_size.strip().lower()
+    if batch != "auto" and not (batch.isdigit()):
         raise _usage(
-            f"--batch-size must be an integer >= 0 (0 for full batch). Got {args.batch_size}."
+            f"--batch-size must be 'auto' or an integer >= 0 (0 for full batch). "
+            f"Got {args.batch_size!r}."
         )
     if not (0 <= args.val_fraction < 1):
         raise _usage(f"--val-fraction must be a float in [0, 1). Got {args.val_fraction!r}.")
@@ -254,7 +262,7 @@ def _train(args, checked, table, tr, ckpt):
         learning_rate=args.lr,
         l2=args.l2,
         epochs=args.epochs,
-        batch_size=args.batch_size or None,
+        batch_size=_batch_size(args.batch_size),
         validation_fraction=args.val_fraction,
         # --patience is Keras's: stop after that many epochs without improvement, which
         # is scikit-learn's n_iter_no_change = patience - 1; 0 trains every epoch.

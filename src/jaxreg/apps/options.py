@@ -2,8 +2,10 @@
 option of every command, one table an option; ``add_options`` adds one section's options.
 
 A table holds ``argparse.add_argument``'s keywords, with ``type`` spelled ``"int"`` or
-``"float"`` and ``flag = true`` for a switch. A help text gets ``(default: …)`` appended
-unless it names its default itself or the option has none worth naming.
+``"float"``, ``flag = true`` for a switch and ``values`` for the names a command accepts
+(listed in the help; the command checks them, and a test keeps them equal to the code's).
+A help text gets ``(default: …)`` appended unless it names its default itself or the
+option has none worth naming.
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ def add_options(parser, section: str) -> None:
             kw["type"] = _TYPES[kw["type"]]
         if "choices" in kw:
             kw["choices"] = tuple(kw["choices"])
+        values = kw.pop("values", None)  # listed in the help; checked by the command
+        if values:
+            kw["help"] = f"{kw['help']}: one of {', '.join(values)}"
         text = kw.get("help")
         if text and kw.get("default") not in (None, False) and "default" not in text:
             kw["help"] = f"{text} (default: %(default)s)"
