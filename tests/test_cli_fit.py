@@ -477,3 +477,18 @@ def test_several_targets_get_metrics_each_in_their_own_units(tmp_path, capsys):
     # MAE in each target's own units: thousands apart, never averaged together.
     big, small = (run["metrics"][f"network (validation), {t}"]["mae"] for t in ("big", "small"))
     assert big > 1e4 * small
+
+
+def test_progress_without_a_terminal_is_a_few_plain_lines(tmp_path, capsys):
+    frame = _small_frame()
+    data = tmp_path / "d.csv"
+    frame.to_csv(data, index=False)
+    args = [a for a in SMALL if a != "--quiet"]
+    code, out, err = _run(["fit", str(data), *args, "--out", str(tmp_path / "m")], capsys)
+    assert code == 0, err
+    lines = err.strip().splitlines()
+    assert lines[0] == "compiling the training loop (400 epochs) ..."
+    epochs = [int(line.split("epoch ")[1].split("/")[0]) for line in lines[1:]]
+    assert 2 <= len(epochs) <= 11 and epochs == sorted(epochs) and epochs[-1] == 400
+    assert all("train MSE" in line and "val MSE" in line for line in lines[1:])
+    assert "\x1b[" not in err  # no terminal escape codes in a log

@@ -307,17 +307,25 @@ def _train(args, checked, table, tr, ckpt):
 
 
 class _ProgressBar:
-    """A rich progress bar on stderr: epoch, train and validation MSE, ETA."""
+    """Progress on stderr: "compiling" until the first chunk is done, then epoch, train and
+    validation MSE and the ETA as a rich bar on a terminal, or as a plain line at every
+    tenth of the epochs when stderr is a file or a pipe (a log)."""
 
-    def __init__(self, epochs: int, members: int, scale2, quiet: bool = False):
+    def __init__(self, epochs: int, members: int, scale2, quiet: bool = False, plain=None):
         """``scale2``: the squared scale of the targets, so that the standardized MSE the
-        run records shows in the targets' own units."""
+        run records shows in the targets' own units. ``plain``: None decides from
+        whether stderr is a terminal."""
         self.epochs, self.members, self.quiet = epochs, members, quiet
         self.scale2 = scale2
         self.progress = None
+        self.plain = (not sys.stderr.isatty()) if plain is None else plain
+        self.next_line = 0
 
     def __enter__(self):
         if self.quiet:
+            return self
+        if self.plain:
+            print(f"compiling the training loop ({self.epochs} epochs) ...", file=sys.stderr)
             return self
         from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -335,7 +343,7 @@ class _ProgressBar:
         )
         self.progress.__enter__()
         self.task = self.progress.add_task(
-            "training", total=self.epochs * self.members, epoch="0", train="-", val="-"
+            "compiling", total=self.epochs * self.members, epoch="0", train="-", val="-"
         )
         return self
 
@@ -349,7 +357,7 @@ class _ProgressBar:
         from jaxreg import interrupts
 
         interrupts.check()  # an interrupt swallowed by a callback inside JAX ends it here
-        if self.progress is None:
+        if self.quiet:
             return
         import numpy as np
 
@@ -374,6 +382,17 @@ class _ProgressBar:
                 if self.members == 1
                 else f" ({int(stopped.sum())} stopped early)"
             )
+        if self.plain:
+            finished = done >= self.epochs * self.members
+            if progress.epoch >= self.next_line or finished:
+                self.next_line = progress.epoch + max(1, self.epochs // 10)
+                print(
+                    f"{desc}: epoch {progress.epoch}/{self.epochs}  train MSE {train}  "
+                    f"val MSE {val}",
+                    file=sys.stderr,
+                )
+            return
+        assert self.progress is not None
         self.progress.update(
             self.task,
             completed=done,
