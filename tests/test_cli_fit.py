@@ -492,3 +492,31 @@ def test_progress_without_a_terminal_is_a_few_plain_lines(tmp_path, capsys):
     assert 2 <= len(epochs) <= 11 and epochs == sorted(epochs) and epochs[-1] == 400
     assert all("train MSE" in line and "val MSE" in line for line in lines[1:])
     assert "\x1b[" not in err  # no terminal escape codes in a log
+
+
+def test_predict_keep_copies_identifier_columns_for_every_row(tmp_path, capsys):
+    frame = _small_frame()
+    data = tmp_path / "d.csv"
+    frame.to_csv(data, index=False)
+    code, _, err = _run(["fit", str(data), *SMALL, "--out", str(tmp_path / "m")], capsys)
+    assert code == 0, err
+    new = frame[["u", "v"]].head(6).copy()
+    new.insert(0, "patient", [f"p{i}" for i in range(6)])
+    new.loc[2, "u"] = np.nan  # a row with a missing feature keeps its identifier
+    rows = tmp_path / "new.csv"
+    new.to_csv(rows, index=False)
+    out_file = tmp_path / "pred.csv"
+    args = ["predict", str(tmp_path / "m"), str(rows), "--keep", "patient", "--drop-na"]
+    code, _, err = _run([*args, "--out", str(out_file)], capsys)
+    assert code == 0, err
+    got = pd.read_csv(out_file)
+    assert list(got.columns) == ["patient", "y"]
+    assert list(got["patient"]) == [f"p{i}" for i in range(6)]
+    assert np.isnan(got["y"][2]) and np.isfinite(got["y"].drop(index=2)).all()
+    for bad, message in [
+        (["--keep", "nope"], "--keep must name a column of"),
+        (["--keep", "patient", "--keep", "patient"], "--keep must name each column once"),
+    ]:
+        args = ["predict", str(tmp_path / "m"), str(rows), "--drop-na", *bad]
+        code, _, err = _run(args, capsys)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1

@@ -561,7 +561,7 @@ def run_predict(args: argparse.Namespace) -> int:
     mean, std = model.predict(X, return_std=True)
     mean = np.asarray(mean).reshape(len(X), -1)
     std = np.asarray(std).reshape(len(X), -1)
-    cols = {}
+    cols = _kept_columns(args, n_rows, targets)
     for j, name in enumerate(targets):
         full = np.full(n_rows, np.nan)
         full[table.rows] = mean[:, j]
@@ -584,6 +584,32 @@ def run_predict(args: argparse.Namespace) -> int:
         path = write_text(args.out, text)
         print(f"Wrote {n_rows} prediction row(s) to {path}")
     return 0
+
+
+def _kept_columns(args, n_rows: int, targets: list[str]) -> dict:
+    """``--keep`` columns of the input file, every row, as they are (identifiers)."""
+    keep = args.keep or []
+    if not keep:
+        return {}
+    from jaxreg import tabular
+
+    df = tabular.read_table(args.data, encoding=args.encoding)
+    outputs = set(targets) | {f"{t}_std" for t in targets}
+    for col in keep:
+        if col not in df.columns:
+            raise _usage(
+                f"--keep must name a column of {args.data!r}. Got {col!r}; its columns are "
+                f"{list(map(str, df.columns))}."
+            )
+        if col in outputs:
+            raise _usage(
+                f"--keep {col!r} would be overwritten by the prediction column of the same "
+                "name; keep another column or rename it in the file."
+            )
+    if len(set(keep)) != len(keep):
+        raise _usage(f"--keep must name each column once. Got {keep!r}.")
+    assert len(df) == n_rows  # the file's data rows, as the features were read
+    return {col: df[col].to_numpy() for col in keep}
 
 
 # ------------------------------------------------------------------ report
