@@ -128,6 +128,12 @@ def test_1_an_existing_model_needs_overwrite_checked_before_training(model_dir, 
     assert _snapshot(model_dir) != before
 
 
+def _fit_checkpointed(csv, ckpt, out, *extra) -> list[str]:
+    """``jaxreg fit`` arguments with checkpoints every 5 epochs in ``ckpt``."""
+    args = ["fit", str(csv), *FAST, "--checkpoint-every", "5", "--checkpoint-dir", str(ckpt)]
+    return [*args, *extra, "--out", str(out)]
+
+
 def test_2_checkpoint_dir_with_a_foreign_checkpoint_json_is_refused_untouched(
     tmp_path, csv, capsys
 ):
@@ -137,21 +143,7 @@ def test_2_checkpoint_dir_with_a_foreign_checkpoint_json_is_refused_untouched(
     (ckpt / "notes.txt").write_text("mine")
     before = _snapshot(ckpt)
     for extra in ([], ["--resume"]):
-        code, out, err = _run(
-            [
-                "fit",
-                str(csv),
-                *FAST,
-                "--checkpoint-every",
-                "5",
-                "--checkpoint-dir",
-                str(ckpt),
-                *extra,
-                "--out",
-                str(tmp_path / "m"),
-            ],
-            capsys,
-        )
+        code, out, err = _run(_fit_checkpointed(csv, ckpt, tmp_path / "m", *extra), capsys)
         assert code == 2 and "checkpoint" in _one_error_line(err)
         assert "Read " not in out
         assert _snapshot(ckpt) == before and not (tmp_path / "m").exists()
@@ -167,20 +159,7 @@ def test_2_a_finished_run_removes_only_its_own_checkpoint_files(tmp_path, csv, c
 
         check_checkpoint_folder(ckpt)
     (ckpt / "notes.txt").unlink()
-    code, _, err = _run(
-        [
-            "fit",
-            str(csv),
-            *FAST,
-            "--checkpoint-every",
-            "5",
-            "--checkpoint-dir",
-            str(ckpt),
-            "--out",
-            str(tmp_path / "m"),
-        ],
-        capsys,
-    )
+    code, _, err = _run(_fit_checkpointed(csv, ckpt, tmp_path / "m"), capsys)
     assert code == 0, err
     # The user made the folder: jaxreg removes its own files and leaves the folder.
     assert ckpt.is_dir() and list(ckpt.iterdir()) == []

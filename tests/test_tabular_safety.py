@@ -178,24 +178,27 @@ def _small_csv(tmp_path, n=10):
     return p
 
 
+def _sweep_without_data(tmp_path, option: str, value: str) -> list[str]:
+    """``jaxreg sweep`` on a data file that does not exist: an option must be refused first."""
+    data = str(tmp_path / "none.csv")
+    return [
+        "sweep",
+        "--data",
+        data,
+        "--target",
+        "y",
+        option,
+        value,
+        "--out",
+        str(tmp_path / "o"),
+        *TINY,
+    ]
+
+
 @pytest.mark.parametrize("value", ["-1", "4294967296"])
 def test_sweep_split_seed_out_of_range_is_refused_before_any_work(tmp_path, capsys, value):
     # the data file does not exist: the option is checked first
-    code, _, err = _run(
-        [
-            "sweep",
-            "--data",
-            str(tmp_path / "none.csv"),
-            "--target",
-            "y",
-            "--split-seed",
-            value,
-            "--out",
-            str(tmp_path / "o"),
-            *TINY,
-        ],
-        capsys,
-    )
+    code, _, err = _run(_sweep_without_data(tmp_path, "--split-seed", value), capsys)
     assert code == 2
     line = _one_line(err, "jaxreg sweep: error: ")
     assert line == f"--split-seed must be an integer in [0, 4294967295]. Got {value}."
@@ -215,21 +218,7 @@ def test_sweep_split_seed_range_is_the_generators(tmp_path):
 
 @pytest.mark.parametrize("value", ["-0.1", "0", "1", "1.5", "nan"])
 def test_sweep_val_fraction_outside_0_1_is_refused_before_any_work(tmp_path, capsys, value):
-    code, _, err = _run(
-        [
-            "sweep",
-            "--data",
-            str(tmp_path / "none.csv"),
-            "--target",
-            "y",
-            "--val-fraction",
-            value,
-            "--out",
-            str(tmp_path / "o"),
-            *TINY,
-        ],
-        capsys,
-    )
+    code, _, err = _run(_sweep_without_data(tmp_path, "--val-fraction", value), capsys)
     assert code == 2
     line = _one_line(err, "jaxreg sweep: error: ")
     assert line.startswith("--val-fraction must be a float in (0, 1)"), line

@@ -396,26 +396,22 @@ def _one_padded_epoch(spec: MLPSpec, cfg: TrainConfig, state: TrainState, skey, 
 
 
 def _epoch(spec: MLPSpec, cfg: TrainConfig, state: TrainState, skey, x_t, y_t, w, hp, n_real=None):
+    lbfgs = cfg.optimizer == "lbfgs"
+
     def go(state):
         params_t, opt_state, step, loss = _one_epoch(
             spec, cfg, state, skey, x_t, y_t, w, hp, n_real
         )
+        stopped = state.stopped
+        if lbfgs:  # L-BFGS's own rule, or its budget of function evaluations spent
+            stopped = stopped | opt_state.converged
+            if cfg.max_fun is not None:
+                stopped = stopped | (opt_state.n_fun >= cfg.max_fun)
         return state._replace(
-            params=params_t, opt_state=opt_state, step=step, epoch=state.epoch + 1
+            params=params_t, opt_state=opt_state, step=step, epoch=state.epoch + 1, stopped=stopped
         ), loss
 
-    if cfg.optimizer == "lbfgs":
-        plain = go
-
-        def go(state):
-            state, loss = plain(state)
-            o = state.opt_state
-            done = o.converged
-            if cfg.max_fun is not None:
-                done = done | (o.n_fun >= cfg.max_fun)
-            return state._replace(stopped=state.stopped | done), loss
-
-    elif cfg.patience is None:
+    if cfg.patience is None and not lbfgs:
         return go(state)
     # A stopped run skips its remaining epochs (the loop keeps its fixed length).
     return lax.cond(state.stopped, lambda s: (s, jnp.asarray(jnp.nan, x_t.dtype)), go, state)
