@@ -130,7 +130,7 @@ def test_diabetes_fit_predict_report(tmp_path, diabetes_csv, capsys):
     saved = load_model(model_dir)
     members = member_predictions(saved, data.drop(columns="target").to_numpy())
     np.testing.assert_allclose(df["target"], members.mean(axis=0)[:, 0], rtol=1e-6)
-    assert isinstance(model, MLPRegressor) and saved.n_ensemble == 2
+    assert isinstance(model[-1], MLPRegressor) and saved.n_ensemble == 2
 
     # report: PNGs that load, an HTML page with embedded images and no external resources.
     code, out, err = _run(["report", str(model_dir)], capsys)
@@ -236,7 +236,7 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run_and_the_estimator(tmp_
             random_state=7,
         )
         ref.fit(frame[["u", "v"]], frame["y"], chunk_epochs=_chunk_epochs(400, None))
-        got = load(tmp_path / "straight")
+        got = load(tmp_path / "straight")[-1]  # the network behind the preprocessing
         for a, b in zip(ref.params_, got.params_, strict=True):
             assert np.array_equal(a.W, b.W) and np.array_equal(a.b, b.b)
     finally:
@@ -273,12 +273,37 @@ BAD_FIT = [
     ("unreadable encoding", "a,y\n1,2\n".encode("utf-16"), [], ["cannot be read as utf-8"]),
     ("missing target", "a,b\n1,2\n3,4\n", [], ["'y'", "not found", "Available columns: 'a', 'b'"]),
     (
-        "non-numeric",
+        "number with a typo",
         "a,y\n1,2\nabc,3\n4,5\n",
         [],
-        ["column 'a'", "must be numeric", "'abc'", "row 2"],
+        ["Column 'a'", "mixes numbers and text", "'abc'", "row 2 (line 3", "--categorical"],
     ),
-    ("NaN rows", "a,y\n1,2\n,3\n4,5\n5,6\n", [], ["1 row(s) with missing values", "--drop-na"]),
+    (
+        "identifier column",
+        "id,a,y\nr1,1,2\nr2,2,3\nr3,4,5\n",
+        ["--max-categories", "2"],
+        ["Column 'id'", "3 distinct text values", "--max-categories 2", "identifier"],
+    ),
+    (
+        "declared numeric",
+        "a,b,y\n1,x,2\n2,3,3\n4,5,5\n",
+        ["--numeric", "b"],
+        ["Column 'b'", "declared numeric (--numeric)", "'x'", "row 1 (line 2"],
+    ),
+    (
+        "unknown categorical",
+        "a,y\n1,2\n2,3\n4,5\n",
+        ["--categorical", "z"],
+        ["--categorical", "['z']", "not among the features"],
+    ),
+    (
+        "missing target",
+        "a,y\n1,2\n2,\n4,5\n5,6\n",
+        [],
+        ["1 row(s) with a missing target", "row 2 (line 3", "'y'", "--drop-na"],
+    ),
+    ("bad test fraction", "a,y\n1,2\n2,3\n3,4\n", ["--test-fraction", "1"], ["--test-fraction"]),
+    ("bad cv", "a,y\n1,2\n2,3\n3,4\n", ["--cv", "1"], ["--cv must be an integer >= 2"]),
     ("single row", "a,y\n1,2\n", [], ["at least 2 data rows", "Got 1"]),
     ("constant target", "a,y\n1,2\n2,2\n3,2\n", [], ["'y'", "is constant"]),
     (
@@ -430,20 +455,32 @@ def test_the_verdict_names_every_baseline_that_beats_the_network():
 
 def test_a_large_table_trains_the_boosting_baseline_on_a_subsample(monkeypatch):
     from jaxreg.apps import fitcmd
-    from jaxreg.tabular import Table
 
     class Mean:  # a stand-in network: predicts the training mean
         def predict(self, frame):
             return np.full(len(frame), 0.5)
 
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(60, 2))
-    table = Table(x, (x[:, :1] > 0).astype(float), ["a", "b"], ["y"], np.arange(60), 0, "t")
+    x = pd.DataFrame(rng.normal(size=(60, 2)), columns=["a", "b"])
+    y = (x[["a"]].to_numpy() > 0).astype(float)
     monkeypatch.setattr(fitcmd, "HGB_ROWS", 30)
-    metrics = fitcmd._metrics(Mean(), table, np.arange(48), np.arange(48, 60))
+    empty = np.arange(0)
+    metrics = fitcmd._metrics(Mean(), x, y, ["y"], np.arange(48), np.arange(48, 60), empty)
     assert list(metrics)[2] == (
         "HistGradientBoosting baseline (validation; trained on 30 of the 48 training rows)"
     )
+    # With test rows, the baselines are scored there and the verdict compares like rows.
+    metrics = fitcmd._metrics(
+        Mean(), x, y, ["y"], np.arange(40), np.arange(40, 50), np.arange(50, 60)
+    )
+    assert list(metrics) == [
+        "network (validation)",
+        "network (test)",
+        "Ridge baseline (test)",
+        "HistGradientBoosting baseline (test; trained on 30 of the 40 training rows)",
+    ]
+    lines = fitcmd.verdict(metrics)
+    assert len(lines) == 1 and lines[0].startswith("The network loses on the test rows")
 
 
 def test_several_targets_get_metrics_each_in_their_own_units(tmp_path, capsys):

@@ -33,6 +33,9 @@ _EXPORTS = {
     "run": "jaxreg.runner",
     "MLPRegressor": "jaxreg.estimator",
     "load": "jaxreg.estimator",
+    "save": "jaxreg.estimator",
+    "TablePreprocessor": "jaxreg.preprocess",
+    "UnknownCategoryWarning": "jaxreg.preprocess",
     "save_model": "jaxreg.store",
     "load_model": "jaxreg.store",
 }

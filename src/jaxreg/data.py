@@ -180,6 +180,27 @@ def training_split(
     return seed, np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
+def holdout_split(
+    n: int, validation_fraction: float, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(train, validation, test)`` row positions, sorted, as ``jaxreg fit`` draws them.
+
+    The test rows come first, from scikit-learn's ``train_test_split`` with
+    ``random_state=seed`` (none when ``test_fraction`` is 0); the validation rows are then
+    drawn from the others by ``training_split`` with the same seed, exactly as the estimator
+    draws them from the rows it is given.
+    """
+    rows = np.arange(n)
+    test = rows[:0]
+    if test_fraction > 0:
+        from sklearn.model_selection import train_test_split
+
+        rows, test = train_test_split(rows, test_size=test_fraction, random_state=seed)
+        rows, test = np.sort(rows), np.sort(test)
+    _, tr, val = training_split(len(rows), validation_fraction, seed)
+    return rows[tr], rows[val], test
+
+
 # ---------------------------------------------------------------- standardizer
 
 

@@ -754,10 +754,22 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         store.save_model_document(path, self.document(), overwrite=overwrite)
         return path
 
-    def document(self, run: dict | None = None) -> store.ModelDocument:
+    def document(self, run: dict | None = None, *, preprocessor=None) -> store.ModelDocument:
         """The fitted model as a ``jaxreg.store.ModelDocument`` (in memory, checked), with
-        ``run`` (how it was made: data, split, metrics) recorded beside it."""
+        ``run`` (how it was made: data, split, metrics) recorded beside it, and the fitted
+        ``TablePreprocessor`` in front of it, if any (stored as plain data)."""
         check_is_fitted(self, "params_")
+        features = getattr(self, "feature_names_in_", None)
+        prep = None
+        if preprocessor is not None:
+            check_is_fitted(preprocessor, "transformer_")
+            if preprocessor.n_features_out_ != self.n_features_in_:
+                raise ValueError(
+                    f"The preprocessor gives {preprocessor.n_features_out_} column(s), but "
+                    f"the network was fitted on {self.n_features_in_}."
+                )
+            prep = preprocessor.to_dict()
+            features = preprocessor.get_feature_names_out() if features is None else features
         params = self.get_params()
         if not isinstance(params["random_state"], numbers.Integral | type(None)):
             params["random_state"] = None
@@ -791,11 +803,12 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             self.x_scaler_,
             self.y_scaler_,
             config=params,
-            feature_names=getattr(self, "feature_names_in_", None),
+            feature_names=features,
             target_names=targets if targets is not None and len(targets) == n_out else None,
             metadata=metadata,
             y_ndim=1 if self._y_1d else 2,
             run=run,
+            preprocessing=prep,
         )
 
 
@@ -860,13 +873,67 @@ def _target_names(y):
     return None if name is None or not hasattr(y, "to_numpy") else [str(name)]
 
 
-def load(path) -> MLPRegressor:
-    """Load a model folder written by ``MLPRegressor.save`` as a fitted ``MLPRegressor``.
+def _parts(model):
+    """``(preprocessor or None, MLPRegressor)`` of a model ``save`` accepts."""
+    from sklearn.pipeline import Pipeline
 
-    Predictions equal the saved model's bit for bit. Raises ``FileNotFoundError`` or
-    ``ValueError`` naming the problem (see ``jaxreg.store.load_model``).
+    from jaxreg.preprocess import TablePreprocessor
+
+    if isinstance(model, MLPRegressor):
+        return None, model
+    steps = model.steps if isinstance(model, Pipeline) else None
+    if (
+        steps is not None
+        and len(steps) == 2
+        and isinstance(steps[0][1], TablePreprocessor)
+        and isinstance(steps[1][1], MLPRegressor)
+    ):
+        return steps[0][1], steps[1][1]
+    raise ValueError(
+        "jaxreg.save takes a fitted MLPRegressor or a Pipeline of a TablePreprocessor and an "
+        f"MLPRegressor. Got {type(model).__name__}."
+    )
+
+
+def document(model, run: dict | None = None) -> store.ModelDocument:
+    """The ``ModelDocument`` of an ``MLPRegressor`` or of a ``Pipeline`` of a
+    ``TablePreprocessor`` and an ``MLPRegressor`` (the preprocessing stored as plain data)."""
+    prep, net = _parts(model)
+    return net.document(run, preprocessor=prep)
+
+
+def save(model, path, *, overwrite: bool = True):
+    """Save an ``MLPRegressor``, or a ``Pipeline`` of a ``TablePreprocessor`` and an
+    ``MLPRegressor`` (``make_pipeline(TablePreprocessor(), MLPRegressor())``), to the folder
+    ``path``: atomic, no pickle; ``jaxreg.load`` gives the same kind of object back."""
+    store.save_model_document(path, document(model), overwrite=overwrite)
+    return path
+
+
+def load(path):
+    """Load a model folder written by ``jaxreg.save`` (or ``MLPRegressor.save``, or
+    ``jaxreg fit``).
+
+    Returns a fitted ``MLPRegressor``; when the model was saved with its preprocessing (a
+    pipeline, or ``jaxreg fit`` on a table), a fitted ``Pipeline`` of the rebuilt
+    ``TablePreprocessor`` and the ``MLPRegressor``, which predicts from a raw
+    ``DataFrame`` (``predict(X, return_std=True)`` passes through). Predictions equal the
+    saved model's bit for bit. Raises ``FileNotFoundError`` or ``ValueError`` naming the
+    problem (see ``jaxreg.store.load_model``).
     """
     saved = store.load_model(path)
+    model = _network(saved)
+    if saved.preprocessing is None:
+        return model
+    from sklearn.pipeline import Pipeline
+
+    from jaxreg.preprocess import TablePreprocessor
+
+    prep = TablePreprocessor.from_dict(saved.preprocessing)
+    return Pipeline([("tablepreprocessor", prep), ("mlpregressor", model)])
+
+
+def _network(saved: store.SavedModel) -> MLPRegressor:
     cfg = dict(saved.config)
     valid = MLPRegressor().get_params()
     params = {k: v for k, v in cfg.items() if k in valid}

@@ -21,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 
 from jaxreg import files, plots, store
-from jaxreg.data import training_split
+from jaxreg.data import holdout_split
 from jaxreg.model import Layer, apply_members
 from jaxreg.store import SavedModel, load_model
 
@@ -291,11 +291,36 @@ def write_report(model, data=None, out_dir=None, *, feature=None, drop_na=None) 
     return Report(final / rep.html.name, [final / p.name for p in rep.images])
 
 
+def _read(saved: SavedModel, data, feats, targets, drop_na: bool):
+    """The network's features and the targets (None when the file lacks them) of a file:
+    through the model's preprocessing when it has one."""
+    from jaxreg import tabular
+
+    if saved.preprocessing is None:
+        table = tabular.load_features(data, feats, targets, drop_na=drop_na, dtype=np.float64)
+        return table.x, table.y
+    import warnings
+
+    from jaxreg.preprocess import TablePreprocessor, UnknownCategoryWarning
+
+    prep = TablePreprocessor.from_dict(saved.preprocessing)
+    frame = tabular.load_frame(
+        data,
+        targets,
+        list(prep.feature_names_in_),
+        drop_na=drop_na,
+        require_targets=False,
+        check_target=False,
+        min_rows=1,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnknownCategoryWarning)  # plotted as all zeros
+        return prep.transform(frame.x).to_numpy(np.float64), frame.y
+
+
 def _write_report(
     saved: SavedModel, run: dict, data, out: pathlib.Path, feature, drop_na
 ) -> Report:
-    from jaxreg import tabular
-
     feats, targets = column_names(saved, run)
     val_mask = None
     source = None
@@ -310,14 +335,16 @@ def _write_report(
             )
     if isinstance(data, str | pathlib.Path):
         na = run.get("drop_na", False) if drop_na is None else drop_na
-        table = tabular.load_features(data, feats, targets, drop_na=na, dtype=np.float64)
-        x, y = table.x, table.y
+        x, y = _read(saved, data, feats, targets, na)
         source = str(data)
         split = run.get("split") or {}
         same = run.get("data") and pathlib.Path(data).resolve() == pathlib.Path(run["data"])
         if same and split.get("n_rows") == len(x):
-            _, _, val = training_split(
-                len(x), float(split.get("validation_fraction", 0.0)), int(split.get("seed", 0))
+            _, val, test = holdout_split(
+                len(x),
+                float(split.get("validation_fraction", 0.0)),
+                float(split.get("test_fraction", 0.0)),
+                int(split.get("seed", 0)),
             )
             val_mask = np.zeros(len(x), bool)
             val_mask[val] = True

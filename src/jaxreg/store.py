@@ -36,6 +36,7 @@ import numpy as np
 from jaxreg import __version__, files
 from jaxreg.data import Standardizer
 from jaxreg.model import ACTIVATIONS, INITIALIZERS, Layer, MLPSpec
+from jaxreg.preprocess import SCHEMA as _PREPROCESSING
 
 __all__ = [
     "FORMAT",
@@ -82,6 +83,7 @@ class SavedModel(NamedTuple):
     jaxreg_version: str
     y_ndim: int = 2
     run: dict | None = None
+    preprocessing: dict | None = None
 
 
 class ModelDocument(NamedTuple):
@@ -137,6 +139,7 @@ _MODEL: dict[str, Any] = {
         "target_names": _NAMES,
         "y_ndim": {"enum": [1, 2]},
         "weights_sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+        "preprocessing": {"anyOf": [{"type": "null"}, _PREPROCESSING]},
     },
 }
 SCHEMA: dict[str, Any] = {
@@ -216,6 +219,7 @@ def build_document(
     metadata: dict | None = None,
     y_ndim: int = 2,
     run: dict | None = None,
+    preprocessing: dict | None = None,
 ) -> ModelDocument:
     """Everything a save writes, built and checked in memory (nothing touches the disk).
 
@@ -229,6 +233,8 @@ def build_document(
       metadata: anything else JSON-serializable (e.g. the fitted loss curves).
       y_ndim: 1 when predictions are 1-D (one target given as a vector), else 2.
       run: how the model was made (data file, split, metrics), or None.
+      preprocessing: ``TablePreprocessor.to_dict()`` when the network's inputs come from a
+        raw table (its output columns are the network's features), or None.
     """
     from safetensors.numpy import save as st_save
 
@@ -255,6 +261,8 @@ def build_document(
         "y_ndim": 1 if (y_ndim == 1 and spec.n_outputs == 1) else 2,
         "weights_sha256": digest,
     }
+    if preprocessing is not None:  # absent otherwise: older documents keep their checksum
+        model["preprocessing"] = preprocessing
     doc = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -594,7 +602,27 @@ def _saved(doc: dict, tensors: dict, where: str, what: str = "the model") -> Sav
         jaxreg_version=str(doc.get("jaxreg_version", "unknown")),
         y_ndim=int(model.get("y_ndim", 2)),
         run=doc.get("run"),
+        preprocessing=_preprocessing(model.get("preprocessing"), spec, what),
     )
+
+
+def _preprocessing(d: dict | None, spec: MLPSpec, what: str) -> dict | None:
+    """The stored preprocessing, checked by rebuilding it: it must give as many columns
+    as the network has inputs."""
+    if d is None:
+        return None
+    from jaxreg.preprocess import TablePreprocessor
+
+    try:
+        width = TablePreprocessor.from_dict(d).n_features_out_
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ValueError(f"{what} holds invalid preprocessing: {exc}") from None
+    if width != spec.n_inputs:
+        raise ValueError(
+            f"{what}: its preprocessing gives {width} column(s), but the network takes "
+            f"{spec.n_inputs}."
+        )
+    return d
 
 
 def _check_params(spec: MLPSpec, layers, what: str, m: int | None = None) -> None:

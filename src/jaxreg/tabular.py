@@ -11,13 +11,24 @@ pandas is imported inside the functions, so importing this module is cheap.
 from __future__ import annotations
 
 import pathlib
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from jaxreg import files
 
-__all__ = ["FORMATS", "Labels", "Table", "detect_format", "load_features", "load_xy", "read_table"]
+__all__ = [
+    "FORMATS",
+    "Frame",
+    "Labels",
+    "Table",
+    "detect_format",
+    "load_features",
+    "load_frame",
+    "load_xy",
+    "read_table",
+    "row_namer",
+]
 
 # suffix -> format; compressed text files (.csv.gz, ...) are recognised by their inner suffix
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -436,3 +447,120 @@ def load_features(
         df, path, fmt, features, targets, drop_na, 1, dtype, check_target=False, labels=labels
     )
     return Table(x, y, features, targets, rows, n_na, path)
+
+
+class Frame(NamedTuple):
+    """A table for a model with preprocessing: the feature columns as they are in the file.
+
+    ``x``: a ``pandas.DataFrame`` of the feature columns (text, numbers, missing values)
+    of the kept rows; ``y``: ``(n, k)`` float64 targets, or None; ``rows``: ``(n,)`` 0-based
+    positions of the kept rows in the file's data rows; ``n_dropped``: rows dropped for
+    missing values (with ``drop_na``).
+    """
+
+    x: Any
+    y: np.ndarray | None
+    feature_names: list[str]
+    target_names: list[str]
+    rows: np.ndarray
+    n_dropped: int
+    path: str
+
+
+def load_frame(
+    path,
+    targets,
+    features=None,
+    *,
+    drop_na: bool = False,
+    min_rows: int = 2,
+    encoding: str = "utf-8",
+    require_targets: bool = True,
+    check_target: bool = True,
+    labels: Labels = Labels(),
+) -> Frame:
+    """Read ``path`` for a model that preprocesses its features (``TablePreprocessor``).
+
+    Targets must be numeric and present in every kept row; feature columns come back as
+    they are (text, numbers, missing values), except that an infinite number is refused.
+    ``drop_na`` drops the rows with a missing value in any used column; otherwise missing
+    features stay (the preprocessor imputes them) and a missing target is refused. The
+    frame's index is the kept rows' 0-based position among the file's data rows, so
+    ``row_namer(path)`` names them in messages.
+    Without ``require_targets`` the targets are read only when every one is in the file.
+    """
+    import pandas as pd
+
+    targets = [targets] if isinstance(targets, str) else [str(t) for t in (targets or [])]
+    df = read_table(path, encoding=encoding)
+    path = str(path)
+    fmt = detect_format(path)
+    if not require_targets and not all(t in df.columns for t in targets):
+        targets = []
+    elif require_targets and not targets:
+        raise ValueError(f"{labels.target} must name at least one column. Got none.")
+    features, targets = _select(df, targets, features, path, labels)
+    x = df[features]
+    for name in features:
+        col = x[name]
+        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+            values = col.to_numpy(dtype=np.float64, na_value=np.nan)
+            inf = np.isinf(values)
+            if inf.any():
+                r = int(np.argmax(inf))
+                raise ValueError(
+                    f"Column {name!r} in {path!r} holds an infinite value "
+                    f"({float(values[r])}) in {_where(r, fmt)}; values must be finite."
+                )
+    y = None
+    keep = np.ones(len(df), bool)
+    if targets:
+        y = np.column_stack([_numeric_column(df, c, path, fmt, "Target", labels) for c in targets])
+        inf = np.isinf(y)
+        if inf.any():
+            r, c = (int(v) for v in np.argwhere(inf)[0])
+            raise ValueError(
+                f"Target column {targets[c]!r} in {path!r} holds an infinite value "
+                f"({y[r, c]}) in {_where(r, fmt)}; values must be finite."
+            )
+        missing_y = np.isnan(y).any(axis=1)
+        if missing_y.any() and not drop_na:
+            r = int(np.argmax(missing_y))
+            c = int(np.argmax(np.isnan(y[r])))
+            raise ValueError(
+                f"{path!r} has {int(missing_y.sum())} row(s) with a missing target, the first "
+                f"in {_where(r, fmt)}, column {targets[c]!r}; drop them with {labels.drop_na}."
+            )
+        keep &= ~missing_y
+    if drop_na:
+        keep &= ~x.isna().any(axis=1).to_numpy()
+    rows = np.flatnonzero(keep)
+    n_dropped = len(df) - len(rows)
+    if len(rows) == 0:
+        raise ValueError(
+            f"{path!r} has no rows left after dropping the {n_dropped} row(s) with missing values."
+        )
+    if len(rows) < min_rows:
+        raise ValueError(
+            f"{path!r} must have at least {min_rows} data rows"
+            f"{' (after dropping rows with missing values)' if n_dropped else ''} to fit a "
+            f"model. Got {len(rows)}."
+        )
+    x = x.iloc[rows]  # the index is still the file's 0-based data row: messages name it
+    if y is not None:
+        y = y[rows]
+        if check_target:
+            for j, name in enumerate(targets):
+                if np.all(y[:, j] == y[0, j]):
+                    raise ValueError(
+                        f"Target column {name!r} in {path!r} is constant (every row is "
+                        f"{y[0, j]:g}); there is nothing to learn."
+                    )
+    return Frame(x, y, features, targets, rows, n_dropped, path)
+
+
+def row_namer(path):
+    """``where(i)``: the file's 0-based data row ``i`` as messages name it (from 1, plus the
+    line for text files)."""
+    fmt = detect_format(path)
+    return lambda i: _where(int(i), fmt)

@@ -31,7 +31,7 @@ def _labels():
 
 
 def add_parser(sub) -> None:
-    add_command(sub, "fit", run_fit)
+    add_command(sub, "fit", run_fit, "fit", "table")
     add_command(sub, "predict", run_predict)
     add_command(sub, "report", run_report)
 
@@ -107,12 +107,27 @@ def _check_fit_args(args) -> dict:
         raise _usage(f"--seed must be an integer in [0, 4294967295]. Got {args.seed}.")
     if args.checkpoint_every is not None and args.checkpoint_every < 1:
         raise _usage(f"--checkpoint-every must be an integer >= 1. Got {args.checkpoint_every}.")
-    features = None
-    if args.features is not None:
-        features = [f.strip() for f in args.features.split(",") if f.strip()]
-        if not features:
-            raise _usage(f"--features must name at least one column. Got {args.features!r}.")
-    return {"hidden": hidden, "features": features}
+    if not (0 <= args.test_fraction < 1):
+        raise _usage(f"--test-fraction must be a float in [0, 1). Got {args.test_fraction!r}.")
+    if args.cv is not None and args.cv < 2:
+        raise _usage(f"--cv must be an integer >= 2. Got {args.cv}.")
+    if args.max_categories < 1:
+        raise _usage(f"--max-categories must be an integer >= 1. Got {args.max_categories}.")
+    return {
+        "hidden": hidden,
+        "features": _columns(args.features, "--features"),
+        "categorical": _columns(args.categorical, "--categorical"),
+        "numeric": _columns(args.numeric, "--numeric"),
+    }
+
+
+def _columns(text: str | None, flag: str) -> list[str] | None:
+    if text is None:
+        return None
+    names = [f.strip() for f in text.split(",") if f.strip()]
+    if not names:
+        raise _usage(f"{flag} must name at least one column. Got {text!r}.")
+    return names
 
 
 def _check_paths(args) -> tuple[pathlib.Path, pathlib.Path]:
@@ -168,52 +183,80 @@ def run_fit(args: argparse.Namespace) -> int:
     import numpy as np
 
     from jaxreg import interrupts, store, tabular
-    from jaxreg.data import training_split
+    from jaxreg.data import holdout_split
+    from jaxreg.estimator import document as model_document
+    from jaxreg.preprocess import check_columns
 
-    table = tabular.load_xy(
+    frame = tabular.load_frame(
         args.data,
         args.target,
         checked["features"],
         drop_na=args.drop_na,
-        dtype=np.float64,
         encoding=args.encoding,
         labels=_labels(),
     )
     interrupts.check()
-    if table.n_dropped:
-        print(f"Dropped {table.n_dropped} row(s) with missing values (--drop-na).")
-    n = len(table.x)
-    _, tr, val = training_split(n, args.val_fraction, args.seed)  # as the estimator draws it
+    numeric, categorical = check_columns(
+        frame.x,
+        checked["categorical"],
+        checked["numeric"],
+        args.max_categories,
+        labels=_prep_labels(args.data),
+    )
+    if frame.n_dropped:
+        print(f"Dropped {frame.n_dropped} row(s) with missing values (--drop-na).")
+    n = len(frame.x)
+    tr, val, test = holdout_split(n, args.val_fraction, args.test_fraction, args.seed)
+    fit_rows = np.union1d(tr, val)  # what the estimator gets; it holds out val itself
     if len(val) and len(tr) < 2:
         raise _usage(
             f"--val-fraction {args.val_fraction} leaves {len(tr)} training row(s) of "
-            f"{n}; at least 2 are needed. Lower --val-fraction or add rows."
+            f"{len(fit_rows)}; at least 2 are needed. Lower --val-fraction or add rows."
         )
     if args.val_fraction > 0 and len(val) < 1:
         raise _usage(f"--val-fraction {args.val_fraction} holds out no rows of {n}.")
+    if args.cv is not None and args.cv > len(fit_rows):
+        raise _usage(f"--cv {args.cv} needs at least {args.cv} rows. Got {len(fit_rows)}.")
+    held = f"{len(tr)} training and {len(val)} validation rows"
+    if len(test):
+        held += f", {len(test)} test rows (never seen in training)"
     print(
-        f"Read {args.data}: {n} rows, {len(table.feature_names)} feature(s) -> target(s) "
-        f"{', '.join(table.target_names)}; {len(tr)} training and {len(val)} validation "
-        "rows."
+        f"Read {args.data}: {n} rows, {len(frame.feature_names)} feature column(s) -> "
+        f"target(s) {', '.join(frame.target_names)}; {held}."
     )
-    model = _train(args, checked, table, tr, ckpt)
+    assert frame.y is not None  # load_frame requires the targets
+    prep = _fit_preprocessor(args, checked, frame.x.iloc[fit_rows])
+    x = _transform(prep, frame.x)
+    cv = _cross_validate(args, checked, frame, fit_rows) if args.cv else None
+    model = _train(args, checked, x.iloc[fit_rows], frame.y[fit_rows], frame.target_names, ckpt)
     interrupts.check()
     _print_timing(model)
-    metrics = _metrics(model, table, tr, val, seed=args.seed)
+    metrics = _metrics(model, x, frame.y, frame.target_names, tr, val, test, seed=args.seed)
     _print_metrics(metrics)
     for line in verdict(metrics):
         print(line)
-    document = model.document(
+    from sklearn.pipeline import Pipeline
+
+    pipeline = Pipeline([("tablepreprocessor", prep), ("mlpregressor", model)])
+    document = model_document(
+        pipeline,
         run={
             "data": str(pathlib.Path(args.data).resolve()),
-            "targets": table.target_names,
-            "features": table.feature_names,
+            "targets": frame.target_names,
+            "features": frame.feature_names,
             "drop_na": bool(args.drop_na),
-            "split": {"seed": args.seed, "validation_fraction": args.val_fraction, "n_rows": n},
+            "split": {
+                "seed": args.seed,
+                "validation_fraction": args.val_fraction,
+                "test_fraction": args.test_fraction,
+                "n_rows": n,
+            },
             "metrics": metrics,
+            "cv": cv,
+            "settings": _settings(args, checked),
             "compile_seconds": model.compile_seconds_,
             "run_seconds": model.run_seconds_,
-        }
+        },
     )
     # Everything that can fail happens before the commit; the commit is the last step.
     with store.ModelWriter(out, overwrite=args.overwrite) as writer:
@@ -233,6 +276,89 @@ def run_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prep_labels(path):
+    from jaxreg.preprocess import Labels
+    from jaxreg.tabular import row_namer
+
+    return Labels(
+        "--categorical",
+        "--numeric",
+        "--max-categories",
+        "the features (--features)",
+        where=row_namer(path),
+    )
+
+
+def _make_preprocessor(args, checked):
+    from jaxreg.preprocess import TablePreprocessor
+
+    return TablePreprocessor(
+        categorical=checked["categorical"],
+        numeric=checked["numeric"],
+        missing_indicator=args.missing_indicator,
+        max_categories=args.max_categories,
+    )
+
+
+def _fit_preprocessor(args, checked, x):
+    """The preprocessor fitted on the rows that train the model (test rows excluded); says
+    what it encodes and imputes."""
+    prep = _make_preprocessor(args, checked).fit(x, labels=_prep_labels(args.data))
+    d = prep.to_dict()
+    if d["categorical"]:
+        parts = []
+        for c in d["categorical"]:
+            k = len(c["categories"])
+            parts.append(f"{c['name']} ({k} values{' -> one 0/1 column' if k == 2 else ''})")
+        print(f"One-hot encoded: {', '.join(parts)}.")
+    na = x[prep.numeric_].isna().sum() if prep.numeric_ else None
+    if na is not None and int(na.sum()):
+        cols = ", ".join(f"{name} ({int(k)})" for name, k in na.items() if k)
+        extra = " with indicator columns" if args.missing_indicator else ""
+        print(f"Missing numbers imputed with the training medians{extra}: {cols}.")
+    return prep
+
+
+def _transform(model, x, predict: bool = False):
+    """``model.transform(x)`` (or ``predict(x, return_std=True)``); each unseen category
+    is one warning line on stderr."""
+    import warnings
+
+    from jaxreg.preprocess import UnknownCategoryWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnknownCategoryWarning)
+        out = model.predict(x, return_std=True) if predict else model.transform(x)
+    for w in caught:
+        print(f"Warning: {w.message}", file=sys.stderr)
+    return out
+
+
+def _settings(args, checked) -> dict:
+    """The options that made the model, for the report."""
+    import datetime
+    import platform
+
+    import jax
+    import sklearn
+
+    from jaxreg import __version__
+
+    keys = (
+        "hidden activation optimizer lr l2 epochs batch_size val_fraction test_fraction "
+        "patience tol max_fun ensemble seed drop_na missing_indicator max_categories cv"
+    ).split()
+    out = {k: getattr(args, k) for k in keys}
+    out["categorical"] = checked["categorical"]
+    out["numeric"] = checked["numeric"]
+    out["date"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    out["versions"] = (
+        f"jaxreg {__version__}, jax {jax.__version__}, scikit-learn {sklearn.__version__}, "
+        f"Python {platform.python_version()}"
+    )
+    return out
+
+
 def _clear_checkpoint(ckpt: pathlib.Path) -> None:
     """The model is committed: the checkpoint has served. A failure to remove it is a
     warning, not a failed command."""
@@ -244,18 +370,10 @@ def _clear_checkpoint(ckpt: pathlib.Path) -> None:
         print(f"warning: could not remove the checkpoint in {ckpt}: {exc}", file=sys.stderr)
 
 
-def _train(args, checked, table, tr, ckpt):
-    """Fit ``MLPRegressor`` through its public API: a progress bar and the checkpointer are
-    callbacks of its chunked run."""
-    import warnings
-
-    import pandas as pd
-    from sklearn.exceptions import ConvergenceWarning
-
-    from jaxreg.checkpoint import Checkpointer, read_checkpoint_meta
+def _make_model(args, checked, **overrides):
     from jaxreg.estimator import MLPRegressor
 
-    model = MLPRegressor(
+    params = dict(
         hidden_layer_sizes=checked["hidden"],
         activation=args.activation,
         optimizer=args.optimizer,
@@ -273,12 +391,30 @@ def _train(args, checked, table, tr, ckpt):
         n_ensemble=args.ensemble,
         random_state=args.seed,
     )
-    x = pd.DataFrame(table.x, columns=table.feature_names)
-    y = (
-        pd.Series(table.y[:, 0], name=table.target_names[0])
-        if table.y.shape[1] == 1
-        else pd.DataFrame(table.y, columns=table.target_names)
-    )
+    params.update(overrides)
+    return MLPRegressor(**params)
+
+
+def _target(y, names):
+    """``y`` as the estimator gets it: a vector for one target (predictions 1-D)."""
+    import pandas as pd
+
+    if y.shape[1] == 1:
+        return pd.Series(y[:, 0], name=names[0])
+    return pd.DataFrame(y, columns=names)
+
+
+def _train(args, checked, x, y, target_names, ckpt):
+    """Fit ``MLPRegressor`` on the preprocessed features through its public API: a progress
+    bar and the checkpointer are callbacks of its chunked run."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    from jaxreg.checkpoint import Checkpointer, read_checkpoint_meta
+    from jaxreg.data import Standardizer, training_split
+
+    model = _make_model(args, checked)
     chunk = _chunk_epochs(args.epochs, args.checkpoint_every)
     checkpoint = None
     if args.checkpoint_every is not None or args.resume:
@@ -292,18 +428,75 @@ def _train(args, checked, table, tr, ckpt):
         if every is not None and every % chunk:
             every = None
         checkpoint = Checkpointer(ckpt, every=every, resume=args.resume)
-    from jaxreg.data import Standardizer
-
-    scale2 = Standardizer.fit(table.y[tr]).scale ** 2  # as the estimator standardizes y
+    _, tr, _ = training_split(len(x), args.val_fraction, args.seed)
+    scale2 = Standardizer.fit(y[tr]).scale ** 2  # as the estimator standardizes y
     bar = _ProgressBar(args.epochs, args.ensemble, scale2, quiet=args.quiet)
     with bar, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
-        model.fit(x, y, callbacks=[bar.update], chunk_epochs=chunk, checkpoint=checkpoint)
+        model.fit(
+            x,
+            _target(y, target_names),
+            callbacks=[bar.update],
+            chunk_epochs=chunk,
+            checkpoint=checkpoint,
+        )
     for w in caught:  # one line each, not Python's file:line form
         print(f"Warning: {w.message}", file=sys.stderr)
     if checkpoint is not None and checkpoint.resumed_from is not None:
         print(f"Resumed from the checkpoint in {ckpt} (epoch {checkpoint.resumed_from}).")
     return model
+
+
+def _cross_validate(args, checked, frame, fit_rows) -> dict:
+    """K-fold cross-validated metrics of these settings on the rows that train the model
+    (test rows excluded): each fold fits its own preprocessor and network; folds share
+    one compilation (rows are padded to a bucket size). Returns ``{label: {metric:
+    [per fold]}}`` and prints the mean and spread."""
+    import warnings
+
+    import numpy as np
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.model_selection import KFold
+
+    from jaxreg import interrupts
+    from jaxreg.preprocess import UnknownCategoryWarning
+    from jaxreg.report import metrics_by_target
+
+    folds: dict[str, dict[str, list]] = {}
+    unconverged = 0
+    kfold = KFold(args.cv, shuffle=True, random_state=args.seed)
+    for k, (a, b) in enumerate(kfold.split(fit_rows)):
+        a, b = fit_rows[a], fit_rows[b]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            warnings.simplefilter("ignore", UnknownCategoryWarning)
+            prep = _make_preprocessor(args, checked).fit(frame.x.iloc[a])
+            model = _make_model(args, checked)
+            model.fit(prep.transform(frame.x.iloc[a]), _target(frame.y[a], frame.target_names))
+            pred = np.asarray(model.predict(prep.transform(frame.x.iloc[b])))
+        unconverged += any(issubclass(w.category, ConvergenceWarning) for w in caught)
+        interrupts.check()
+        got = metrics_by_target("network", frame.y[b], pred, frame.target_names)
+        for label, m in got.items():
+            for key, v in m.items():
+                folds.setdefault(label, {}).setdefault(key, []).append(v)
+        if not args.quiet:
+            shown = ", ".join("n/a" if m["r2"] is None else f"{m['r2']:.4f}" for m in got.values())
+            print(f"cross-validation fold {k + 1}/{args.cv}: R² {shown}", file=sys.stderr)
+    for label, m in folds.items():
+        r2 = [v for v in m["r2"] if v is not None]
+        text = f"{np.mean(r2):.4f} ± {np.std(r2):.4f}" if r2 else "n/a"
+        print(
+            f"{args.cv}-fold cross-validation, {label}: R² {text}, MSE "
+            f"{np.mean(m['mse']):.5g} ± {np.std(m['mse']):.5g}, MAE {np.mean(m['mae']):.5g}"
+        )
+    if unconverged:
+        print(
+            f"Warning: {unconverged} of {args.cv} cross-validation fits reached "
+            f"--epochs {args.epochs} before the stopping rule was met.",
+            file=sys.stderr,
+        )
+    return {"folds": args.cv, "seed": args.seed, "metrics": folds}
 
 
 class _ProgressBar:
@@ -415,13 +608,13 @@ def _print_timing(model) -> None:
 HGB_ROWS = 100_000  # HistGradientBoosting baseline: at most this many training rows
 
 
-def _metrics(model, table, tr, val, seed: int = 0) -> dict:
-    """Validation (or training, without validation rows) metrics of the network and of two
-    scikit-learn baselines fitted on the same training rows: Ridge on standardized
-    features, and HistGradientBoosting (on a random subsample of ``HGB_ROWS`` rows of a
-    larger table, said in its name)."""
+def _metrics(model, x, y, names, tr, val, test, seed: int = 0) -> dict:
+    """Metrics of the network on the validation rows and on the test rows (either may be
+    empty; with neither, the training rows), and of two scikit-learn baselines fitted on
+    the same training rows and preprocessed features, on the test rows (else the
+    validation rows): Ridge on standardized features, and HistGradientBoosting (on a random
+    subsample of ``HGB_ROWS`` rows of a larger table, said in its name)."""
     import numpy as np
-    import pandas as pd
     from sklearn.ensemble import HistGradientBoostingRegressor
     from sklearn.linear_model import Ridge
     from sklearn.multioutput import MultiOutputRegressor
@@ -430,17 +623,19 @@ def _metrics(model, table, tr, val, seed: int = 0) -> dict:
 
     from jaxreg.report import metrics_by_target
 
-    rows = val if len(val) else tr
-    x, y = table.x, table.y
-    which = "validation" if len(val) else "training"
+    sets = [("validation", val), ("test", test)]
+    sets = [(w, r) for w, r in sets if len(r)] or [("training", tr)]
+    which, rows = sets[-1]  # the baselines' rows: test, else validation, else training
 
     def predict(est, fit_rows):
         target = y[fit_rows] if y.shape[1] > 1 else y[fit_rows, 0]
-        pred = est.fit(x[fit_rows], target).predict(x[rows])
+        pred = est.fit(x.iloc[fit_rows], target).predict(x.iloc[rows])
         return np.asarray(pred).reshape(len(rows), -1)
 
-    frame = pd.DataFrame(x[rows], columns=table.feature_names)
-    pred = np.asarray(model.predict(frame)).reshape(len(rows), -1)
+    out = {}
+    for w, r in sets:
+        pred = np.asarray(model.predict(x.iloc[r])).reshape(len(r), -1)
+        out.update(metrics_by_target(f"network ({w})", y[r], pred, names))
     ridge = predict(make_pipeline(StandardScaler(), Ridge(alpha=1.0)), tr)
     hgb_rows, hgb_name = tr, f"HistGradientBoosting baseline ({which})"
     if len(tr) > HGB_ROWS:
@@ -451,9 +646,8 @@ def _metrics(model, table, tr, val, seed: int = 0) -> dict:
         )
     hgb = HistGradientBoostingRegressor(random_state=seed)
     hgb_pred = predict(hgb if y.shape[1] == 1 else MultiOutputRegressor(hgb), hgb_rows)
-    names = table.target_names
     return {
-        **metrics_by_target(f"network ({which})", y[rows], pred, names),
+        **out,
         **metrics_by_target(f"Ridge baseline ({which})", y[rows], ridge, names),
         **metrics_by_target(hgb_name, y[rows], hgb_pred, names),
     }
@@ -472,6 +666,7 @@ def verdict(metrics: dict) -> list[str]:
             (other.split(" baseline")[0], m["r2"])
             for other, m in metrics.items()
             if " baseline (" in other
+            and other.partition(" baseline (")[2].split(")")[0].split(";")[0] == rows
             and other.endswith(f"){target}")
             and m["r2"] is not None
             and m["r2"] > net["r2"]
@@ -490,7 +685,12 @@ def _print_metrics(metrics: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    if any("(validation)" in name for name in metrics):
+    if any("(test)" in name for name in metrics):
+        title = (
+            "Metrics on held-out rows, original units (early stopping watched the validation "
+            "rows, nothing saw the test rows)"
+        )
+    elif any("(validation)" in name for name in metrics):
         title = (
             "Metrics on the held-out rows, original units (early stopping also watched these rows)"
         )
@@ -531,14 +731,69 @@ def run_predict(args: argparse.Namespace) -> int:
     from jaxreg.estimator import load
 
     model = load(args.model)
+    net = model[-1] if hasattr(model, "steps") else model
+    targets = list(
+        getattr(net, "target_names_in_", None) or [f"y{i}" for i in range(net.n_outputs_)]
+    )
+    if net is not model:  # a raw table through the stored preprocessing
+        frame = tabular.load_frame(
+            args.data,
+            [],
+            [str(c) for c in model[0].feature_names_in_],
+            drop_na=args.drop_na,
+            encoding=args.encoding,
+            require_targets=False,
+            min_rows=1,
+            labels=_labels(),
+        )
+        X, rows, n_dropped = frame.x, frame.rows, frame.n_dropped
+    else:
+        X, rows, n_dropped = _numeric_features(args, model)
+    n_rows = len(rows) + n_dropped
+    mean, std = _transform(model, X, predict=True)
+    mean = np.asarray(mean).reshape(len(X), -1)
+    std = np.asarray(std).reshape(len(X), -1)
+    cols = _kept_columns(args, n_rows, targets)
+    for j, name in enumerate(targets):
+        full = np.full(n_rows, np.nan)
+        full[rows] = mean[:, j]
+        cols[name] = full
+        if args.std:
+            s = np.full(n_rows, np.nan)
+            s[rows] = std[:, j]
+            cols[f"{name}_std"] = s
+    import pandas as pd
+
+    text = pd.DataFrame(cols).to_csv(index=False, float_format="%.9g")
+    if n_dropped:
+        print(
+            f"{n_dropped} row(s) with missing features got empty predictions (--drop-na).",
+            file=sys.stderr,
+        )
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        from jaxreg.plots import write_text
+
+        path = write_text(args.out, text)
+        print(f"Wrote {n_rows} prediction row(s) to {path}")
+    return 0
+
+
+def _numeric_features(args, model):
+    """The features of a model saved without preprocessing (numbers only)."""
+    import numpy as np
+    import pandas as pd
+
+    from jaxreg import tabular
+
     feats = getattr(model, "feature_names_in_", None)
-    n_in = model.n_features_in_
     if feats is None:
         df = tabular.read_table(args.data, encoding=args.encoding)
-        if df.shape[1] != n_in:
+        if df.shape[1] != model.n_features_in_:
             raise _usage(
                 f"The model has no feature names, so DATA must have exactly its "
-                f"{n_in} feature column(s). Got {df.shape[1]} column(s) in "
+                f"{model.n_features_in_} feature column(s). Got {df.shape[1]} column(s) in "
                 f"{args.data!r}."
             )
         feats = list(df.columns)
@@ -551,39 +806,7 @@ def run_predict(args: argparse.Namespace) -> int:
         labels=_labels(),
         encoding=args.encoding,
     )
-    n_rows = len(table.rows) + table.n_dropped
-    targets = list(
-        getattr(model, "target_names_in_", None) or [f"y{i}" for i in range(model.n_outputs_)]
-    )
-    import pandas as pd
-
-    X = pd.DataFrame(table.x, columns=feats)
-    mean, std = model.predict(X, return_std=True)
-    mean = np.asarray(mean).reshape(len(X), -1)
-    std = np.asarray(std).reshape(len(X), -1)
-    cols = _kept_columns(args, n_rows, targets)
-    for j, name in enumerate(targets):
-        full = np.full(n_rows, np.nan)
-        full[table.rows] = mean[:, j]
-        cols[name] = full
-        if args.std:
-            s = np.full(n_rows, np.nan)
-            s[table.rows] = std[:, j]
-            cols[f"{name}_std"] = s
-    text = pd.DataFrame(cols).to_csv(index=False, float_format="%.9g")
-    if table.n_dropped:
-        print(
-            f"{table.n_dropped} row(s) with missing features got empty predictions (--drop-na).",
-            file=sys.stderr,
-        )
-    if args.out is None:
-        sys.stdout.write(text)
-    else:
-        from jaxreg.plots import write_text
-
-        path = write_text(args.out, text)
-        print(f"Wrote {n_rows} prediction row(s) to {path}")
-    return 0
+    return pd.DataFrame(table.x, columns=feats), table.rows, table.n_dropped
 
 
 def _kept_columns(args, n_rows: int, targets: list[str]) -> dict:

@@ -88,6 +88,7 @@ TOML_KEYS = {
 def add_parser(sub) -> None:
     p = add_command(sub, "sweep", run)
     add_options(p.add_argument_group("data"), "sweep-data")
+    add_options(p.add_argument_group("table"), "table")
     g = p.add_argument_group("grid")
     add_options(g, "sweep-grid")
     for opt, field in HP_OPTIONS.items():
@@ -222,29 +223,52 @@ def load_table(
     *,
     drop_na: bool = False,
     encoding: str = "utf-8",
+    categorical: str | None = None,
+    numeric: str | None = None,
+    max_categories: int = 100,
+    missing_indicator: bool = False,
 ):
     """Read a CSV/TSV/Parquet file into numeric ``(x, y, feature_names, target_names)``.
 
-    ``target`` and ``features`` are comma-separated column names. The file is read by
-    ``tabular.load_xy``, as ``jaxreg fit`` reads it: the same formats, checks and messages
-    (rows counted from 1; a constant target is refused).
+    ``target`` and ``features`` are comma-separated column names. The file is read as
+    ``jaxreg fit`` reads it (``tabular.load_frame``: the same formats, checks and messages;
+    rows counted from 1; a constant target is refused), and its text columns are one-hot
+    encoded and missing numbers imputed by a ``TablePreprocessor`` (``categorical`` and
+    ``numeric`` comma-separated, as ``jaxreg fit``'s options). Unlike ``fit``, which
+    learns them from the training rows only, the sweep learns the categories and medians
+    from every row (no target is read): all of its models then see the same features.
     """
     import numpy as np
 
     from jaxreg import tabular
+    from jaxreg.preprocess import Labels, TablePreprocessor
 
-    table = tabular.load_xy(
+    frame = tabular.load_frame(
         path,
         _names(target or ""),
         _names(features) if features else None,
         drop_na=drop_na,
-        dtype=np.float32,
         encoding=encoding,
         labels=tabular.Labels("--target", "--features", "--drop-na"),
     )
-    if table.n_dropped:
-        print(f"Dropped {table.n_dropped} row(s) with missing values (--drop-na).")
-    return table.x, table.y, table.feature_names, table.target_names
+    if frame.n_dropped:
+        print(f"Dropped {frame.n_dropped} row(s) with missing values (--drop-na).")
+    labels = Labels(
+        "--categorical",
+        "--numeric",
+        "--max-categories",
+        "the features (--features)",
+        where=tabular.row_namer(path),
+    )
+    prep = TablePreprocessor(
+        categorical=_names(categorical) if categorical else None,
+        numeric=_names(numeric) if numeric else None,
+        missing_indicator=missing_indicator,
+        max_categories=max_categories,
+    ).fit(frame.x, labels=labels)
+    x = prep.transform(frame.x).to_numpy(np.float32)
+    assert frame.y is not None
+    return x, frame.y.astype(np.float32), list(prep.feature_names_out_), frame.target_names
 
 
 def check_args(args) -> None:
@@ -297,7 +321,15 @@ def run(args: argparse.Namespace) -> int:
         standardize = False
     else:
         x, y, feats, targets = load_table(
-            args.data, args.target, args.features, drop_na=args.drop_na, encoding=args.encoding
+            args.data,
+            args.target,
+            args.features,
+            drop_na=args.drop_na,
+            encoding=args.encoding,
+            categorical=args.categorical,
+            numeric=args.numeric,
+            max_categories=args.max_categories,
+            missing_indicator=args.missing_indicator,
         )
         _check_split(len(x), args.val_fraction, args.split_seed)
         data = (x, y)

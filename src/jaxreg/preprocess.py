@@ -1,0 +1,507 @@
+"""Tables as they come: text categories and missing values into numeric features. Rank 1.
+
+``TablePreprocessor`` is a scikit-learn transformer for a ``pandas.DataFrame``:
+
+- numeric columns (and booleans, as 0/1) pass through; a missing value is replaced by the
+  column's median from ``fit`` (``SimpleImputer``), optionally with a 0/1 indicator column
+  for every column that had missing values in ``fit`` (``missing_indicator=True``);
+- text and categorical columns are one-hot encoded (``OneHotEncoder``); a column with two
+  values (yes/no, true/false, male/female) becomes one 0/1 column for the value that sorts
+  last (``yes``, ``true``); a missing value is a category of its own when ``fit`` saw one;
+  a value ``fit`` never saw is encoded as all zeros, with one ``UnknownCategoryWarning``
+  naming the column and the values;
+- a text column with more than ``max_categories`` distinct values is refused: it is
+  probably an identifier (a name, a key); declare it in ``categorical`` to encode it
+  anyway, or leave it out.
+
+What ``fit`` learns is plain data (``to_dict``: column names, medians, category lists),
+which a saved model stores in its JSON document; ``from_dict`` rebuilds the same
+scikit-learn transformers, fitted, with nothing pickled. Library users put it in front of
+the network::
+
+    from sklearn.pipeline import make_pipeline
+    import jaxreg
+
+    model = make_pipeline(jaxreg.TablePreprocessor(), jaxreg.MLPRegressor())
+    model.fit(df.drop(columns="price"), df["price"])
+    jaxreg.save(model, "price-model")          # jaxreg.load gives the pipeline back
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+from jaxreg import validate
+
+__all__ = ["SCHEMA", "TablePreprocessor", "UnknownCategoryWarning", "check_columns"]
+
+FORMAT = 1
+MAX_CATEGORIES = 100
+
+
+class UnknownCategoryWarning(UserWarning):
+    """A value that ``fit`` never saw in a categorical column (encoded as all zeros)."""
+
+
+_NAME = {"type": "string"}
+_CATEGORY = {"type": ["string", "null"]}
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["format", "columns", "numeric", "medians", "indicators", "categorical"],
+    "properties": {
+        "format": {"const": FORMAT},
+        "columns": {"type": "array", "items": _NAME, "minItems": 1},
+        "numeric": {"type": "array", "items": _NAME},
+        "medians": {"type": "array", "items": {"type": "number"}},
+        "indicators": {"type": "array", "items": _NAME},
+        "categorical": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name", "categories"],
+                "properties": {
+                    "name": _NAME,
+                    "categories": {"type": "array", "items": _CATEGORY, "minItems": 1},
+                },
+                "additionalProperties": False,
+            },
+        },
+        "max_categories": {"type": "integer", "minimum": 1},
+    },
+    "additionalProperties": False,
+}
+
+
+class Labels:
+    """How messages name the options: the parameters by default; the CLI passes its flags."""
+
+    def __init__(
+        self,
+        categorical: str = "categorical",
+        numeric: str = "numeric",
+        max_categories: str = "max_categories",
+        features: str = "the features",
+        where=None,
+    ) -> None:
+        """``where(label)``: how a message names the row with index label ``label`` (the
+        CLI names the file's row and line); default: its position, from 1."""
+        self.categorical, self.numeric = categorical, numeric
+        self.max_categories, self.features = max_categories, features
+        self.where = where
+
+    def row(self, col, i: int) -> str:
+        return self.where(col.index[i]) if self.where is not None else f"row {i + 1}"
+
+
+def _names(owner: str, name: str, value) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    try:
+        names = [str(v) for v in value]
+    except TypeError:
+        raise validate.bad(owner, name, "None or a list of column names", value) from None
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise validate.bad(owner, name, "a list naming each column once", value)
+    return names
+
+
+def _is_text(col) -> bool:
+    import pandas as pd
+
+    return not (pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col))
+
+
+def check_columns(
+    df,
+    categorical=None,
+    numeric=None,
+    max_categories: int = MAX_CATEGORIES,
+    labels: Labels | None = None,
+    owner: str = "TablePreprocessor",
+) -> tuple[list[str], list[str]]:
+    """Decide which columns of ``df`` are numeric and which categorical, or raise one line.
+
+    A column is categorical when ``categorical`` names it or when it holds text (and
+    ``numeric`` does not name it); every other column is numeric. Returns
+    ``(numeric, categorical)`` in the frame's column order.
+    """
+    labels = labels or Labels()
+    cat = _names(owner, "categorical", categorical)
+    num = _names(owner, "numeric", numeric)
+    if not validate.is_int(max_categories) or max_categories < 1:
+        raise validate.bad(owner, "max_categories", "an int in [1, inf)", max_categories)
+    columns = [str(c) for c in df.columns]
+    for names, label in ((cat, labels.categorical), (num, labels.numeric)):
+        unknown = [n for n in names if n not in columns]
+        if unknown:
+            raise ValueError(
+                f"{label} names column(s) {unknown} that are not among {labels.features} "
+                f"{columns[:20]}{' ...' if len(columns) > 20 else ''}."
+            )
+    both = sorted(set(cat) & set(num))
+    if both:
+        raise ValueError(
+            f"A column cannot be both categorical and numeric. Got {both} in "
+            f"{labels.categorical} and {labels.numeric}."
+        )
+    numeric_cols, categorical_cols = [], []
+    for name in columns:
+        col = df[name]
+        if name in cat or (name not in num and _is_text(col)):
+            categorical_cols.append(name)
+            if name in cat:
+                continue
+            _check_not_mixed(col, name, labels)
+            n_distinct = int(col.nunique(dropna=True))
+            if n_distinct > max_categories:
+                raise ValueError(
+                    f"Column {name!r} holds {n_distinct} distinct text values in {len(col)} "
+                    f"rows, more than {labels.max_categories} {max_categories}; it looks like "
+                    f"an identifier: leave it out of {labels.features}, or name it in "
+                    f"{labels.categorical} to one-hot encode it anyway."
+                )
+        else:
+            numeric_cols.append(name)
+            values = _numeric(col, name, labels)
+            if len(values) and np.isnan(values).all():
+                raise ValueError(
+                    f"Column {name!r} has no values: every one of its {len(values)} rows is "
+                    f"missing; leave it out of {labels.features}."
+                )
+    return numeric_cols, categorical_cols
+
+
+def _check_not_mixed(col, name: str, labels: Labels) -> None:
+    """Refuse a text column whose values are mostly numbers: one of them is probably a
+    typo, and one-hot encoding the column would silently lose the numbers."""
+    import pandas as pd
+
+    present = col.notna().to_numpy()
+    parsed = pd.to_numeric(col, errors="coerce").notna().to_numpy()
+    if parsed.sum() * 2 > present.sum():
+        i = int(np.argmax(present & ~parsed))
+        raise ValueError(
+            f"Column {name!r} mixes numbers and text: {col.iloc[i]!r} in {labels.row(col, i)} "
+            f"is not a number; fix it or leave it empty (missing), or name the column in "
+            f"{labels.categorical} to one-hot encode it."
+        )
+
+
+def _numeric(col, name: str, labels: Labels) -> np.ndarray:
+    """A column as float64 with NaN where missing, or a one-line error naming a text value
+    in a column declared numeric, or an infinite value."""
+    import pandas as pd
+
+    if pd.api.types.is_bool_dtype(col):
+        values = col.astype(np.float64).to_numpy()
+    elif pd.api.types.is_numeric_dtype(col):
+        values = col.to_numpy(dtype=np.float64, na_value=np.nan)
+    else:
+        coerced = pd.to_numeric(col, errors="coerce")
+        bad = coerced.isna().to_numpy() & col.notna().to_numpy()
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ValueError(
+                f"Column {name!r} is declared numeric ({labels.numeric}) but holds "
+                f"{col.iloc[i]!r} in {labels.row(col, i)}; remove it from {labels.numeric} to "
+                "one-hot "
+                "encode it."
+            )
+        values = coerced.to_numpy(dtype=np.float64, na_value=np.nan)
+    inf = np.isinf(values)
+    if inf.any():
+        i = int(np.argmax(inf))
+        raise ValueError(
+            f"Column {name!r} holds an infinite value ({values[i]}) in "
+            f"{labels.row(col, i)}; values must be finite or missing."
+        )
+    return values
+
+
+def _text(col) -> np.ndarray:
+    """A categorical column as an object array of strings, NaN where missing. Numbers are
+    written without a trailing '.0' when whole, so 3 and 3.0 (a column that had a missing
+    value when read) are the same category."""
+    import pandas as pd
+
+    out = np.empty(len(col), dtype=object)
+    values = col.to_numpy(dtype=object)
+    missing = pd.isna(col).to_numpy()
+    for i, v in enumerate(values):
+        if missing[i]:
+            out[i] = np.nan
+        elif isinstance(v, float | np.floating) and float(v).is_integer():
+            out[i] = str(int(v))
+        elif isinstance(v, bool | np.bool_):
+            out[i] = "true" if v else "false"
+        else:
+            out[i] = str(v)
+    return out
+
+
+class TablePreprocessor(TransformerMixin, BaseEstimator):
+    """One-hot encode text columns and impute missing numbers of a ``pandas.DataFrame``.
+
+    Args:
+      categorical: columns to one-hot encode even though they hold numbers (a code, a
+        year); text columns are categorical without being named.
+      numeric: text columns to read as numbers instead (every value must parse).
+      missing_indicator: add a 0/1 column ``missingindicator_<name>`` for each numeric
+        column that had a missing value in ``fit``.
+      max_categories: refuse a text column (not named in ``categorical``) with more
+        distinct values than this.
+
+    Attributes after ``fit``: ``feature_names_in_`` (the input columns),
+    ``numeric_``/``categorical_`` (how each was read), ``transformer_`` (the fitted
+    ``ColumnTransformer``), ``n_features_out_``.
+    """
+
+    def __init__(
+        self,
+        *,
+        categorical=None,
+        numeric=None,
+        missing_indicator: bool = False,
+        max_categories: int = MAX_CATEGORIES,
+    ) -> None:
+        self.categorical = categorical
+        self.numeric = numeric
+        self.missing_indicator = missing_indicator
+        self.max_categories = max_categories
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.string = True
+        tags.input_tags.allow_nan = True
+        tags.input_tags.categorical = True
+        return tags
+
+    # ------------------------------------------------------------ fit
+
+    def fit(self, X, y=None, *, labels: Labels | None = None):
+        frame = _frame(X, None)
+        validate.boolean("TablePreprocessor", "missing_indicator", self.missing_indicator)
+        numeric, categorical = check_columns(
+            frame, self.categorical, self.numeric, self.max_categories, labels
+        )
+        if len(frame) == 0:
+            raise ValueError("TablePreprocessor needs at least one row to fit. Got 0 rows.")
+        columns = [str(c) for c in frame.columns]
+        prepared = _prepared(frame, columns, numeric, categorical, labels or Labels())
+        transformer = _transformer(numeric, categorical, self.missing_indicator, None)
+        _fit_quietly(transformer, prepared)
+        self._set_fitted(transformer, columns, numeric, categorical)
+        return self
+
+    def _set_fitted(self, transformer, columns, numeric, categorical) -> None:
+        self.transformer_ = transformer
+        self.feature_names_in_ = np.asarray(columns, dtype=object)
+        self.n_features_in_ = len(columns)
+        self.numeric_ = list(numeric)
+        self.categorical_ = list(categorical)
+        try:
+            names = transformer.get_feature_names_out()
+        except ValueError as exc:  # two output columns with the same name
+            raise ValueError(
+                f"One-hot encoding gives two columns of the same name ({exc}); rename the "
+                "column or category involved."
+            ) from None
+        self.feature_names_out_ = np.asarray([str(n) for n in names], dtype=object)
+        self.n_features_out_ = len(names)
+        if self.n_features_out_ == 0:
+            raise ValueError("TablePreprocessor found no usable feature columns.")
+
+    # ------------------------------------------------------------ transform
+
+    def transform(self, X):
+        """The features as a float64 ``DataFrame`` with columns ``feature_names_out_`` and
+        ``X``'s index, so that the network after it knows the encoded columns' names."""
+        import pandas as pd
+
+        check_is_fitted(self, "transformer_")
+        frame = _frame(X, self.feature_names_in_)
+        prepared = _prepared(frame, list(self.feature_names_in_), self.numeric_, self.categorical_)
+        self._warn_unknown(prepared)
+        with warnings.catch_warnings():
+            # ours above names the columns and values; scikit-learn's names positions
+            warnings.filterwarnings("ignore", message="Found unknown categories")
+            out = self.transformer_.transform(prepared)
+        return pd.DataFrame(
+            np.asarray(out, dtype=np.float64),
+            columns=list(self.feature_names_out_),
+            index=prepared.index,
+        )
+
+    def get_feature_names_out(self, input_features=None):
+        check_is_fitted(self, "transformer_")
+        return self.feature_names_out_.copy()
+
+    def _warn_unknown(self, prepared) -> None:
+        if not self.categorical_:
+            return
+        encoder = self.transformer_.named_transformers_["categorical"]
+        for name, cats in zip(self.categorical_, encoder.categories_, strict=True):
+            values = prepared[name].to_numpy(dtype=object)
+            known = {c for c in cats if isinstance(c, str)}
+            missing = np.asarray([not isinstance(v, str) for v in values])
+            unseen = ~missing & np.asarray([v not in known for v in values], dtype=bool)
+            if len(known) < len(cats):  # fit saw missing values: a category of its own
+                missing[:] = False
+            shown = sorted({str(v) for v in values[unseen]})
+            if missing.any():
+                shown.append("<missing>")
+            if shown:
+                more = f" and {len(shown) - 5} more" if len(shown) > 5 else ""
+                listed = ", ".join(s if s == "<missing>" else repr(s) for s in shown[:5])
+                warnings.warn(
+                    f"Column {name!r} holds {len(shown)} value(s) not seen in fit "
+                    f"({listed}{more}) in {int((unseen | missing).sum())} row(s); they are "
+                    "encoded as all zeros.",
+                    UnknownCategoryWarning,
+                    stacklevel=3,
+                )
+
+    # ------------------------------------------------------------ plain data
+
+    def to_dict(self) -> dict:
+        """What ``fit`` learned, as JSON values (no pickle): ``from_dict`` rebuilds it."""
+        check_is_fitted(self, "transformer_")
+        numeric_part = self.transformer_.named_transformers_.get("numeric")
+        medians: list[float] = []
+        indicators: list[str] = []
+        if self.numeric_:
+            medians = [float(v) for v in numeric_part.statistics_]
+            ind = getattr(numeric_part, "indicator_", None)
+            if ind is not None:
+                indicators = [self.numeric_[i] for i in ind.features_]
+        categorical = []
+        if self.categorical_:
+            encoder = self.transformer_.named_transformers_["categorical"]
+            for name, cats in zip(self.categorical_, encoder.categories_, strict=True):
+                categories = [c if isinstance(c, str) else None for c in cats]
+                categorical.append({"name": name, "categories": categories})
+        return {
+            "format": FORMAT,
+            "columns": [str(c) for c in self.feature_names_in_],
+            "numeric": list(self.numeric_),
+            "medians": medians,
+            "indicators": indicators,
+            "categorical": categorical,
+            "max_categories": int(self.max_categories),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TablePreprocessor:
+        """A fitted ``TablePreprocessor`` equal to the one ``to_dict`` described: the same
+        scikit-learn transformers with the stored medians and categories."""
+        import pandas as pd
+
+        columns = list(d["columns"])
+        numeric = list(d["numeric"])
+        categorical = [c["name"] for c in d["categorical"]]
+        if sorted(numeric + categorical) != sorted(columns) or len(d["medians"]) != len(numeric):
+            raise ValueError(
+                "The stored preprocessing does not describe every column once: "
+                f"columns {columns}, numeric {numeric}, categorical {categorical}."
+            )
+        indicators = list(d["indicators"])
+        categories = [
+            [np.nan if c is None else c for c in entry["categories"]] for entry in d["categorical"]
+        ]
+        self = cls(
+            categorical=[c for c in categorical] or None,
+            numeric=[c for c in numeric] or None,
+            missing_indicator=bool(indicators),
+            max_categories=int(d.get("max_categories", MAX_CATEGORIES)),
+        )
+        # A frame whose fit reproduces the stored statistics exactly: the median of one
+        # value is that value, a missing value marks the columns that get an indicator,
+        # and the categories are given explicitly.
+        n = 2 if indicators else 1
+        frame = {}
+        for name, median in zip(numeric, d["medians"], strict=True):
+            values = [float(median)] * n
+            if name in indicators:
+                values[1] = np.nan
+            frame[name] = np.asarray(values, dtype=np.float64)
+        for name, cats in zip(categorical, categories, strict=True):
+            frame[name] = np.asarray([cats[0]] * n, dtype=object)
+        synthetic = pd.DataFrame({c: frame[c] for c in columns})
+        transformer = _transformer(numeric, categorical, bool(indicators), categories)
+        _fit_quietly(transformer, synthetic)
+        self._set_fitted(transformer, columns, numeric, categorical)
+        return self
+
+
+def _frame(X, columns):
+    """``X`` as a DataFrame; with ``columns`` (fitted), its columns in that order."""
+    import pandas as pd
+
+    if not isinstance(X, pd.DataFrame):
+        if columns is not None and getattr(X, "ndim", 0) == 2 and X.shape[1] == len(columns):
+            X = pd.DataFrame(X, columns=list(columns))
+        else:
+            raise ValueError(
+                "TablePreprocessor needs a pandas DataFrame with named columns. Got "
+                f"{type(X).__name__}."
+            )
+    X = X.rename(columns=str)
+    if columns is None:
+        return X
+    missing = [c for c in columns if c not in X.columns]
+    if missing:
+        raise ValueError(
+            f"The data lacks column(s) {missing} that the model was fitted on ({list(columns)})."
+        )
+    return X[list(columns)]
+
+
+def _prepared(frame, columns, numeric, categorical, labels: Labels | None = None):
+    """The frame as the transformers take it: numeric columns float64 (NaN missing),
+    categorical columns strings (NaN missing)."""
+    import pandas as pd
+
+    labels = labels or Labels()
+    data = {}
+    for name in columns:
+        if name in categorical:
+            data[name] = _text(frame[name])
+        else:
+            data[name] = _numeric(frame[name], name, labels)
+    return pd.DataFrame(data, index=frame.index)
+
+
+def _transformer(numeric, categorical, indicator: bool, categories):
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.preprocessing import OneHotEncoder
+
+    parts = []
+    if numeric:
+        parts.append(
+            ("numeric", SimpleImputer(strategy="median", add_indicator=indicator), numeric)
+        )
+    if categorical:
+        encoder = OneHotEncoder(
+            categories="auto" if categories is None else categories,
+            drop="if_binary",
+            handle_unknown="ignore",
+            sparse_output=False,
+            dtype=np.float64,
+        )
+        parts.append(("categorical", encoder, categorical))
+    return ColumnTransformer(parts, remainder="drop", verbose_feature_names_out=False)
+
+
+def _fit_quietly(transformer, frame) -> None:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Found unknown categories")
+        transformer.fit(frame)
