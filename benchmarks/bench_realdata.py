@@ -26,6 +26,10 @@ longer than ``--max-fold-seconds`` skips its remaining folds of that table (note
     python benchmarks/bench_realdata.py --threads 1       # everything (about 4 minutes)
     python benchmarks/bench_realdata.py --quick           # 2 folds, at most 2,000 rows
     python benchmarks/bench_realdata.py --only diabetes,mpg --models jaxreg,ridge
+    python benchmarks/bench_realdata.py --models jaxreg --jaxreg-params '{"l2": 1e-4}'
+
+``--jaxreg-params`` (a JSON object; lists become tuples) overrides jaxreg's defaults, so
+that candidate defaults run on the very same folds.
 
 ``--threads 1`` limits BLAS and OpenMP (threadpoolctl): on a shared 2-core machine, their
 default threads spin against other processes and inflate scikit-learn's times (HGB's
@@ -39,8 +43,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -53,6 +59,7 @@ import numpy as np
 import pandas as pd
 
 MODELS = ("jaxreg", "sklearn", "hgb", "ridge")
+MODEL_SEED = 0  # --model-seed: every model's random_state (the folds stay KFold's seed 0)
 QUICK_ROWS = 2000
 
 
@@ -149,7 +156,7 @@ def load(name: str, quick: bool):
     return X, df[target].to_numpy(np.float64), text, categories
 
 
-def make_model(model: str, text, categories, n_targets: int):
+def make_model(model: str, text, categories, n_targets: int, jaxreg_params=None):
     from sklearn.compose import ColumnTransformer, TransformedTargetRegressor
     from sklearn.ensemble import HistGradientBoostingRegressor
     from sklearn.linear_model import Ridge
@@ -163,23 +170,27 @@ def make_model(model: str, text, categories, n_targets: int):
     onehot = OneHotEncoder(categories=categories, handle_unknown="ignore", sparse_output=False)
     encode = ColumnTransformer([("onehot", onehot, text)], remainder="passthrough")
     if model == "jaxreg":
-        return make_pipeline(encode, MLPRegressor(random_state=0))
+        params = {"random_state": MODEL_SEED, **(jaxreg_params or {})}
+        return make_pipeline(encode, MLPRegressor(**params))
     if model == "sklearn":
-        net = make_pipeline(encode, StandardScaler(), SkMLP(random_state=0))
+        net = make_pipeline(encode, StandardScaler(), SkMLP(random_state=MODEL_SEED))
         return TransformedTargetRegressor(regressor=net, transformer=StandardScaler())
     if model == "hgb":
-        hgb = HistGradientBoostingRegressor(random_state=0)
+        hgb = HistGradientBoostingRegressor(random_state=MODEL_SEED)
         return make_pipeline(encode, hgb if n_targets == 1 else MultiOutputRegressor(hgb))
     return make_pipeline(encode, StandardScaler(), Ridge())
 
 
-def evaluate(model: str, X, y, text, categories, folds: int, max_fold_s: float) -> dict:
+def evaluate(
+    model: str, X, y, text, categories, folds: int, max_fold_s: float, jaxreg_params=None
+) -> dict:
     from sklearn.metrics import r2_score
     from sklearn.model_selection import KFold
 
     scores, seconds, warned, at_limit, compile_s = [], [], Counter(), 0, 0.0
     for tr, te in KFold(folds, shuffle=True, random_state=0).split(X):
-        est = make_model(model, text, categories, 1 if y.ndim == 1 else y.shape[1])
+        n_targets = 1 if y.ndim == 1 else y.shape[1]
+        est = make_model(model, text, categories, n_targets, jaxreg_params)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             t0 = time.perf_counter()
@@ -251,10 +262,12 @@ def header(args, warm_s: float | None, load_start: float) -> list[str]:
         rev = f", git {rev}{' + uncommitted changes' if dirty else ''}"
     except (OSError, subprocess.CalledProcessError):
         rev = ""
-    p = jaxreg.MLPRegressor().get_params()
+    p = jaxreg.MLPRegressor(**args.jaxreg_params).get_params()
     shown = "hidden_layer_sizes activation optimizer learning_rate epochs batch_size tol"
-    shown += " n_iter_no_change early_stopping dtype"
+    shown += " n_iter_no_change early_stopping l2 dtype"
+    shown += "".join(f" {k}" for k in args.jaxreg_params if k not in shown.split())
     defaults = ", ".join(f"{k}={p[k]!r}" for k in shown.split() if k in p)
+    given = f" (`--jaxreg-params` {json.dumps(args.jaxreg_params)})" if args.jaxreg_params else ""
     folds = 2 if args.quick else 5
     lines = [
         "# Real-data benchmark (`benchmarks/bench_realdata.py`)",
@@ -264,11 +277,12 @@ def header(args, warm_s: float | None, load_start: float) -> list[str]:
         f"{os.cpu_count()} cores ({platform.machine()}, {jax.default_backend()}); "
         f"{datetime.datetime.now().isoformat(timespec='minutes')}.",
         "",
-        f"Command: `{' '.join(['python benchmarks/bench_realdata.py', *sys.argv[1:]])}`.",
+        f"Command: `python benchmarks/bench_realdata.py {shlex.join(sys.argv[1:])}".rstrip() + "`.",
         f"{folds}-fold `KFold(shuffle=True, random_state=0)`"
         + (f", tables subsampled to {QUICK_ROWS} rows" if args.quick else "")
-        + "; R² mean ± std over folds; seconds are fit + predict of one fold.",
-        f"jaxreg defaults: {defaults}.",
+        + "; R² mean ± std over folds; seconds are fit + predict of one fold"
+        + f"; every model's random_state={MODEL_SEED}.",
+        f"jaxreg {'parameters' if args.jaxreg_params else 'defaults'}: {defaults}{given}.",
         f"1-minute load average at start / end: {load_start:.1f} / {os.getloadavg()[0]:.1f} "
         "(other processes may share the cores).",
     ]
@@ -277,6 +291,17 @@ def header(args, warm_s: float | None, load_start: float) -> list[str]:
     if warm_s is not None:
         lines.append(f"jaxreg warm-up fit (32 x 3) before the tables: compile {warm_s:.2f} s.")
     return lines
+
+
+def _json_params(text: str) -> dict:
+    """``--jaxreg-params``: a JSON object; its lists become tuples (hidden_layer_sizes)."""
+    try:
+        params = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not JSON ({e})") from None
+    if not isinstance(params, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
 
 
 def main(argv=None) -> int:
@@ -291,7 +316,21 @@ def main(argv=None) -> int:
         type=int,
         help="limit BLAS and OpenMP threads (threadpoolctl; XLA's threads are not limited)",
     )
+    ap.add_argument(
+        "--model-seed",
+        type=int,
+        default=0,
+        help="random_state of every model (the folds do not change); to see seed-to-seed spread",
+    )
+    ap.add_argument(
+        "--jaxreg-params",
+        type=_json_params,
+        default={},
+        help="JSON object of jaxreg.MLPRegressor parameters overriding its defaults",
+    )
     args = ap.parse_args(argv)
+    global MODEL_SEED
+    MODEL_SEED = args.model_seed
     names, models = args.only.split(","), args.models.split(",")
     for bad in set(names) - set(DATASETS):
         ap.error(f"unknown table {bad!r}; choose from {', '.join(DATASETS)}")
@@ -326,7 +365,14 @@ def main(argv=None) -> int:
         for model in models:
             print(f"{name} ({shape}) {model} ...", file=sys.stderr, flush=True)
             runs[model] = evaluate(
-                model, X, y, text, categories, 2 if args.quick else 5, args.max_fold_seconds
+                model,
+                X,
+                y,
+                text,
+                categories,
+                2 if args.quick else 5,
+                args.max_fold_seconds,
+                args.jaxreg_params,
             )
         if "jaxreg" in runs and "sklearn" in runs:
             runs["jaxreg"]["notes"] += "; " + paired("sklearn", runs["jaxreg"], runs["sklearn"])

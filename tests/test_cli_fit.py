@@ -137,12 +137,13 @@ def test_diabetes_fit_predict_report(tmp_path, diabetes_csv, capsys):
     assert code == 0, err
     rep = model_dir / "report"
     names = {"loss_curves.png", "predicted_vs_true.png", "residuals.png", "fitted_curve.png"}
+    names |= {"permutation_importance.png"}
     assert names <= {p.name for p in rep.iterdir()}
     for name in names:
         img = matplotlib.image.imread(rep / name)
         assert img.ndim == 3 and img.shape[0] > 100
     page = (rep / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 4
+    assert page.count("data:image/png;base64,") == 5
     assert "http://" not in page and "https://" not in page and "<script" not in page
     assert "Ridge baseline" in page
 

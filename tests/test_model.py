@@ -128,7 +128,7 @@ def test_lecture_exercise_parameter_counts():
         (
             dict(bias_init="twos"),
             r"'bias_init' parameter of MLPSpec must be a str among "
-            r"\{'normal', 'ones', 'zeros'\}\. Got 'twos'",
+            r"\{'glorot_uniform', 'normal', 'ones', 'zeros'\}\. Got 'twos'",
         ),
         (dict(gain=-1.0), r"'gain' parameter of MLPSpec must be a float in \(0, inf\)\. Got -1\.0"),
     ],

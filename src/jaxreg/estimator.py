@@ -40,7 +40,7 @@ from jaxreg.optim import OPTIMIZERS, SCHEDULES, Hparams
 
 __all__ = ["MLPRegressor", "load"]
 
-_BIAS_INITS = ("zeros", "ones", "normal")
+_BIAS_INITS = ("zeros", "ones", "normal", "glorot_uniform")
 _DTYPES = ("float32", "float64")
 _OWNER = "MLPRegressor"
 _AUTO_BATCH = 200  # batch_size="auto": min(200, n_samples), as scikit-learn's

@@ -64,7 +64,7 @@ ACTIVATIONS: dict[str, Callable] = {
 _DEFAULT_GAIN = {"tanh": 5.0 / 3.0, "relu": math.sqrt(2.0), "selu": 0.75}
 
 INITIALIZERS = ("he_normal", "kaiming_normal", "glorot_uniform", "lecun_normal", "normal")
-_BIAS_INITS = ("ones", "zeros", "normal")
+_BIAS_INITS = ("ones", "zeros", "normal", "glorot_uniform")
 _KEY_SCHEMES = ("chain", "split")
 
 
@@ -80,7 +80,9 @@ class MLPSpec:
         activation); ``glorot_uniform``; ``lecun_normal`` is ``normal * sqrt(1/fan_in)``.
         ``normal`` is a standard normal (the linear blog's ``randn``).
       gain: Kaiming gain; None picks the activation's recommended gain.
-      bias_init: ``ones`` (the lecture), ``zeros`` or ``normal`` (standard normal).
+      bias_init: ``ones`` (the lecture), ``zeros``, ``normal`` (standard normal) or
+        ``glorot_uniform`` (scikit-learn's: uniform within the layer's Glorot bound
+        ``sqrt(6 / (fan_in + fan_out))``, as its weights).
       key_scheme: how ``init`` derives layer keys: ``chain`` (the lecture: split the key
         once per layer and carry the first half) or ``split`` (the blog: one split into
         as many keys as layers).
@@ -177,6 +179,11 @@ def init(key, spec: MLPSpec, dtype=jnp.float32) -> tuple[Layer, ...]:
         w = _init_weight(k, spec, fan_in, fan_out, dtype)
         if spec.bias_init == "normal":
             b = jax.random.normal(jax.random.fold_in(k, 1), (1, fan_out), dtype=dtype)
+        elif spec.bias_init == "glorot_uniform":
+            limit = math.sqrt(6.0 / (fan_in + fan_out))
+            b = jax.random.uniform(
+                jax.random.fold_in(k, 1), (1, fan_out), dtype=dtype, minval=-limit, maxval=limit
+            )
         else:
             fill = jnp.ones if spec.bias_init == "ones" else jnp.zeros
             b = fill((1, fan_out), dtype=dtype)

@@ -1,12 +1,15 @@
-"""Reports of a saved model: loss curves, predicted vs true, residuals, a fitted curve with
-its ensemble band, as PNG files and one self-contained HTML page. Rank 4.
+"""Reports of a saved model: its training settings, metrics per target and per set of rows
+(training, validation, test), loss curves, predicted vs true, residuals, permutation
+importance on held-out rows, and a fitted curve with the ensemble's spread, as PNG files and
+one self-contained HTML page. Rank 5.
 
 The HTML page embeds every image as a base64 ``data:`` URI and has no scripts, styles or
 links from elsewhere, so it opens in a browser with no network.
 
 A model's document may record how it was made (its ``run`` section, written by
-``jaxreg fit``): the data file, its columns, the validation split and the metrics printed at
-fit time. With it, ``write_report(model_dir)`` needs nothing else; without it, pass the data.
+``jaxreg fit``): the data file, its columns, the split, the metrics printed at fit time,
+the settings and the timings. With it, ``write_report(model_dir)`` needs nothing else;
+without it, pass the data.
 The default report of a model folder is committed with the model (staged, then named by
 the model's manifest), so an interrupted report never replaces a complete one.
 """
@@ -27,7 +30,12 @@ from jaxreg.store import SavedModel, load_model
 
 __all__ = [
     "RUN_FILE",
+    "Importance",
     "Report",
+    "band_label",
+    "curve_title",
+    "permutation_importances",
+    "settings_rows",
     "member_predictions",
     "read_run_info",
     "metrics_by_target",
@@ -110,6 +118,75 @@ def metrics_by_target(label: str, y_true, y_pred, targets) -> dict[str, dict]:
     }
 
 
+# ---------------------------------------------------------------- rows, seeds, samples
+
+MAX_POINTS = 20_000  # scatter plots draw at most this many rows (a seeded random subset)
+MAX_IMPORTANCE_ROWS = 2_000  # permutation importance scores at most this many rows
+IMPORTANCE_REPEATS = 5
+MAX_IMPORTANCE_SHOWN = 20
+
+# How each set of rows is drawn: held-out rows as larger hollow markers underneath, the
+# training rows as small filled dots on top, so that neither hides the other.
+_SETS = ("training", "validation", "test", "given")
+_STYLE: dict[str, dict] = {
+    "training": {"s": 7, "marker": "o", "color": "C0", "alpha": 0.6, "zorder": 3},
+    "validation": {
+        "s": 30,
+        "marker": "o",
+        "facecolors": "none",
+        "edgecolors": "C1",
+        "linewidths": 1.0,
+        "zorder": 2,
+    },
+    "test": {
+        "s": 30,
+        "marker": "s",
+        "facecolors": "none",
+        "edgecolors": "C3",
+        "linewidths": 1.0,
+        "zorder": 2,
+    },
+    "given": {"s": 8, "marker": "o", "color": "C0", "alpha": 0.6, "zorder": 3},
+}
+
+
+_SHAPE = {"validation": "circles", "test": "squares"}
+
+
+def _seed(run: dict, saved: SavedModel) -> int:
+    """The seed of every random choice of the report: the run's, else the estimator's
+    ``random_state`` when it is an int, else 0."""
+    for value in (
+        (run.get("split") or {}).get("seed"),
+        (run.get("settings") or {}).get("seed"),
+        saved.config.get("random_state"),
+    ):
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32:
+            return value
+    return 0
+
+
+def _sample(n: int, limit: int, seed: int) -> np.ndarray:
+    """Sorted positions of at most ``limit`` of ``n`` rows (all of them when ``n <= limit``)."""
+    if n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, limit, replace=False))
+
+
+def _set_label(name: str, n: int) -> str:
+    if name == "given":
+        return f"rows given ({n:,})"
+    return f"{name} rows ({n:,})"
+
+
+def _scatter_sets(ax, xs, ys, kinds) -> None:
+    """Scatter ``(xs, ys)``, one style per set (``kinds``: each row's index into ``_SETS``)."""
+    for code, name in enumerate(_SETS):
+        rows = kinds == code
+        if rows.any():
+            ax.scatter(xs[rows], ys[rows], label=_set_label(name, int(rows.sum())), **_STYLE[name])
+
+
 # ---------------------------------------------------------------- plots
 
 
@@ -135,24 +212,6 @@ def _plot_losses(saved: SavedModel, path):
     return plots.save(fig, path)
 
 
-def _plot_pred_true(y, pred, val_mask, names, path):
-    k = y.shape[1]
-    fig, axes = plots.figure(width=4.2 * min(k, 3), height=4.0)
-    axes = np.atleast_1d(axes) if k == 1 else _subplots(fig, k)
-    for j, ax in enumerate(axes[:k]):
-        ax.scatter(y[~val_mask, j], pred[~val_mask, j], s=10, alpha=0.6, label="train")
-        if val_mask.any():
-            ax.scatter(y[val_mask, j], pred[val_mask, j], s=12, alpha=0.8, label="validation")
-        lo = float(min(y[:, j].min(), pred[:, j].min()))
-        hi = float(max(y[:, j].max(), pred[:, j].max()))
-        ax.plot([lo, hi], [lo, hi], color="black", lw=1)
-        ax.set_xlabel(f"true {names[j]}")
-        ax.set_ylabel(f"predicted {names[j]}")
-        ax.legend()
-    fig.suptitle("Predicted vs true")
-    return plots.save(fig, path)
-
-
 def _subplots(fig, k):
     fig.clear()
     cols = min(k, 3)
@@ -161,16 +220,29 @@ def _subplots(fig, k):
     return np.asarray(fig.subplots(rows, cols)).reshape(-1)
 
 
-def _plot_residuals(y, pred, val_mask, names, path):
+def _plot_pred_true(y, pred, kinds, names, path):
     k = y.shape[1]
     fig, axes = plots.figure(width=4.2 * min(k, 3), height=4.0)
     axes = np.atleast_1d(axes) if k == 1 else _subplots(fig, k)
     for j, ax in enumerate(axes[:k]):
-        res = y[:, j] - pred[:, j]
-        ax.scatter(pred[~val_mask, j], res[~val_mask], s=10, alpha=0.6, label="train")
-        if val_mask.any():
-            ax.scatter(pred[val_mask, j], res[val_mask], s=12, alpha=0.8, label="validation")
-        ax.axhline(0.0, color="black", lw=1)
+        _scatter_sets(ax, y[:, j], pred[:, j], kinds)
+        lo = float(min(y[:, j].min(), pred[:, j].min()))
+        hi = float(max(y[:, j].max(), pred[:, j].max()))
+        ax.plot([lo, hi], [lo, hi], color="black", lw=1, zorder=4)
+        ax.set_xlabel(f"true {names[j]}")
+        ax.set_ylabel(f"predicted {names[j]}")
+        ax.legend()
+    fig.suptitle("Predicted vs true")
+    return plots.save(fig, path)
+
+
+def _plot_residuals(y, pred, kinds, names, path):
+    k = y.shape[1]
+    fig, axes = plots.figure(width=4.2 * min(k, 3), height=4.0)
+    axes = np.atleast_1d(axes) if k == 1 else _subplots(fig, k)
+    for j, ax in enumerate(axes[:k]):
+        _scatter_sets(ax, pred[:, j], y[:, j] - pred[:, j], kinds)
+        ax.axhline(0.0, color="black", lw=1, zorder=4)
         ax.set_xlabel(f"predicted {names[j]}")
         ax.set_ylabel("residual (true - predicted)")
         ax.legend()
@@ -203,36 +275,197 @@ def _pick_feature(saved, x, feature, names) -> int:
     return int(np.argmax(np.ptp(pred, axis=1)))
 
 
-def _plot_curve(saved, x, y, j, names, target_names, path):
+def curve_title(names, j: int) -> str:
+    """The fitted curve's title: "other features at their median" only when there are
+    other features."""
+    title = f"Fitted curve along {names[j]!r}"
+    return title + (" (other features at their median)" if len(names) > 1 else "")
+
+
+def band_label(m: int) -> str:
+    """The legend of the ensemble band: the members' spread, not a prediction interval."""
+    return f"spread across the {m} members (±2 std of their predictions; not a prediction interval)"
+
+
+def _plot_curve(saved, x, scatter, j, names, target_names, path):
+    """The curve over ``x``'s range of feature ``j`` (others at ``x``'s median), drawn over
+    ``scatter``: ``(xs, ys, kinds)`` of the rows shown (``ys`` None: no points)."""
     base = np.median(x, axis=0)
     grid = np.repeat(base[None], 200, axis=0)
     grid[:, j] = np.linspace(x[:, j].min(), x[:, j].max(), 200)
     members = member_predictions(saved, grid)[:, :, 0]  # first target
     mean, std = members.mean(axis=0), members.std(axis=0)
     fig, ax = plots.figure()
-    if y is not None:
-        ax.scatter(x[:, j], y[:, 0], s=8, alpha=0.35, color="grey", label="data")
+    xs, ys, kinds = scatter
+    if ys is not None:
+        _scatter_sets(ax, xs[:, j], ys[:, 0], kinds)
+    m = members.shape[0]
     ax.plot(
         grid[:, j],
         mean,
-        color="C0",
+        color="black",
         lw=2,
-        label="ensemble mean" if members.shape[0] > 1 else "fitted curve",
+        zorder=5,
+        label="ensemble mean" if m > 1 else "fitted curve",
     )
-    if members.shape[0] > 1:
+    if m > 1:
         ax.fill_between(
             grid[:, j],
             mean - 2 * std,
             mean + 2 * std,
-            color="C0",
-            alpha=0.25,
-            label=f"±2 std over {members.shape[0]} members",
+            color="grey",
+            alpha=0.3,
+            lw=0,
+            zorder=1,  # under the points
+            label=band_label(m),
         )
     ax.set_xlabel(names[j])
     ax.set_ylabel(target_names[0])
-    ax.set_title(f"Fitted curve along {names[j]!r} (other features at their median)")
-    ax.legend()
+    ax.set_title(curve_title(names, j))
+    ax.legend(fontsize="small")
     return plots.save(fig, path)
+
+
+def _plot_importance(imp: Importance, path):
+    shown = min(len(imp.names), MAX_IMPORTANCE_SHOWN)
+    order = np.argsort(-imp.mean, kind="stable")[:shown]
+    fig, ax = plots.figure(width=6.4, height=1.2 + 0.32 * shown)
+    pos = np.arange(shown)[::-1]  # the largest on top
+    ax.barh(pos, imp.mean[order], xerr=imp.std[order], color="C0", ecolor="black", capsize=3)
+    ax.set_yticks(pos, [imp.names[i] for i in order])
+    ax.axvline(0.0, color="black", lw=1)
+    mean = " (mean over targets)" if imp.n_targets > 1 else ""
+    ax.set_xlabel(f"decrease in R²{mean} when the column is shuffled")
+    ax.set_title(f"Permutation importance on {imp.rows_label}")
+    return plots.save(fig, path)
+
+
+# ---------------------------------------------------------------- permutation importance
+
+
+class Importance(NamedTuple):
+    """Permutation importance of a model's features: the decrease in R² (the mean over the
+    targets) when one column is shuffled, mean and std over the repeats."""
+
+    names: list[str]
+    mean: np.ndarray
+    std: np.ndarray
+    which: str  # "test", "validation", "training" or "given"
+    n_rows: int  # rows scored
+    n_available: int  # rows of that set
+    raw: bool  # raw input columns (before the preprocessing), else the network's features
+    n_targets: int
+    seed: int
+
+    @property
+    def rows_label(self) -> str:
+        return _set_label(self.which, self.n_rows)
+
+
+class _Predictor:
+    """What ``permutation_importance`` permutes: the raw columns through the model's
+    preprocessing, or the network's features; predicts the ensemble mean."""
+
+    def __init__(self, saved: SavedModel, prep=None) -> None:
+        self.saved, self.prep = saved, prep
+
+    def fit(self, *args, **kwargs):  # scikit-learn's estimator shape; the model is fitted
+        return self
+
+    def predict(self, x):
+        if self.prep is not None:
+            import warnings
+
+            from jaxreg.preprocess import UnknownCategoryWarning
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UnknownCategoryWarning)
+                x = self.prep.transform(x).to_numpy(np.float64)
+        return member_predictions(self.saved, x).mean(axis=0)
+
+
+def _r2_scorer(estimator, x, y) -> float:
+    """R², the mean over the targets (scikit-learn's ``uniform_average``)."""
+    from sklearn.metrics import r2_score
+
+    pred = np.asarray(estimator.predict(x), np.float64).reshape(len(y), -1)
+    return float(r2_score(np.asarray(y, np.float64).reshape(len(y), -1), pred))
+
+
+def _r2_defined(y, rows) -> bool:
+    return len(rows) > 1 and bool(np.all(np.ptp(y[rows], axis=0) > 0))
+
+
+def permutation_importances(
+    saved: SavedModel, inputs, y, sets, names, seed: int, prep=None
+) -> Importance | None:
+    """Permutation importance (``sklearn.inspection.permutation_importance``) on the test
+    rows if any, else the validation rows, else the training rows (the first set with R²
+    defined: two rows or more, no constant target), at most ``MAX_IMPORTANCE_ROWS`` of
+    them (a random subset drawn with ``seed``), ``IMPORTANCE_REPEATS`` repeats with
+    ``random_state=seed``.
+
+    ``inputs``: the raw frame (with ``prep``, the model's ``TablePreprocessor``: a one-hot
+    encoded column is shuffled as one) or the network's features ``(n, d)``; ``sets``:
+    ``[(name, rows)]``. None when no set has R² defined.
+    """
+    from sklearn.inspection import permutation_importance
+
+    by_name = dict(sets)
+    order = [w for w in ("test", "validation", "training", "given") if w in by_name]
+    which = next((w for w in order if _r2_defined(y, by_name[w])), None)
+    if which is None:
+        return None
+    available = by_name[which]
+    rows = available[_sample(len(available), MAX_IMPORTANCE_ROWS, seed)]
+    x = inputs.iloc[rows] if prep is not None else np.asarray(inputs)[rows]
+    result = permutation_importance(
+        _Predictor(saved, prep),
+        x,
+        y[rows],
+        scoring=_r2_scorer,
+        n_repeats=IMPORTANCE_REPEATS,
+        random_state=seed,
+    )
+    return Importance(
+        list(names),
+        np.asarray(result.importances_mean, np.float64),
+        np.asarray(result.importances_std, np.float64),
+        which,
+        len(rows),
+        len(available),
+        prep is not None,
+        y.shape[1],
+        seed,
+    )
+
+
+def _importance_note(imp: Importance) -> str:
+    what = (
+        "one raw input column (a one-hot encoded column counts as one)"
+        if imp.raw
+        else "one of the network's features"
+    )
+    where = {
+        "test": "the test rows (never seen in training)",
+        "validation": "the validation rows (held out of training; early stopping may watch them)",
+        "training": (
+            "the training rows (no held-out rows with R² defined: this shows what the "
+            "network relies on for rows it was trained on)"
+        ),
+        "given": "the rows given (their split is unknown: they may include training rows)",
+    }[imp.which]
+    text = (
+        f"Decrease in R² when {what} is shuffled (scikit-learn's permutation_importance), "
+        f"on {where}: mean and std over {IMPORTANCE_REPEATS} repeats (seed {imp.seed})."
+    )
+    if imp.n_rows < imp.n_available:
+        text += f" Scored on a random {imp.n_rows:,} of the {imp.n_available:,} rows."
+    if imp.n_targets > 1:
+        text += f" R² is the mean over the {imp.n_targets} targets."
+    if len(imp.names) > MAX_IMPORTANCE_SHOWN:
+        text += f" The {MAX_IMPORTANCE_SHOWN} largest of {len(imp.names)} features are shown."
+    return text
 
 
 # ---------------------------------------------------------------- the report
@@ -257,8 +490,10 @@ def write_report(model, data=None, out_dir=None, *, feature=None, drop_na=None) 
     Args:
       model: a model folder (written by ``MLPRegressor.save`` / ``jaxreg fit``) or a
         ``SavedModel`` in memory.
-      data: a CSV/Parquet path, or ``(x, y)`` arrays (``y`` may be None), used for the
-        prediction plots; None uses the data recorded with the model (when there is one).
+      data: a CSV/Parquet path, or ``(x, y)`` arrays (``y`` may be None; ``x`` may be a raw
+        ``DataFrame`` for a model with preprocessing), used for the prediction plots and
+        the permutation importance; None uses the data recorded with the model (when there
+        is one).
       out_dir: where to write. Default for a model folder: a new report committed with the
         model (``MODEL/report`` links to it; the model's document is replaced atomically,
         its predictions untouched); a ``SavedModel`` needs one.
@@ -291,19 +526,33 @@ def write_report(model, data=None, out_dir=None, *, feature=None, drop_na=None) 
     return Report(final / rep.html.name, [final / p.name for p in rep.images])
 
 
-def _read(saved: SavedModel, data, feats, targets, drop_na: bool):
-    """The network's features and the targets (None when the file lacks them) of a file:
-    through the model's preprocessing when it has one."""
-    from jaxreg import tabular
-
+def _preprocessor(saved: SavedModel):
     if saved.preprocessing is None:
-        table = tabular.load_features(data, feats, targets, drop_na=drop_na, dtype=np.float64)
-        return table.x, table.y
+        return None
+    from jaxreg.preprocess import TablePreprocessor
+
+    return TablePreprocessor.from_dict(saved.preprocessing)
+
+
+def _transform(prep, frame) -> np.ndarray:
     import warnings
 
-    from jaxreg.preprocess import TablePreprocessor, UnknownCategoryWarning
+    from jaxreg.preprocess import UnknownCategoryWarning
 
-    prep = TablePreprocessor.from_dict(saved.preprocessing)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnknownCategoryWarning)  # plotted as all zeros
+        return prep.transform(frame).to_numpy(np.float64)
+
+
+def _read(saved: SavedModel, prep, data, feats, targets, drop_na: bool):
+    """``(x, y, raw)`` of a file: the network's features, the targets (None when the file
+    lacks them) and, for a model with preprocessing (``prep``), the raw feature frame
+    before it (else None)."""
+    from jaxreg import tabular
+
+    if prep is None:
+        table = tabular.load_features(data, feats, targets, drop_na=drop_na, dtype=np.float64)
+        return table.x, table.y, None
     frame = tabular.load_frame(
         data,
         targets,
@@ -313,17 +562,35 @@ def _read(saved: SavedModel, data, feats, targets, drop_na: bool):
         check_target=False,
         min_rows=1,
     )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UnknownCategoryWarning)  # plotted as all zeros
-        return prep.transform(frame.x).to_numpy(np.float64), frame.y
+    return _transform(prep, frame.x), frame.y, frame.x
+
+
+def _recorded_sets(run: dict, data, n: int) -> list[tuple[str, np.ndarray]] | None:
+    """The training, validation and test rows of the recorded data file, drawn as ``jaxreg
+    fit`` drew them; None when ``data`` is not that file or its rows differ."""
+    split = run.get("split") or {}
+    recorded = run.get("data")
+    if not recorded or pathlib.Path(data).resolve() != pathlib.Path(recorded):
+        return None
+    if split.get("n_rows") != n:
+        return None
+    tr, val, test = holdout_split(
+        n,
+        float(split.get("validation_fraction") or 0.0),
+        float(split.get("test_fraction") or 0.0),  # absent before --test-fraction
+        int(split.get("seed") or 0),
+    )
+    return [(w, r) for w, r in (("training", tr), ("validation", val), ("test", test)) if len(r)]
 
 
 def _write_report(
     saved: SavedModel, run: dict, data, out: pathlib.Path, feature, drop_na
 ) -> Report:
     feats, targets = column_names(saved, run)
-    val_mask = None
+    prep = _preprocessor(saved)
+    sets: list[tuple[str, np.ndarray]] | None = None
     source = None
+    raw = None
     x: np.ndarray | None
     y: np.ndarray | None
     if data is None and run.get("data"):
@@ -335,22 +602,17 @@ def _write_report(
             )
     if isinstance(data, str | pathlib.Path):
         na = run.get("drop_na", False) if drop_na is None else drop_na
-        x, y = _read(saved, data, feats, targets, na)
+        x, y, raw = _read(saved, prep, data, feats, targets, na)
         source = str(data)
-        split = run.get("split") or {}
-        same = run.get("data") and pathlib.Path(data).resolve() == pathlib.Path(run["data"])
-        if same and split.get("n_rows") == len(x):
-            _, val, test = holdout_split(
-                len(x),
-                float(split.get("validation_fraction", 0.0)),
-                float(split.get("test_fraction", 0.0)),
-                int(split.get("seed", 0)),
-            )
-            val_mask = np.zeros(len(x), bool)
-            val_mask[val] = True
+        sets = _recorded_sets(run, data, len(x))
     elif data is not None:
         x, y = data
+        if prep is not None and hasattr(x, "iloc"):  # a raw frame: through the preprocessing
+            raw = x
+            x = _transform(prep, raw)
         x = np.asarray(x, np.float64)
+        if x.ndim != 2:
+            raise ValueError(f"data's x must be a 2-D array (rows, features). Got shape {x.shape}.")
         y = None if y is None else np.asarray(y, np.float64).reshape(len(x), -1)
         source = "arrays"
     else:
@@ -360,44 +622,73 @@ def _write_report(
             f"data must have {saved.spec.n_inputs} feature columns for this "
             f"model. Got {x.shape[1]}."
         )
+    if y is not None and y.shape[1] != saved.spec.n_outputs:
+        raise ValueError(
+            f"data's y must have {saved.spec.n_outputs} target column(s) for this model. "
+            f"Got {y.shape[1]}."
+        )
     if x is None and feature is not None:
         raise ValueError(
             "The 'feature' parameter of write_report needs data to plot "
             f"against. Got feature={feature!r} and no data instead."
         )
-    # Every check before the first file is written: a refused report writes nothing.
+    # Every check and computation before the first file is written: a refused report
+    # writes nothing.
     j = 0 if x is None else _pick_feature(saved, x, feature, feats)
-    images = [_plot_losses(saved, out / "loss_curves.png")]
-    sections = [("Loss curves", images[0], "Training and validation MSE per epoch.")]
+    seed = _seed(run, saved)
     metrics_rows: list[tuple[str, dict]] = []
+    imp = None
     if x is not None:
-        members = member_predictions(saved, x)
-        pred = members.mean(axis=0)
-        if y is not None:
-            mask = val_mask if val_mask is not None else np.zeros(len(x), bool)
-            images.append(_plot_pred_true(y, pred, mask, targets, out / "predicted_vs_true.png"))
-            sections.append(
-                (
-                    "Predicted vs true",
-                    images[-1],
-                    "Each point is a row; the line is a perfect prediction.",
-                )
-            )
-            images.append(_plot_residuals(y, pred, mask, targets, out / "residuals.png"))
-            sections.append(("Residuals", images[-1], "True minus predicted."))
-            for name, rows in (("train", ~mask), ("validation", mask)):
-                if rows.any():
-                    label = f"network, {name} rows ({int(rows.sum())})"
-                    metrics_rows += metrics_by_target(label, y[rows], pred[rows], targets).items()
-        images.append(_plot_curve(saved, x, y, j, feats, targets, out / "fitted_curve.png"))
-        sections.append(
-            (
-                f"Fitted curve along {feats[j]}",
-                images[-1],
-                "The first target as one feature varies over its observed range.",
-            )
+        if sets is None:
+            sets = [("given", np.arange(len(x)))]
+        kind = np.zeros(len(x), np.int64)
+        for w, r in sets:
+            kind[r] = _SETS.index(w)
+        shown = _sample(len(x), MAX_POINTS, seed)
+        held = [f"{w} rows hollow {_SHAPE[w]}" for w, _ in sets if w in _SHAPE]
+        marks = (
+            f" Training rows are small filled dots, drawn on top; {', '.join(held)}."
+            if held
+            else ""
         )
-    recomputed = any("validation rows" in r[0] for r in metrics_rows)
+        pred = member_predictions(saved, x).mean(axis=0)
+        if y is not None:
+            for w, r in sets:
+                label = f"network, {_set_label(w, len(r))}"
+                metrics_rows += metrics_by_target(label, y[r], pred[r], targets).items()
+            imp = permutation_importances(
+                saved,
+                raw if raw is not None else x,
+                y,
+                sets,
+                list(prep.feature_names_in_) if raw is not None else feats,
+                seed,
+                prep if raw is not None else None,
+            )
+    images = [_plot_losses(saved, out / "loss_curves.png")]
+    sections = [("Loss curves", images[0], "Training and validation MSE per epoch.", "")]
+    if x is not None:
+        sampled = (
+            f" A random {len(shown):,} of the {len(x):,} rows are drawn (seed {seed})."
+            if len(shown) < len(x)
+            else ""
+        )
+        kinds = kind[shown]
+        if y is not None:
+            ys, ps = y[shown], pred[shown]
+            images.append(_plot_pred_true(ys, ps, kinds, targets, out / "predicted_vs_true.png"))
+            note = "Each point is a row; the line is a perfect prediction."
+            sections.append(("Predicted vs true", images[-1], note + marks + sampled, ""))
+            images.append(_plot_residuals(ys, ps, kinds, targets, out / "residuals.png"))
+            sections.append(("Residuals", images[-1], "True minus predicted." + sampled, ""))
+        if imp is not None:
+            images.append(_plot_importance(imp, out / "permutation_importance.png"))
+            note = _importance_note(imp)
+            sections.append(("Permutation importance", images[-1], note, _importance_table(imp)))
+        scatter = (x[shown], None if y is None else y[shown], kinds)
+        images.append(_plot_curve(saved, x, scatter, j, feats, targets, out / "fitted_curve.png"))
+        sections.append((curve_title(feats, j), images[-1], _curve_note(saved, feats, sampled), ""))
+    recomputed = sets is not None and sets[0][0] != "given"
     for label, m in (run.get("metrics") or {}).items():
         if recomputed and label.startswith("network"):
             continue  # the same rows, just recomputed above
@@ -406,6 +697,148 @@ def _write_report(
     page = _html(saved, run, source, feats, targets, sections, metrics_rows)
     html_path = plots.write_text(out / "report.html", page)
     return Report(html_path, images)
+
+
+def _curve_note(saved: SavedModel, feats, sampled: str) -> str:
+    text = "The first target as one feature varies over its observed range"
+    text += ", the other features at their median." if len(feats) > 1 else "."
+    m = saved.n_ensemble
+    if m > 1:
+        text += (
+            f" The line is the mean of the {m} members; the band is the spread across the "
+            "members (±2 std of their predictions): how much they disagree, not a "
+            "prediction interval (it leaves out the noise in the data)."
+        )
+    return text + sampled
+
+
+# ---------------------------------------------------------------- HTML
+
+_SETTING_LABELS: dict[str, str] = {
+    "hidden": "hidden layers",
+    "activation": "activation",
+    "optimizer": "optimizer",
+    "lr": "learning rate",
+    "l2": "L2 penalty",
+    "epochs": "epochs (at most)",
+    "batch_size": "batch size",
+    "val_fraction": "validation fraction",
+    "test_fraction": "test fraction",
+    "patience": "patience (epochs)",
+    "tol": "tolerance",
+    "max_fun": "function evaluations (L-BFGS, at most)",
+    "ensemble": "ensemble members",
+    "seed": "seed (split and initialization)",
+    "drop_na": "rows with missing values dropped",
+    "missing_indicator": "missing-value indicator columns",
+    "max_categories": "categories per text column (at most)",
+    "cv": "cross-validation folds",
+    "categorical": "categorical columns (named)",
+    "numeric": "numeric columns (named)",
+    "date": "date (UTC)",
+    "versions": "versions",
+}
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ", ".join(_fmt(v) for v in value) if value else "none"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_fmt(v)}" for k, v in value.items()) or "none"
+    return str(value)
+
+
+def _seconds(value) -> str | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{float(value):.2f} s"
+    return None
+
+
+def settings_rows(saved: SavedModel, run: dict) -> tuple[str, list[tuple[str, str, str]]]:
+    """The report's settings table: ``(caption, [(key, label, value)])``, from the run's
+    settings (``jaxreg fit``), else the estimator's parameters and training configuration
+    (a model saved from the library)."""
+    rows: list[tuple[str, str, str]] = []
+    settings = run.get("settings")
+    if isinstance(settings, dict) and settings:
+        caption = "The options of the jaxreg fit that made this model."
+        for key, value in settings.items():
+            text = _fmt(value)
+            if key == "batch_size" and text in ("0", "none"):
+                text = "full batch"
+            rows.append((str(key), _SETTING_LABELS.get(str(key), str(key)), text))
+        timings = run
+    else:
+        caption = (
+            "Saved from the library (no record of a jaxreg fit): the estimator's parameters "
+            "and its training configuration."
+        )
+        for key, value in saved.config.items():
+            rows.append((f"config.{key}", key, _fmt(value)))
+        for key, value in (saved.metadata.get("train_config") or {}).items():
+            rows.append((f"train_config.{key}", f"training: {key}", _fmt(value)))
+        timings = saved.metadata
+    for key, label in (("compile_seconds", "compile time"), ("run_seconds", "training time")):
+        seconds = _seconds(timings.get(key))
+        if seconds is not None:
+            rows.append((key, label, seconds))
+    return caption, rows
+
+
+def _mean_std(values, fmt: str) -> str:
+    got = [float(v) for v in values if v is not None]
+    if not got:
+        return "n/a"
+    text = f"{np.mean(got):{fmt}} ± {np.std(got):{fmt}}"
+    if len(got) < len(values):
+        text += f" ({len(got)} of {len(values)} folds)"
+    return text
+
+
+def _cv_html(run: dict) -> str:
+    cv = run.get("cv")
+    if not isinstance(cv, dict) or not isinstance(cv.get("metrics"), dict) or not cv["metrics"]:
+        return ""
+    esc = html.escape
+    rows = []
+    for label, m in cv["metrics"].items():
+        cells = [
+            _mean_std(m.get(key) or [], fmt)
+            for key, fmt in (("r2", ".4f"), ("mse", ".6g"), ("mae", ".6g"))
+        ]
+        rows.append(
+            f'<tr data-cv="{esc(str(label))}"><td>{esc(str(label))}</td>'
+            + "".join(f"<td>{esc(c)}</td>" for c in cells)
+            + "</tr>"
+        )
+    folds = cv.get("folds", "?")
+    seed = f", seed {cv['seed']}" if "seed" in cv else ""
+    return (
+        f"<h2>Cross-validation</h2><p>{esc(str(folds))}-fold cross-validation of these "
+        f"settings on the training and validation rows (test rows left out{esc(seed)}): "
+        "mean ± std over the folds.</p>"
+        '<table class="cv"><tr><th></th><th>R²</th><th>MSE</th><th>MAE</th></tr>'
+        + "\n".join(rows)
+        + "</table>"
+    )
+
+
+def _importance_table(imp: Importance) -> str:
+    esc = html.escape
+    order = np.argsort(-imp.mean, kind="stable")[:MAX_IMPORTANCE_SHOWN]
+    rows = "\n".join(
+        f'<tr data-feature="{esc(imp.names[i])}"><td>{esc(imp.names[i])}</td>'
+        f"<td>{imp.mean[i]:.6g}</td><td>{imp.std[i]:.6g}</td></tr>"
+        for i in order
+    )
+    return (
+        '<table class="importance"><tr><th>feature</th><th>R² decrease</th><th>std</th></tr>'
+        f"{rows}</table>"
+    )
 
 
 def _r2(metrics: dict) -> str:
@@ -432,10 +865,12 @@ def _html(saved, run, source, feats, targets, sections, metrics_rows) -> str:
         ("data", source or "none given"),
         ("jaxreg version", saved.jaxreg_version),
     ]
-    cfg = meta.get("train_config") or {}
-    if cfg:
-        facts.append(("training", ", ".join(f"{k}={v}" for k, v in cfg.items())))
     rows = "\n".join(f"<tr><th>{esc(k)}</th><td>{esc(str(v))}</td></tr>" for k, v in facts)
+    caption, settings = settings_rows(saved, run)
+    srows = "\n".join(
+        f'<tr data-setting="{esc(key)}"><th>{esc(label)}</th><td>{esc(value)}</td></tr>'
+        for key, label, value in settings
+    )
     mrows = "\n".join(
         f"<tr><td>{esc(label)}</td><td>{_r2(m)}</td><td>{m['mse']:.6g}</td>"
         f"<td>{m['mae']:.6g}</td></tr>"
@@ -443,14 +878,15 @@ def _html(saved, run, source, feats, targets, sections, metrics_rows) -> str:
     )
     metrics = (
         (
-            "<h2>Metrics</h2><table><tr><th></th><th>R²</th><th>MSE</th><th>MAE</th></tr>"
-            f"{mrows}</table>"
+            '<h2>Metrics</h2><table class="metrics"><tr><th></th><th>R²</th><th>MSE</th>'
+            f"<th>MAE</th></tr>{mrows}</table>"
         )
         if metrics_rows
         else ""
     )
     body = "\n".join(
-        f"<h2>{esc(title)}</h2><p>{esc(note)}</p>{_img(img)}" for title, img, note in sections
+        f"<h2>{esc(title)}</h2><p>{esc(note)}</p>{_img(img)}{extra}"
+        for title, img, note, extra in sections
     )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>jaxreg report</title>
@@ -462,7 +898,10 @@ img {{ max-width: 100%; }}
 </style></head><body>
 <h1>jaxreg model report</h1>
 <table>{rows}</table>
+<h2>Settings</h2><p>{esc(caption)}</p>
+<table class="settings">{srows}</table>
 {metrics}
+{_cv_html(run)}
 {body}
 </body></html>
 """
