@@ -305,6 +305,12 @@ BAD_FIT = [
     ),
     ("bad test fraction", "a,y\n1,2\n2,3\n3,4\n", ["--test-fraction", "1"], ["--test-fraction"]),
     ("bad cv", "a,y\n1,2\n2,3\n3,4\n", ["--cv", "1"], ["--cv must be an integer >= 2"]),
+    (
+        "bad schedule",
+        "a,y\n1,2\n2,3\n3,4\n",
+        ["--schedule", "nope"],
+        ["--schedule must be one of", "'nope'"],
+    ),
     ("single row", "a,y\n1,2\n", [], ["at least 2 data rows", "Got 1"]),
     ("constant target", "a,y\n1,2\n2,2\n3,2\n", [], ["'y'", "is constant"]),
     (

@@ -56,6 +56,9 @@ def test_the_listed_values_are_the_libraries_names():
     fit = option_tables()["fit"]
     assert sorted(fit["--activation"]["values"]) == sorted(ACTIVATIONS)
     assert fit["--optimizer"]["values"] == list(OPTIMIZERS)
+    from jaxreg.optim import SCHEDULES
+
+    assert fit["--schedule"]["values"] == list(SCHEDULES)
 
 
 def test_the_fit_defaults_are_the_estimators():
@@ -65,6 +68,7 @@ def test_the_fit_defaults_are_the_estimators():
     assert tuple(int(w) for w in fit["--hidden"]["default"].split(",")) == est.hidden_layer_sizes
     assert fit["--activation"]["default"] == est.activation
     assert fit["--optimizer"]["default"] == est.optimizer
+    assert est.schedule is None and fit["--schedule"]["default"] == "constant"
     assert fit["--lr"]["default"] == est.learning_rate
     assert fit["--epochs"]["default"] == est.epochs
     assert fit["--batch-size"]["default"] == est.batch_size

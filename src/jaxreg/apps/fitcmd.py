@@ -67,13 +67,15 @@ def _batch_size(text: str):
 
 def _check_fit_args(args) -> dict:
     from jaxreg.model import ACTIVATIONS
-    from jaxreg.optim import OPTIMIZERS
+    from jaxreg.optim import OPTIMIZERS, SCHEDULES
 
     hidden = _parse_hidden(args.hidden)
     if args.activation not in ACTIVATIONS:
         raise _usage(f"--activation must be one of {sorted(ACTIVATIONS)}. Got {args.activation!r}.")
     if args.optimizer not in OPTIMIZERS:
         raise _usage(f"--optimizer must be one of {list(OPTIMIZERS)}. Got {args.optimizer!r}.")
+    if args.schedule not in SCHEDULES:
+        raise _usage(f"--schedule must be one of {list(SCHEDULES)}. Got {args.schedule!r}.")
     if not (math.isfinite(args.lr) and args.lr > 0):
         raise _usage(f"--lr must be a float in (0, inf). Got {args.lr!r}.")
     if not (math.isfinite(args.l2) and args.l2 >= 0):
@@ -345,7 +347,7 @@ def _settings(args, checked) -> dict:
     from jaxreg import __version__
 
     keys = (
-        "hidden activation optimizer lr l2 epochs batch_size val_fraction test_fraction "
+        "hidden activation optimizer schedule lr l2 epochs batch_size val_fraction test_fraction "
         "patience tol max_fun ensemble seed drop_na missing_indicator max_categories cv"
     ).split()
     out = {k: getattr(args, k) for k in keys}
@@ -377,6 +379,7 @@ def _make_model(args, checked, **overrides):
         hidden_layer_sizes=checked["hidden"],
         activation=args.activation,
         optimizer=args.optimizer,
+        schedule=None if args.schedule == "constant" else args.schedule,
         learning_rate=args.lr,
         l2=args.l2,
         epochs=args.epochs,
