@@ -212,8 +212,7 @@ def _numeric(col, name: str, labels: Labels) -> np.ndarray:
             raise ValueError(
                 f"Column {name!r} is declared numeric ({labels.numeric}) but holds "
                 f"{col.iloc[i]!r} in {labels.row(col, i)}; remove it from {labels.numeric} to "
-                "one-hot "
-                "encode it."
+                "one-hot encode it."
             )
         values = coerced.to_numpy(dtype=np.float64, na_value=np.nan)
     inf = np.isinf(values)

@@ -357,16 +357,7 @@ def _arrays(
     rows = np.flatnonzero(~na_rows)
     x = x[rows]
     y = None if y is None else y[rows]
-    if len(rows) == 0:
-        raise ValueError(
-            f"{path!r} has no rows left after dropping the {n_na} row(s) with missing values."
-        )
-    if len(rows) < min_rows:
-        raise ValueError(
-            f"{path!r} must have at least {min_rows} data rows"
-            f"{' (after dropping rows with missing values)' if n_na else ''} to "
-            f"fit a model. Got {len(rows)}."
-        )
+    _check_kept(path, len(rows), n_na, min_rows)
     if check_target and y is not None:
         for j, name in enumerate(targets):
             if np.all(y[:, j] == y[0, j]):
@@ -377,6 +368,20 @@ def _arrays(
     x = x.astype(dtype)
     y = None if y is None else y.astype(dtype)
     return x, y, rows, n_na
+
+
+def _check_kept(path: str, kept: int, dropped: int, min_rows: int) -> None:
+    """Enough rows left after dropping those with missing values, or one line."""
+    if kept == 0:
+        raise ValueError(
+            f"{path!r} has no rows left after dropping the {dropped} row(s) with missing values."
+        )
+    if kept < min_rows:
+        raise ValueError(
+            f"{path!r} must have at least {min_rows} data rows"
+            f"{' (after dropping rows with missing values)' if dropped else ''} to "
+            f"fit a model. Got {kept}."
+        )
 
 
 def load_xy(
@@ -536,16 +541,7 @@ def load_frame(
         keep &= ~x.isna().any(axis=1).to_numpy()
     rows = np.flatnonzero(keep)
     n_dropped = len(df) - len(rows)
-    if len(rows) == 0:
-        raise ValueError(
-            f"{path!r} has no rows left after dropping the {n_dropped} row(s) with missing values."
-        )
-    if len(rows) < min_rows:
-        raise ValueError(
-            f"{path!r} must have at least {min_rows} data rows"
-            f"{' (after dropping rows with missing values)' if n_dropped else ''} to fit a "
-            f"model. Got {len(rows)}."
-        )
+    _check_kept(path, len(rows), n_dropped, min_rows)
     x = x.iloc[rows]  # the index is still the file's 0-based data row: messages name it
     if y is not None:
         y = y[rows]
