@@ -564,3 +564,29 @@ def test_predict_keep_copies_identifier_columns_for_every_row(tmp_path, capsys):
         args = ["predict", str(tmp_path / "m"), str(rows), "--drop-na", *bad]
         code, _, err = _run(args, capsys)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "rows, extra, small",
+    [
+        (300, [], True),  # auto: 200 rows x 32 units a step
+        (300, ["--batch-size", "0"], True),  # full batch of 300
+        (300, ["--batch-size", "1024", "--hidden", "64,64"], False),
+        (5000, ["--batch-size", "0"], False),  # full batch of 5,000 x 32
+        (5000, ["--optimizer", "lbfgs", "--hidden", "4"], True),  # 5,000 x 4
+        (5000, ["--hidden", "200"], False),  # 200 x 200
+    ],
+)
+def test_the_small_loop_options_only_for_small_steps(tmp_path, rows, extra, small):
+    """The CLI's single-kernel XLA options are chosen from the rows (estimated before reading:
+    CSV size over line length, Parquet metadata), the batch and the widest layer."""
+    from jaxreg.cli import build_parser
+    from jaxreg.tabular import estimate_rows
+
+    frame = pd.DataFrame(np.random.default_rng(0).normal(size=(rows, 3)), columns=list("abc"))
+    for name in ("d.csv", "d.parquet"):
+        path = tmp_path / name
+        frame.to_parquet(path) if name.endswith("parquet") else frame.to_csv(path, index=False)
+        assert abs(estimate_rows(path) - rows) <= rows * 0.02
+        args = build_parser().parse_args(["fit", str(path), "--target", "c", "--out", "m", *extra])
+        assert args.small_loop(args) is small

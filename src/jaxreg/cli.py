@@ -71,9 +71,12 @@ def main(argv: list[str] | None = None) -> int:
         # RuntimeWarnings would only repeat it on stderr.
         warnings.simplefilter("ignore", RuntimeWarning)
         # One CPU device per core: fit_many (sweeps, ensembles) splits its models over them.
+        # The small-loop XLA options only where a command's steps are small (fit decides
+        # from the rows, batch and widths it knows before JAX starts).
+        small = getattr(args, "small_loop", None)
         configure_process(
             compilation_cache=False if args.no_cache else (args.cache_dir or True),
-            fast_cpu=not args.default_xla,
+            fast_cpu=not args.default_xla and (small is None or small(args)),
             n_cpu_devices=None if args.default_xla else cpu_cores(),
         )
         interrupts.check()  # one that came while JAX was being imported

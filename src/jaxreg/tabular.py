@@ -27,6 +27,7 @@ __all__ = [
     "load_frame",
     "load_xy",
     "read_table",
+    "estimate_rows",
     "row_namer",
 ]
 
@@ -560,3 +561,27 @@ def row_namer(path):
     line for text files)."""
     fmt = detect_format(path)
     return lambda i: _where(int(i), fmt)
+
+
+def estimate_rows(path) -> int | None:
+    """About how many data rows ``path`` holds, cheaply and before anything is read: a
+    Parquet file's metadata, or a text file's size over the mean length of its first lines
+    (compressed text is counted as it lies on disk). None when it cannot tell."""
+    p = pathlib.Path(path)
+    try:
+        fmt = detect_format(p)
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            return int(pq.read_metadata(p).num_rows)
+        size = p.stat().st_size
+        with open(p, "rb") as f:
+            head = f.read(1 << 16)
+    except Exception:  # a missing or damaged file: the read that follows reports it
+        return None
+    lines = head.count(b"\n")
+    if lines < 2:
+        return max(lines - 1, 0) if len(head) == size else None
+    if len(head) == size:
+        return lines - 1  # the header is not a row
+    return max(int(size / (len(head) / lines)) - 1, 0)

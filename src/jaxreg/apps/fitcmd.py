@@ -31,9 +31,42 @@ def _labels():
 
 
 def add_parser(sub) -> None:
-    add_command(sub, "fit", run_fit, "fit", "table")
+    parser = add_command(sub, "fit", run_fit, "fit", "table")
+    parser.set_defaults(small_loop=small_loop)
     add_command(sub, "predict", run_predict)
     add_command(sub, "report", run_report)
+
+
+# Measured in benchmarks/README.md ("The options the CLI sets"): the single-kernel loop
+# options win by a quarter at 200 rows x 32 units a step, tie at 1024 x 32, and lose by a
+# quarter at 1024 x 64 (multi-threaded matrix products pay from there).
+SMALL_STEP = 32 * 1024
+
+
+def small_loop(args) -> bool:
+    """Whether this fit's steps are small enough for the CLI's small-loop XLA options:
+    rows per step (full batch: the estimated rows) times the widest layer, from what is known
+    before JAX starts (ensemble members train one after another on a device, so their
+    count does not change a step's size)."""
+    from jaxreg.tabular import estimate_rows
+
+    try:
+        widths = _parse_hidden(args.hidden) or (1,)
+    except Exception:
+        return True  # the option check reports it
+    batch = str(args.batch_size).strip().lower()
+    rows = None
+    if batch in ("0", "auto") or args.optimizer == "lbfgs":
+        rows = estimate_rows(args.data)
+        if rows is None:
+            return True
+    if args.optimizer == "lbfgs" or batch == "0":
+        per_step = rows or 0
+    elif batch == "auto":
+        per_step = min(200, rows or 200)
+    else:
+        per_step = int(batch) if batch.isdigit() else 200
+    return per_step * max(widths) <= SMALL_STEP
 
 
 # ------------------------------------------------------------------ option checks
