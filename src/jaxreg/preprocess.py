@@ -295,9 +295,29 @@ class TablePreprocessor(TransformerMixin, BaseEstimator):
             raise ValueError("TablePreprocessor needs at least one row to fit. Got 0 rows.")
         columns = [str(c) for c in frame.columns]
         prepared = _prepared(frame, columns, numeric, categorical, labels or Labels())
-        transformer = _transformer(numeric, categorical, self.missing_indicator, None)
-        _fit_quietly(transformer, prepared)
-        self._set_fitted(transformer, columns, numeric, categorical)
+        # The medians come from pandas (exact, as SimpleImputer's, which takes a masked
+        # sort: 1.4 s against 0.1 s on a million rows); the categories from OneHotEncoder.
+        # Both then build the fitted transformers exactly as a load does (from_dict).
+        encoder = _transformer([], categorical, False, None) if categorical else None
+        if encoder is not None:
+            _fit_quietly(encoder, prepared[categorical])
+        cats = encoder.named_transformers_["categorical"].categories_ if encoder else []
+        missing = (
+            set(prepared[numeric].columns[prepared[numeric].isna().any()]) if numeric else set()
+        )
+        learned = {
+            "format": FORMAT,
+            "columns": columns,
+            "numeric": list(numeric),
+            "medians": [float(v) for v in prepared[numeric].median()] if numeric else [],
+            "indicators": [c for c in numeric if c in missing] if self.missing_indicator else [],
+            "categorical": [
+                {"name": c, "categories": [v if isinstance(v, str) else None for v in k]}
+                for c, k in zip(categorical, cats, strict=True)
+            ],
+            "max_categories": int(self.max_categories),
+        }
+        self._set_fitted(*_fitted(learned))
         return self
 
     def _set_fitted(self, transformer, columns, numeric, categorical) -> None:
@@ -401,43 +421,50 @@ class TablePreprocessor(TransformerMixin, BaseEstimator):
     def from_dict(cls, d: dict) -> TablePreprocessor:
         """A fitted ``TablePreprocessor`` equal to the one ``to_dict`` described: the same
         scikit-learn transformers with the stored medians and categories."""
-        import pandas as pd
-
-        columns = list(d["columns"])
-        numeric = list(d["numeric"])
-        categorical = [c["name"] for c in d["categorical"]]
-        if sorted(numeric + categorical) != sorted(columns) or len(d["medians"]) != len(numeric):
-            raise ValueError(
-                "The stored preprocessing does not describe every column once: "
-                f"columns {columns}, numeric {numeric}, categorical {categorical}."
-            )
-        indicators = list(d["indicators"])
-        categories = [
-            [np.nan if c is None else c for c in entry["categories"]] for entry in d["categorical"]
-        ]
         self = cls(
-            categorical=[c for c in categorical] or None,
-            numeric=[c for c in numeric] or None,
-            missing_indicator=bool(indicators),
+            categorical=[c["name"] for c in d["categorical"]] or None,
+            numeric=list(d["numeric"]) or None,
+            missing_indicator=bool(d["indicators"]),
             max_categories=int(d.get("max_categories", MAX_CATEGORIES)),
         )
-        # A frame whose fit reproduces the stored statistics exactly: the median of one
-        # value is that value, a missing value marks the columns that get an indicator,
-        # and the categories are given explicitly.
-        n = 2 if indicators else 1
-        frame = {}
-        for name, median in zip(numeric, d["medians"], strict=True):
-            values = [float(median)] * n
-            if name in indicators:
-                values[1] = np.nan
-            frame[name] = np.asarray(values, dtype=np.float64)
-        for name, cats in zip(categorical, categories, strict=True):
-            frame[name] = np.asarray([cats[0]] * n, dtype=object)
-        synthetic = pd.DataFrame({c: frame[c] for c in columns})
-        transformer = _transformer(numeric, categorical, bool(indicators), categories)
-        _fit_quietly(transformer, synthetic)
-        self._set_fitted(transformer, columns, numeric, categorical)
+        self._set_fitted(*_fitted(d))
         return self
+
+
+def _fitted(d: dict):
+    """``(transformer, columns, numeric, categorical)``: the fitted ``ColumnTransformer``
+    that the plain data ``d`` describes (what ``fit`` learned, or a stored model's).
+
+    It is fitted on a frame that reproduces the statistics exactly: the median of one value
+    is that value, a missing value marks the columns that get an indicator, and the
+    categories are given explicitly."""
+    import pandas as pd
+
+    columns = list(d["columns"])
+    numeric = list(d["numeric"])
+    categorical = [c["name"] for c in d["categorical"]]
+    if sorted(numeric + categorical) != sorted(columns) or len(d["medians"]) != len(numeric):
+        raise ValueError(
+            "The stored preprocessing does not describe every column once: "
+            f"columns {columns}, numeric {numeric}, categorical {categorical}."
+        )
+    indicators = list(d["indicators"])
+    categories = [
+        [np.nan if c is None else c for c in entry["categories"]] for entry in d["categorical"]
+    ]
+    n = 2 if indicators else 1
+    frame = {}
+    for name, median in zip(numeric, d["medians"], strict=True):
+        values = [float(median)] * n
+        if name in indicators:
+            values[1] = np.nan
+        frame[name] = np.asarray(values, dtype=np.float64)
+    for name, cats in zip(categorical, categories, strict=True):
+        frame[name] = np.asarray([cats[0]] * n, dtype=object)
+    synthetic = pd.DataFrame({c: frame[c] for c in columns})
+    transformer = _transformer(numeric, categorical, bool(indicators), categories)
+    _fit_quietly(transformer, synthetic)
+    return transformer, columns, numeric, categorical
 
 
 def _frame(X, columns):
