@@ -51,3 +51,19 @@ def test_configure_process_before_start_and_the_persistent_cache(tmp_path):
     assert any(cache.iterdir())  # the executable was written to the cache folder
     second = child()
     assert int(second[-1]) >= 1  # read back instead of compiled
+
+
+def test_the_cli_leaves_jax_num_cpu_devices_to_jax(monkeypatch, tmp_path, capsys):
+    """JAX_NUM_CPU_DEVICES set: the user's device count stands (JAX reads it); unset: one CPU
+    device per core."""
+    import jaxreg.runtime as rt
+    from jaxreg.cli import main
+
+    seen: dict = {}
+    monkeypatch.setattr(rt, "configure_process", lambda **kw: seen.update(kw) or {})
+    argv = ["fit", str(tmp_path / "missing.csv"), "--target", "y", "--out", str(tmp_path / "m")]
+    monkeypatch.setenv("JAX_NUM_CPU_DEVICES", "4")
+    assert main(argv) == 2 and seen["n_cpu_devices"] is None
+    monkeypatch.delenv("JAX_NUM_CPU_DEVICES")
+    assert main(argv) == 2 and seen["n_cpu_devices"] == rt.cpu_cores()
+    assert "does not exist" in capsys.readouterr().err

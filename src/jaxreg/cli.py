@@ -77,7 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         configure_process(
             compilation_cache=False if args.no_cache else (args.cache_dir or True),
             fast_cpu=not args.default_xla and (small is None or small(args)),
-            n_cpu_devices=None if args.default_xla else cpu_cores(),
+            # JAX_NUM_CPU_DEVICES, when set, is the user's choice: JAX reads it itself.
+            n_cpu_devices=(
+                None if args.default_xla or os.environ.get("JAX_NUM_CPU_DEVICES") else cpu_cores()
+            ),
         )
         interrupts.check()  # one that came while JAX was being imported
         return int(args.run(args) or 0)
