@@ -191,3 +191,18 @@ def test_save_refuses_other_pipelines(tmp_path):
     with pytest.raises(ValueError, match="TablePreprocessor and an MLPRegressor"):
         jaxreg.save(model, tmp_path / "m")
     assert not (tmp_path / "m").exists()
+
+
+def test_true_false_text_is_a_category_and_numbers_stored_as_text_are_numbers():
+    import io
+
+    # pandas reads True/False with a blank as objects: booleans, not numbers
+    df = pd.read_csv(io.StringIO("a,b\nTrue,1\nFalse,2\n,3\nTrue,4\n"))
+    prep = TablePreprocessor().fit(df)
+    assert list(prep.get_feature_names_out()) == ["b", "a_false", "a_true", "a_nan"]
+    np.testing.assert_array_equal(prep.transform(df)["a_true"], [1, 0, 0, 1])
+    # every value reads as a number: a numeric column, missing values imputed
+    text = pd.DataFrame({"s": ["1", "2", "3.5", None]})
+    prep = TablePreprocessor().fit(text)
+    assert prep.numeric_ == ["s"]
+    np.testing.assert_array_equal(prep.transform(text)["s"], [1, 2, 3.5, 2])

@@ -155,7 +155,8 @@ def check_columns(
     numeric_cols, categorical_cols = [], []
     for name in columns:
         col = df[name]
-        if name in cat or (name not in num and _is_text(col)):
+        # text whose every value is a number (numbers stored as text) is read as numbers
+        if name in cat or (name not in num and _is_text(col) and not _numbers_as_text(col)):
             categorical_cols.append(name)
             if name in cat:
                 continue
@@ -179,13 +180,27 @@ def check_columns(
     return numeric_cols, categorical_cols
 
 
+def _number_mask(col) -> tuple[np.ndarray, np.ndarray]:
+    """``(present, number)`` masks of a text column: which values are there, and which of
+    them are numbers (a number, or text that reads as one; true/false are not)."""
+    import pandas as pd
+
+    values = col.to_numpy(dtype=object)
+    present = col.notna().to_numpy()
+    boolean = np.fromiter((isinstance(v, bool | np.bool_) for v in values), bool, len(values))
+    parsed = pd.to_numeric(col.where(~boolean), errors="coerce").notna().to_numpy()
+    return present, parsed & present & ~boolean
+
+
+def _numbers_as_text(col) -> bool:
+    present, number = _number_mask(col)
+    return bool(present.any()) and bool((number == present).all())
+
+
 def _check_not_mixed(col, name: str, labels: Labels) -> None:
     """Refuse a text column whose values are mostly numbers: one of them is probably a
     typo, and one-hot encoding the column would silently lose the numbers."""
-    import pandas as pd
-
-    present = col.notna().to_numpy()
-    parsed = pd.to_numeric(col, errors="coerce").notna().to_numpy()
+    present, parsed = _number_mask(col)
     if parsed.sum() * 2 > present.sum():
         i = int(np.argmax(present & ~parsed))
         raise ValueError(
