@@ -122,16 +122,30 @@ def test_drop_na_drops_instead_of_imputing(tmp_path, capsys):
     assert f"Dropped {int(df['area'].isna().sum())} row(s)" in out and "imputed" not in out
 
 
-def test_cv_reports_k_folds(tmp_path, capsys):
+def test_cv_reports_k_folds_with_one_compilation(tmp_path, capsys, monkeypatch):
+    from jaxreg import runner
+    from jaxreg.apps import fitcmd
+
     df = _raw(80, 4).drop(columns="id")
     data = tmp_path / "houses.csv"
     df.to_csv(data, index=False)
+    counts = []
+    train = fitcmd._train  # the final fit: count what the folds compiled before it
+
+    def counted(*args, **kwargs):
+        counts.append(runner.compile_count())
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(fitcmd, "_train", counted)
+    before = runner.compile_count()
     code, out, err = _run(
         ["fit", str(data), "--target", "price", "--out", str(tmp_path / "m"), "--cv", "3",
          "--no-report", *SETTINGS],
         capsys,
     )  # fmt: skip
     assert code == 0, err
+    # the three folds (53 or 54 rows each) share one bucket: one executable set at most
+    assert counts[0] - before <= 1, counts[0] - before
     line = next(x for x in out.splitlines() if x.startswith("3-fold cross-validation"))
     r2 = float(line.split("R² ")[1].split(" ")[0])
     assert -1 < r2 <= 1
