@@ -130,3 +130,23 @@ def test_early_stopping_restores_the_best_recorded_parameters(data):
     assert int(res.best_epoch) == int(epochs[best])
     assert int(res.epochs_run) < 60
     np.testing.assert_allclose(res.val_mse[0], val[best], **_tol(data))
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_evaluation_in_blocks_equals_one_pass(weighted):
+    """Beyond EVAL_ROWS rows the MSE is summed block by block (bounded memory); it equals
+    NumPy's weighted mean of the squared errors over all rows."""
+    from jaxreg import engine
+    from jaxreg.model import init, to_lanes
+
+    spec = MLPSpec((3, 16, 2), activation="tanh")
+    params_t = to_lanes(init(jax.random.PRNGKey(0), spec))
+    rows = 2 * engine.EVAL_ROWS + 7
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, rows)).astype(np.float32)
+    y = rng.normal(size=(2, rows)).astype(np.float32)
+    w = rng.random(rows).astype(np.float32) if weighted else None
+    got = np.asarray(engine._mse(spec, params_t, x, y, w))
+    err = (np.asarray(engine._predict(spec, params_t, x), np.float64) - y) ** 2
+    want = err.mean(axis=1) if w is None else (err * w).sum(axis=1) / w.sum()
+    np.testing.assert_allclose(got, want, rtol=2e-5)

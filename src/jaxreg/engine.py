@@ -58,6 +58,7 @@ MONITORS = ("val", "train")
 OBJECTIVES = ("mse", "rmse")
 _SAMPLE_SALT = 0x5A3D  # fold_in constant separating the sampling stream from init keys
 HISTORY_ROWS = 16_384  # the history's training MSE: every row up to this many, then a sample
+EVAL_ROWS = 65_536  # evaluation passes over more rows go block by block
 
 
 @dataclass(frozen=True)
@@ -437,12 +438,37 @@ def _epoch(spec: MLPSpec, cfg: TrainConfig, state: TrainState, skey, x_t, y_t, w
     return lax.cond(state.stopped, lambda s: (s, jnp.asarray(jnp.nan, x_t.dtype)), go, state)
 
 
+def _mse(spec: MLPSpec, params_t, x_t, y_t, w):
+    """Per-output MSE of ``params_t`` on lane-layout rows. Beyond ``EVAL_ROWS`` rows it is
+    summed over blocks of that many (``lax.map``), so a pass over a million rows holds one
+    block's activations instead of all of them (64 x 1M float32 is 256 MB a layer)."""
+    rows = x_t.shape[1]
+    if rows <= EVAL_ROWS:
+        return mse_per_output(_predict(spec, params_t, x_t), y_t, w, axis=1)
+    blocks = -(-rows // EVAL_ROWS)
+    extra = blocks * EVAL_ROWS - rows
+    w = jnp.ones((rows,), x_t.dtype) if w is None else w
+
+    def split(a):  # (c, rows) -> (blocks, c, EVAL_ROWS), zero-weight rows at the end
+        a = jnp.pad(a, ((0, 0), (0, extra)))
+        return a.reshape(a.shape[0], blocks, EVAL_ROWS).transpose(1, 0, 2)
+
+    w_b = jnp.pad(w, (0, extra)).reshape(blocks, EVAL_ROWS)
+
+    def block(args):
+        xb, yb, wb = args
+        return jnp.sum(wb[None, :] * (_predict(spec, params_t, xb) - yb) ** 2, axis=1)
+
+    sse = jnp.sum(lax.map(block, (split(x_t), split(y_t), w_b)), axis=0)
+    return sse / jnp.sum(w)
+
+
 def _evaluate(spec: MLPSpec, params_t, x_t, y_t, w, xv_t, yv_t, w_val=None):
-    train = mse_per_output(_predict(spec, params_t, x_t), y_t, w, axis=1)
+    train = _mse(spec, params_t, x_t, y_t, w)
     if xv_t is None:
         val = jnp.full_like(train, jnp.nan)
     else:
-        val = mse_per_output(_predict(spec, params_t, xv_t), yv_t, w_val, axis=1)
+        val = _mse(spec, params_t, xv_t, yv_t, w_val)
     return train, val
 
 
