@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxreg import validate
@@ -59,6 +60,7 @@ OBJECTIVES = ("mse", "rmse")
 _SAMPLE_SALT = 0x5A3D  # fold_in constant separating the sampling stream from init keys
 HISTORY_ROWS = 16_384  # the history's training MSE: every row up to this many, then a sample
 EVAL_ROWS = 65_536  # evaluation passes over more rows go block by block
+HOST_SHUFFLE_ROWS = 65_536  # minibatch orders of more rows are drawn by NumPy on the host
 
 
 @dataclass(frozen=True)
@@ -346,18 +348,38 @@ def _one_epoch(
 
 def _shuffled(key, rows: int, n=None):
     """A uniformly random order of ``rows`` row positions, the first ``n`` (traced; default
-    all) real rows first and the padding after them.
+    all) real rows first and the padding after them; a pure function of ``key``.
 
-    One unstable sort of random 31-bit keys carrying the positions: on the CPU it costs
-    less than half of ``jax.random.permutation``'s rounds of stable sorts (48 against 108
-    ms for 200,000 rows, measured in benchmarks/README.md), which dominated a minibatch
-    epoch. Padding rows get a larger key than any real row, so they sort last.
+    Up to ``HOST_SHUFFLE_ROWS`` rows: one unstable sort of random 31-bit keys carrying the
+    positions (on the CPU less than half of ``jax.random.permutation``'s rounds of stable
+    sorts: 48 against 108 ms for 200,000 rows). Beyond, XLA's sort still costs a quarter
+    of a minibatch epoch (270 ms a million rows), so NumPy draws the order on the host
+    (``jax.pure_callback``; 18 ms), seeded by ``key``'s bits and nothing else.
     """
+    if rows > HOST_SHUFFLE_ROWS:
+        real = jnp.asarray(rows if n is None else n, jnp.int32)
+        out = jax.ShapeDtypeStruct((rows,), jnp.int32)
+        return jax.pure_callback(
+            functools.partial(_host_order, rows),
+            out,
+            jax.random.key_data(key),
+            real,
+            vmap_method="sequential",
+        )
     bits = jax.random.bits(key, (rows,), jnp.uint32) >> 1
     iota = lax.iota(jnp.int32, rows)
     if n is not None:
         bits = jnp.where(iota < n, bits, jnp.uint32(0xFFFFFFFF))
     return lax.sort((bits, iota), num_keys=1, is_stable=False)[1]
+
+
+def _host_order(rows: int, key_bits, n) -> np.ndarray:
+    """The host side of ``_shuffled``: NumPy's permutation of the ``n`` real rows (PCG64
+    seeded by the key's bits), the padding rows after them in place."""
+    seed = np.random.SeedSequence([int(b) for b in np.asarray(key_bits).reshape(-1)])
+    n = int(n)
+    order = np.random.default_rng(seed).permutation(n).astype(np.int32)
+    return np.concatenate([order, np.arange(n, rows, dtype=np.int32)])
 
 
 def _one_padded_epoch(spec: MLPSpec, cfg: TrainConfig, state: TrainState, skey, x_t, y_t, w, hp, n):
