@@ -923,14 +923,11 @@ def load(path):
     """
     saved = store.load_model(path)
     model = _network(saved)
-    if saved.preprocessing is None:
+    if saved.preprocessor is None:
         return model
     from sklearn.pipeline import Pipeline
 
-    from jaxreg.preprocess import TablePreprocessor
-
-    prep = TablePreprocessor.from_dict(saved.preprocessing)
-    return Pipeline([("tablepreprocessor", prep), ("mlpregressor", model)])
+    return Pipeline([("tablepreprocessor", saved.preprocessor), ("mlpregressor", model)])
 
 
 def _network(saved: store.SavedModel) -> MLPRegressor:

@@ -155,12 +155,13 @@ def check_columns(
     numeric_cols, categorical_cols = [], []
     for name in columns:
         col = df[name]
+        number = None if name in cat or name in num or not _is_text(col) else _number_mask(col)
         # text whose every value is a number (numbers stored as text) is read as numbers
-        if name in cat or (name not in num and _is_text(col) and not _numbers_as_text(col)):
+        if name in cat or (number is not None and not _all_numbers(*number)):
             categorical_cols.append(name)
-            if name in cat:
+            if number is None:  # named in categorical
                 continue
-            _check_not_mixed(col, name, labels)
+            _check_not_mixed(col, *number, name, labels)
             n_distinct = int(col.nunique(dropna=True))
             if n_distinct > max_categories:
                 raise ValueError(
@@ -182,27 +183,28 @@ def check_columns(
 
 def _number_mask(col) -> tuple[np.ndarray, np.ndarray]:
     """``(present, number)`` masks of a text column: which values are there, and which of
-    them are numbers (a number, or text that reads as one; true/false are not)."""
+    them are numbers (a number, or text that reads as one; true/false are not). Each
+    distinct value is judged once and the column mapped through the verdicts."""
     import pandas as pd
 
-    values = col.to_numpy(dtype=object)
+    distinct = pd.unique(col.dropna())
+    verdict = {
+        v: not isinstance(v, bool | np.bool_) and not np.isnan(pd.to_numeric(v, errors="coerce"))
+        for v in distinct
+    }
     present = col.notna().to_numpy()
-    boolean = np.fromiter((isinstance(v, bool | np.bool_) for v in values), bool, len(values))
-    parsed = pd.to_numeric(col.where(~boolean), errors="coerce").notna().to_numpy()
-    return present, parsed & present & ~boolean
+    return present, col.map(verdict).fillna(False).to_numpy(dtype=bool)
 
 
-def _numbers_as_text(col) -> bool:
-    present, number = _number_mask(col)
+def _all_numbers(present: np.ndarray, number: np.ndarray) -> bool:
     return bool(present.any()) and bool((number == present).all())
 
 
-def _check_not_mixed(col, name: str, labels: Labels) -> None:
+def _check_not_mixed(col, present, number, name: str, labels: Labels) -> None:
     """Refuse a text column whose values are mostly numbers: one of them is probably a
     typo, and one-hot encoding the column would silently lose the numbers."""
-    present, parsed = _number_mask(col)
-    if parsed.sum() * 2 > present.sum():
-        i = int(np.argmax(present & ~parsed))
+    if number.sum() * 2 > present.sum():
+        i = int(np.argmax(present & ~number))
         raise ValueError(
             f"Column {name!r} mixes numbers and text: {col.iloc[i]!r} in {labels.row(col, i)} "
             f"is not a number; fix it or leave it empty (missing), or name the column in "
@@ -243,22 +245,22 @@ def _numeric(col, name: str, labels: Labels) -> np.ndarray:
 def _text(col) -> np.ndarray:
     """A categorical column as an object array of strings, NaN where missing. Numbers are
     written without a trailing '.0' when whole, so 3 and 3.0 (a column that had a missing
-    value when read) are the same category."""
+    value when read) are the same category.
+
+    Each distinct value is spelled once and the column mapped through that table (a hash
+    pass in pandas), not value by value in Python: a million rows take milliseconds."""
     import pandas as pd
 
-    out = np.empty(len(col), dtype=object)
-    values = col.to_numpy(dtype=object)
-    missing = pd.isna(col).to_numpy()
-    for i, v in enumerate(values):
-        if missing[i]:
-            out[i] = np.nan
-        elif isinstance(v, float | np.floating) and float(v).is_integer():
-            out[i] = str(int(v))
-        elif isinstance(v, bool | np.bool_):
-            out[i] = "true" if v else "false"
-        else:
-            out[i] = str(v)
-    return out
+    spelled = {v: _spelling(v) for v in pd.unique(col.dropna())}
+    return col.map(spelled).to_numpy(dtype=object)
+
+
+def _spelling(v) -> str:
+    if isinstance(v, bool | np.bool_):
+        return "true" if v else "false"
+    if isinstance(v, float | np.floating) and float(v).is_integer():
+        return str(int(v))
+    return str(v)
 
 
 class TablePreprocessor(TransformerMixin, BaseEstimator):
@@ -383,12 +385,13 @@ class TablePreprocessor(TransformerMixin, BaseEstimator):
             return
         encoder = self.transformer_.named_transformers_["categorical"]
         for name, cats in zip(self.categorical_, encoder.categories_, strict=True):
-            values = prepared[name].to_numpy(dtype=object)
-            known = {c for c in cats if isinstance(c, str)}
-            missing = np.asarray([not isinstance(v, str) for v in values])
-            unseen = ~missing & np.asarray([v not in known for v in values], dtype=bool)
+            column = prepared[name]
+            values = column.to_numpy(dtype=object)
+            known = [c for c in cats if isinstance(c, str)]
+            missing = column.isna().to_numpy()
+            unseen = ~missing & ~column.isin(known).to_numpy()
             if len(known) < len(cats):  # fit saw missing values: a category of its own
-                missing[:] = False
+                missing = np.zeros_like(missing)
             shown = sorted({str(v) for v in values[unseen]})
             if missing.any():
                 shown.append("<missing>")

@@ -526,14 +526,6 @@ def write_report(model, data=None, out_dir=None, *, feature=None, drop_na=None) 
     return Report(final / rep.html.name, [final / p.name for p in rep.images])
 
 
-def _preprocessor(saved: SavedModel):
-    if saved.preprocessing is None:
-        return None
-    from jaxreg.preprocess import TablePreprocessor
-
-    return TablePreprocessor.from_dict(saved.preprocessing)
-
-
 def _transform(prep, frame) -> np.ndarray:
     import warnings
 
@@ -587,7 +579,7 @@ def _write_report(
     saved: SavedModel, run: dict, data, out: pathlib.Path, feature, drop_na
 ) -> Report:
     feats, targets = column_names(saved, run)
-    prep = _preprocessor(saved)
+    prep = saved.preprocessor
     sets: list[tuple[str, np.ndarray]] | None = None
     source = None
     raw = None

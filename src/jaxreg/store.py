@@ -84,6 +84,7 @@ class SavedModel(NamedTuple):
     y_ndim: int = 2
     run: dict | None = None
     preprocessing: dict | None = None
+    preprocessor: Any = None  # the fitted TablePreprocessor rebuilt from ``preprocessing``
 
 
 class ModelDocument(NamedTuple):
@@ -602,27 +603,28 @@ def _saved(doc: dict, tensors: dict, where: str, what: str = "the model") -> Sav
         jaxreg_version=str(doc.get("jaxreg_version", "unknown")),
         y_ndim=int(model.get("y_ndim", 2)),
         run=doc.get("run"),
-        preprocessing=_preprocessing(model.get("preprocessing"), spec, what),
+        preprocessing=model.get("preprocessing"),
+        preprocessor=_preprocessor(model.get("preprocessing"), spec, what),
     )
 
 
-def _preprocessing(d: dict | None, spec: MLPSpec, what: str) -> dict | None:
-    """The stored preprocessing, checked by rebuilding it: it must give as many columns
-    as the network has inputs."""
+def _preprocessor(d: dict | None, spec: MLPSpec, what: str):
+    """The stored preprocessing rebuilt (a fitted ``TablePreprocessor``), or None; it must
+    give as many columns as the network has inputs."""
     if d is None:
         return None
     from jaxreg.preprocess import TablePreprocessor
 
     try:
-        width = TablePreprocessor.from_dict(d).n_features_out_
+        prep = TablePreprocessor.from_dict(d)
     except (TypeError, ValueError, KeyError) as exc:
         raise ValueError(f"{what} holds invalid preprocessing: {exc}") from None
-    if width != spec.n_inputs:
+    if prep.n_features_out_ != spec.n_inputs:
         raise ValueError(
-            f"{what}: its preprocessing gives {width} column(s), but the network takes "
-            f"{spec.n_inputs}."
+            f"{what}: its preprocessing gives {prep.n_features_out_} column(s), but the "
+            f"network takes {spec.n_inputs}."
         )
-    return d
+    return prep
 
 
 def _check_params(spec: MLPSpec, layers, what: str, m: int | None = None) -> None:

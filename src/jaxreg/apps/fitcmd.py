@@ -231,7 +231,7 @@ def run_fit(args: argparse.Namespace) -> int:
         labels=_labels(),
     )
     interrupts.check()
-    numeric, categorical = check_columns(
+    check_columns(  # every column's kind, refused in one line before any work
         frame.x,
         checked["categorical"],
         checked["numeric"],
@@ -405,10 +405,10 @@ def _clear_checkpoint(ckpt: pathlib.Path) -> None:
         print(f"warning: could not remove the checkpoint in {ckpt}: {exc}", file=sys.stderr)
 
 
-def _make_model(args, checked, **overrides):
+def _make_model(args, checked):
     from jaxreg.estimator import MLPRegressor
 
-    params = dict(
+    return MLPRegressor(
         hidden_layer_sizes=checked["hidden"],
         activation=args.activation,
         optimizer=args.optimizer,
@@ -427,8 +427,6 @@ def _make_model(args, checked, **overrides):
         n_ensemble=args.ensemble,
         random_state=args.seed,
     )
-    params.update(overrides)
-    return MLPRegressor(**params)
 
 
 def _target(y, names):
