@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 0
         command = f"jaxreg {args.command}"
+        # The scale-out options, checked before anything starts.
+        dist = _distributed_args(args) if _wants_distributed(args) else None
         import warnings
 
         from jaxreg.runtime import configure_process, cpu_cores
@@ -82,6 +84,16 @@ def main(argv: list[str] | None = None) -> int:
                 None if args.default_xla or os.environ.get("JAX_NUM_CPU_DEVICES") else cpu_cores()
             ),
         )
+        if dist is not None:
+            from jaxreg.runtime import start_distributed
+
+            if start_distributed(*dist)["process_index"]:
+                # Process 0 reports; the others print only warnings and errors (gloo's
+                # own lines go to file descriptor 1).
+                sys.stdout.flush()
+                quiet = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(quiet, 1)
+                os.close(quiet)
         interrupts.check()  # one that came while JAX was being imported
         return int(args.run(args) or 0)
     except KeyboardInterrupt:
@@ -101,6 +113,47 @@ def main(argv: list[str] | None = None) -> int:
         if interrupts.seen():
             return _interrupted(command)
         raise
+
+
+def _wants_distributed(args) -> bool:
+    return any(
+        getattr(args, name, None) not in (None, False)
+        for name in ("coordinator", "num_processes", "process_id", "distributed")
+    )
+
+
+def _distributed_args(args) -> tuple:
+    """``(coordinator, num_processes, process_id)`` of the scale-out options, checked; all
+    None for ``--distributed`` (JAX reads the cluster)."""
+    if args.distributed:
+        if args.coordinator or args.num_processes is not None or args.process_id is not None:
+            raise ValueError(
+                "--distributed reads the processes from the cluster's environment; "
+                "give it alone or give --coordinator, --num-processes and --process-id."
+            )
+        return None, None, None
+    if not args.coordinator:
+        raise ValueError(
+            "--num-processes and --process-id go with --coordinator HOST:PORT "
+            "(or use --distributed alone)."
+        )
+    host, _, port = args.coordinator.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(
+            f"--coordinator must be HOST:PORT with a port from 1 to 65535. "
+            f"Got {args.coordinator!r} instead."
+        )
+    n, i = args.num_processes, args.process_id
+    if n is None or n < 1:
+        raise ValueError(
+            f"--num-processes must be a positive int with --coordinator. Got {n} instead."
+        )
+    if i is None or not 0 <= i < n:
+        raise ValueError(
+            f"--process-id must be an int from 0 to {n - 1} with --num-processes {n}. "
+            f"Got {i} instead."
+        )
+    return args.coordinator, n, i
 
 
 def _interrupted(command: str) -> int:

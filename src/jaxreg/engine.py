@@ -287,9 +287,31 @@ def _init(
     )
 
 
+DATA_AXIS = "data"  # the mesh axis that data-parallel training lays the rows over
+
+
+def _over_data(*arrays):
+    """Lay each array's last axis (the rows, in the lane layout) over the ``data`` axis of the
+    mesh being traced under, if it has one; XLA then splits every product over the rows and
+    sums the gradients across devices. Elsewhere: the arrays unchanged."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or DATA_AXIS not in mesh.axis_names:
+        return arrays
+    from jax.sharding import PartitionSpec
+
+    return tuple(
+        None
+        if a is None
+        else lax.with_sharding_constraint(a, PartitionSpec(*(None,) * (a.ndim - 1), DATA_AXIS))
+        for a in arrays
+    )
+
+
 def _update(
     spec: MLPSpec, cfg: TrainConfig, params_t, opt_state, step, x_t, y_t, w, hp, total_steps
 ):
+    # A minibatch gathered from rows spread over devices is spread over them again.
+    x_t, y_t, w = _over_data(x_t, y_t, w)
     loss, grads = jax.value_and_grad(functools.partial(_objective, spec, cfg))(
         params_t, x_t, y_t, w, hp.l2
     )

@@ -141,6 +141,12 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
       warm_start: when True and already fitted with the same architecture, ``fit``
         starts from ``params_`` (keeping the fitted scalers) with a fresh optimizer state
         and trains ``epochs`` more epochs; ``loss_curve_`` and ``n_iter_`` accumulate.
+      data_parallel: split every minibatch (or the full batch, or L-BFGS's evaluations) by
+        rows over all devices of all processes (``jax.devices()``): the parameters are
+        replicated and XLA sums the gradients across devices. An ensemble's members each
+        train that way, one after another on CPU (vmapped on accelerators). The result
+        equals one device's to float tolerance. Default False: one device (an ensemble's
+        members spread over the local devices).
 
     Fitted attributes:
       params_: tuple of ``Layer(W, b)`` in the standardized space (NumPy); with
@@ -193,6 +199,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         random_state=None,
         verbose=0,
         warm_start=False,
+        data_parallel=False,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -216,6 +223,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
         self.warm_start = warm_start
+        self.data_parallel = data_parallel
 
     # Private fitted state (set by _fit/_store_result and load; never by __init__).
     _seed: int
@@ -289,6 +297,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             else v.integer(_OWNER, "verbose", self.verbose, low=0)
         )
         p["warm_start"] = v.boolean(_OWNER, "warm_start", self.warm_start)
+        p["data_parallel"] = v.boolean(_OWNER, "data_parallel", self.data_parallel)
         if p["batch_size"] is not None and p["sampling"] == "full":
             raise v.bad(
                 _OWNER,
@@ -532,7 +541,10 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             dtype = p["dtype"]
         # Rows are padded to a bucket size (zero weight, never sampled): fits on row counts
         # of one bucket (cross-validation folds, partial_fit batches) share executables.
-        n_pad = bucket_rows(len(tr_idx))
+        placement = runner.placement_for(m, data_axis=0) if p["data_parallel"] else None
+        k = 1 if placement is None else placement.data
+        # Data-parallel: buckets are multiples of the data axis, so the runner adds no rows.
+        n_pad = _round_up(bucket_rows(len(tr_idx)), k)
         spec, cfg = self._spec_cfg(p, X.shape[1], y2.shape[1], n_pad, early=not incremental)
         if continuing:
             spec = self._spec
@@ -549,6 +561,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
                 fy(y2[val_idx]) if has_val else None,
                 n_pad,
                 jdt,
+                multiple=k,
             )
             keys = _member_keys(seed, m)
             params = resume = None
@@ -580,6 +593,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
                 chunk_epochs=1 if incremental else chunk_epochs,
                 n_epochs=1 if incremental else None,
                 callbacks=callbacks,
+                placement=placement,
             )
             result = _to_host(out.result)
         if incremental:
@@ -812,7 +826,11 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         )
 
 
-def _padded_dataset(x, y, w, x_val, y_val, n_pad: int, dtype) -> Dataset:
+def _round_up(n: int, k: int) -> int:
+    return -(-n // k) * k
+
+
+def _padded_dataset(x, y, w, x_val, y_val, n_pad: int, dtype, multiple: int = 1) -> Dataset:
     """Training rows padded to ``n_pad`` with zero weight (``Dataset.n`` real rows) and
     validation rows padded to their own bucket, weighted 1 (real) and 0 (padding).
 
@@ -826,7 +844,7 @@ def _padded_dataset(x, y, w, x_val, y_val, n_pad: int, dtype) -> Dataset:
     n = x.shape[0]
     x_v = y_v = w_v = None
     if x_val is not None:
-        size = bucket_rows(x_val.shape[0])
+        size = _round_up(bucket_rows(x_val.shape[0]), multiple)
         x_v, y_v, w_v = put(x_val, size), put(y_val, size), put(np.ones(x_val.shape[0]), size)
     weights = np.ones(n) if w is None else w
     return Dataset(

@@ -36,8 +36,9 @@ import numpy as np
 from jax import lax
 
 from jaxreg import validate
-from jaxreg.data import Dataset
+from jaxreg.data import Dataset, pad_rows
 from jaxreg.engine import (
+    DATA_AXIS,
     History,
     TrainConfig,
     TrainResult,
@@ -100,41 +101,73 @@ class Outcome(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class Placement:
-    """How the model axis is laid on the hardware.
+    """How the model axis (and, for data-parallel training, the rows) meet the hardware.
 
     ``batching``: ``single`` (one model: the single-model program, the axis added around
     it), ``vmap`` (one batched program) or ``map`` (a loop over models of the single-model
     program; XLA:CPU can compile that loop's body into one native function with the CLI's
-    options). ``devices``: split the model axis over these with ``shard_map`` (each device
-    trains its own models; nothing crosses devices), or None. ``parts``: on one CPU device,
-    cut the model axis into this many parts run at once from host threads (one executable).
+    options). ``devices``: the devices of a mesh, or None (one device). ``data``: how many
+    of them form the mesh's ``data`` axis: every minibatch (or the full batch) is split
+    over it by rows, the parameters are replicated and XLA sums the gradients across it
+    (data-parallel training). The other ``len(devices) // data`` form the ``models`` axis,
+    which ``shard_map`` splits the model axis over (each device trains its own models).
+    ``parts``: on one CPU device, cut the model axis into this many parts run at once from
+    host threads (one executable).
     """
 
     batching: str = "single"
     devices: tuple | None = None
     parts: int = 1
+    data: int = 1
 
     def __post_init__(self):
         validate.choice("Placement", "batching", self.batching, ("single", "vmap", "map"))
-        if self.batching == "single" and self.devices:
+        n_dev = len(self.devices or (None,))
+        validate.integer("Placement", "data", self.data, low=1)
+        if n_dev % self.data:
+            raise validate.bad(
+                "Placement",
+                "data",
+                f"a divisor of the number of devices ({n_dev})",
+                self.data,
+            )
+        if self.batching == "single" and self.models_axis > 1:
             raise validate.bad(
                 "Placement",
                 "devices",
-                "None or empty when batching='single' (one model on one device)",
+                "None, empty or all on the data axis when batching='single' (one model)",
                 self.devices,
             )
-        if self.batching == "single" and self.parts != 1:
+        if (self.batching == "single" or self.data > 1) and self.parts != 1:
             raise validate.bad(
                 "Placement",
                 "parts",
-                "1 when batching='single' (one model on one device)",
+                "1 when batching='single' or data > 1 (no host threads)",
                 self.parts,
             )
 
     @property
+    def models_axis(self) -> int:
+        """Devices along the ``models`` axis of the mesh (1 without a mesh)."""
+        return len(self.devices or (None,)) // self.data
+
+    @property
     def n_slots(self) -> int:
         """Models are padded to a multiple of this."""
-        return len(self.devices or (None,)) * self.parts
+        return self.models_axis * self.parts
+
+    @functools.cached_property
+    def mesh(self):
+        """The ``jax.sharding.Mesh`` of ``devices``: axes ``("models",)``, or
+        ``("models", "data")`` when data-parallel; None without devices."""
+        if not self.devices:
+            return None
+        from jax.sharding import Mesh
+
+        if self.data == 1:
+            return Mesh(np.array(self.devices), ("models",))
+        grid = np.array(self.devices).reshape(self.models_axis, self.data)
+        return Mesh(grid, ("models", DATA_AXIS))
 
 
 def placement_for(
@@ -144,15 +177,38 @@ def placement_for(
     threads: int | None = None,
     batching: str | None = None,
     chunked: bool = False,
+    data_axis: int | None = None,
 ) -> Placement:
     """The placement of ``m`` models: every local device (``devices`` None), ``map`` on CPU
     and ``vmap`` on accelerators (``batching`` None), and on a single CPU device one host
-    thread per core (``threads`` None; chunked runs use one)."""
+    thread per core (``threads`` None; chunked runs use one).
+
+    ``data_axis``: data-parallel training over a ``data`` axis of this many devices (0: all
+    of them); the default devices are then every device of every process (``jax.devices()``),
+    and the rest of them split the models.
+    """
     threads = validate.integer("placement_for", "threads", threads, low=1, allow_none=True)
     validate.choice("placement_for", "batching", batching, ("vmap", "map"), allow_none=True)
+    data = validate.integer("placement_for", "data_axis", data_axis, low=0, allow_none=True)
+    if data is not None:
+        devs = tuple(jax.devices() if devices is None else devices)
+        data = data or len(devs)
+        if data == 1:  # one device on the data axis: nothing to split
+            return placement_for(
+                m, devices=devs, threads=threads, batching=batching, chunked=chunked
+            )
+        if len(devs) % data:
+            raise validate.bad(
+                "placement_for", "data_axis", f"0 or a divisor of the {len(devs)} devices", data
+            )
+        on_cpu = devs[0].platform == "cpu"
+        if m == 1:  # one model: a data axis of the first ``data`` devices
+            return Placement("single", devs[:data], 1, data)
+        return Placement(batching or ("map" if on_cpu else "vmap"), devs, 1, data)
     if m == 1:
         return Placement()
-    devs = tuple(jax.local_devices() if devices is None else devices)
+    # Every device of every process (a single process's own): the models split over all.
+    devs = tuple(jax.devices() if devices is None else devices)
     on_cpu = devs[0].platform == "cpu"
     batching = batching or ("map" if on_cpu else "vmap")
     parts = 1
@@ -196,9 +252,13 @@ def _signature(args) -> tuple:
 _MODE_FLAGS = ("jax_enable_x64", "jax_threefry_partitionable")
 
 
-def _compiled(cache_key, build: Callable, args):
+def _compiled(cache_key, build: Callable, args, placement: Placement | None = None):
     """``(executable, compile_seconds)`` of ``jax.jit(build())`` for ``args``; compiled once
-    per key and argument signature (0 seconds on a hit)."""
+    per key and argument signature (0 seconds on a hit). With a data-parallel
+    ``placement`` it is traced under the placement's mesh, and the outputs of a run with no
+    ``models`` axis to split are replicated on every device."""
+    mesh = placement.mesh if placement is not None and placement.data > 1 else None
+    out_replicated = placement is not None and placement.models_axis == 1
     global _COMPILES
     # The random-number mode changes what init and sampling compile to.
     full_key = (cache_key, _signature(args), *(getattr(jax.config, flag) for flag in _MODE_FLAGS))
@@ -207,7 +267,20 @@ def _compiled(cache_key, build: Callable, args):
         _CACHE.move_to_end(full_key)
         return hit, 0.0
     t0 = time.perf_counter()
-    exe = jax.jit(build()).lower(*args).compile()
+    if mesh is None:
+        exe = jax.jit(build()).lower(*args).compile()
+    else:
+        # Traced under the mesh: the engine lays minibatches over its data axis.
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        with jax.set_mesh(mesh):
+            exe = (
+                jax.jit(build(), out_shardings=NamedSharding(mesh, PartitionSpec()))
+                .lower(*args)
+                .compile()
+                if out_replicated
+                else jax.jit(build()).lower(*args).compile()
+            )
     seconds = time.perf_counter() - t0
     _COMPILES += 1
     _CACHE[full_key] = exe
@@ -257,18 +330,19 @@ def _over_models(placement: Placement, arity: int) -> Callable[[Callable], Calla
 
             return lax.map(one, tuple(a for a, m in zip(args, mapped, strict=True) if m))
 
-        if placement.devices is None:
-            return looped
-        from jax.sharding import Mesh, PartitionSpec
+        if placement.devices is None or placement.models_axis == 1:
+            return looped  # no models axis to split: the data axis is XLA's (the mesh's)
+        from jax.sharding import PartitionSpec
 
-        mesh = Mesh(np.array(placement.devices), ("models",))
         # check_vma=False: the lane layout's custom VJP (model._affine) returns a cotangent
-        # for the replicated data, which the check would want summed over devices.
+        # for the replicated data, which the check would want summed over devices. Only the
+        # models axis is manual; a data axis stays XLA's to split.
         return jax.shard_map(
             looped,
-            mesh=mesh,
+            mesh=placement.mesh,
             in_specs=tuple(PartitionSpec("models") if m else PartitionSpec() for m in mapped),
             out_specs=PartitionSpec("models"),
+            axis_names=frozenset({"models"}),
             check_vma=False,
         )
 
@@ -279,12 +353,74 @@ def _place(placement: Placement, tree, shared: bool = False):
     """Put a tree with the model axis (or a shared one) where the placement needs it."""
     if placement.devices is None or tree is None:
         return tree
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+    from jax.sharding import NamedSharding, PartitionSpec
 
-    mesh = Mesh(np.array(placement.devices), ("models",))
-    return jax.device_put(
-        tree, NamedSharding(mesh, PartitionSpec() if shared else PartitionSpec("models"))
-    )
+    spec = PartitionSpec() if shared or placement.models_axis == 1 else PartitionSpec("models")
+    return _global(tree, NamedSharding(placement.mesh, spec))
+
+
+def _global(tree, sharding):
+    """``tree``'s arrays as global arrays of ``sharding``, each process putting only the
+    shards of its own devices (every process holds the same values)."""
+
+    def one(a):
+        if isinstance(a, jax.Array) and a.sharding == sharding:
+            return a
+        if sharding.is_fully_addressable:
+            return jax.device_put(a, sharding)
+        host = np.asarray(a)
+        return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+
+    return jax.tree.map(one, tree)
+
+
+def _fetchable(tree):
+    """``tree`` with every array split over other processes' devices gathered (NumPy), so
+    that each process holds the whole result."""
+
+    def one(a):
+        if isinstance(a, jax.Array) and not (a.is_fully_addressable or a.is_fully_replicated):
+            from jax.experimental import multihost_utils
+
+            return multihost_utils.process_allgather(a, tiled=True)
+        return a
+
+    return jax.tree.map(one, tree)
+
+
+def _place_rows(placement: Placement, data: Dataset) -> Dataset:
+    """Data-parallel data: the rows (training and validation) padded to a multiple of the
+    data axis with zero-weight rows and laid over it; ``n`` replicated."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    k = placement.data
+    rows = int(np.shape(data.x)[0])
+    dtype = np.dtype(data.x.dtype)
+    if rows % k:
+        if data.n is None:  # the real rows, so that padding is never drawn into a batch
+            data = data._replace(n=np.int32(rows))
+        size = -(-rows // k) * k
+        w = np.ones(rows, dtype) if data.w is None else np.asarray(data.w)
+        data = data._replace(
+            x=pad_rows(np.asarray(data.x), size),
+            y=pad_rows(np.asarray(data.y), size),
+            w=pad_rows(w, size),
+        )
+    if data.x_val is not None and int(np.shape(data.x_val)[0]) % k:
+        n_val = int(np.shape(data.x_val)[0])
+        size = -(-n_val // k) * k
+        w_val = np.ones(n_val, dtype) if data.w_val is None else np.asarray(data.w_val)
+        data = data._replace(
+            x_val=pad_rows(np.asarray(data.x_val), size),
+            y_val=pad_rows(np.asarray(data.y_val), size),
+            w_val=pad_rows(w_val, size),
+        )
+    rows_spec = NamedSharding(placement.mesh, PartitionSpec(DATA_AXIS))
+    n = data.n
+    placed = _global(data._replace(n=None), rows_spec)
+    if n is not None:
+        n = _global(n, NamedSharding(placement.mesh, PartitionSpec()))
+    return placed._replace(n=n)
 
 
 # ---------------------------------------------------------------- the runner
@@ -394,7 +530,10 @@ def run(
     elif params is not None:
         params = padded(jax.tree.map(lambda a: jnp.asarray(a, dtype), params))
     keys, hp, params = (_place(placement, t) for t in (keys, hp, params))
-    shared = _place(placement, data, shared=True)
+    if placement.data > 1:
+        shared = _place_rows(placement, data)
+    else:
+        shared = _place(placement, data, shared=True)
     if chunked:
         if resume is not None:
             state = _place(placement, padded(jax.device_put(resume[0])))
@@ -412,7 +551,7 @@ def run(
     else:
         result, timings = _run_whole(spec, cfg, shared, hp, keys, params, placement)
         final = None
-    result = unpadded(result)
+    result = unpadded(_fetchable(result))
     if check:
         check_finite(result, hparams)
     return Outcome(result, timings, final)
@@ -469,7 +608,7 @@ def _run_whole(spec, cfg, data, hp, keys, params, placement: Placement):
         ]
     wrap = _over_models(placement, 4)
     exe, compile_s = _compiled(
-        ("train", spec, cfg, placement), lambda: wrap(make_train(spec, cfg)), parts[0]
+        ("train", spec, cfg, placement), lambda: wrap(make_train(spec, cfg)), parts[0], placement
     )
     t0 = time.perf_counter()
     if len(parts) > 1:
@@ -506,6 +645,7 @@ def _run_chunks(
             ("init", spec, cfg, placement),
             lambda: _over_models(placement, 4)(engine.init),
             (keys, data, hp, params),
+            placement,
         )
         compile_s += c
         state, history = exe(keys, data, hp, params), None
@@ -515,12 +655,14 @@ def _run_chunks(
         ("run", spec, cfg, chunk_epochs, placement),
         lambda: _over_models(placement, 4)(lambda s, d, h, k: engine.run(s, k, d, h, chunk_epochs)),
         (state, data, hp, keys),
+        placement,
     )
     compile_s += c
     exe_finish, c = _compiled(
         ("finish", spec, cfg, placement),
         lambda: _over_models(placement, 2)(lambda s, d: engine.finish(s, d, None)),
         (state, data),
+        placement,
     )
     compile_s += c
     run_s = 0.0
@@ -692,6 +834,7 @@ def fit_many(
     threads: int | None = None,
     batching: str | None = None,
     *,
+    data_axis: int | None = None,
     params=None,
     chunk_epochs: int | None = None,
     callback: Callable[[Progress], None] | None = None,
@@ -701,7 +844,8 @@ def fit_many(
     """Train ``M`` models of one architecture: ``run`` with keys from seeds or keys.
 
     ``keys``: ``M`` PRNG keys (an ``(M, 2)`` array) or a list of int seeds; ``n_models``
-    gives seeds ``0..M-1``. ``devices``, ``threads`` and ``batching`` choose the placement
+    gives seeds ``0..M-1``. ``devices``, ``threads``, ``batching`` and ``data_axis`` (a data
+    axis of that many devices, 0 all: data-parallel training) choose the placement
     (``placement_for``). Returns the ``TrainResult`` (model axis first), or
     ``(result, timings)`` with ``return_timings=True``.
     """
@@ -722,7 +866,12 @@ def fit_many(
         keys = jnp.stack([as_key(int(k)) for k in keys])
     m = int(np.shape(keys)[0])
     placement = placement_for(
-        m, devices=devices, threads=threads, batching=batching, chunked=chunk_epochs is not None
+        m,
+        devices=devices,
+        threads=threads,
+        batching=batching,
+        chunked=chunk_epochs is not None,
+        data_axis=data_axis,
     )
     out = run(
         spec,

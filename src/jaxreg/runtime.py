@@ -65,6 +65,40 @@ def configure_process(
     return done
 
 
+def start_distributed(
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+) -> dict:
+    """Join this process to a multi-process JAX run (``jax.distributed.initialize``); with
+    no arguments JAX reads the cluster from the environment (SLURM, Open MPI, Kubernetes).
+    CPU collectives go through gloo (``jax_cpu_collectives_implementation``), so CPU-only
+    processes can reduce across hosts. Call it before JAX runs anything. Returns the
+    process index and count."""
+    import jax
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.distributed.initialize(
+            coordinator_address=coordinator,
+            num_processes=num_processes,
+            process_id=process_id,
+            initialization_timeout=DISTRIBUTED_TIMEOUT,
+            heartbeat_timeout_seconds=HEARTBEAT_SECONDS,
+        )
+    except (RuntimeError, ValueError) as exc:  # one line: where and why it failed
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        where = f"with coordinator {coordinator}" if coordinator else "from the environment"
+        raise ValueError(f"jax.distributed could not start {where}: {text}") from None
+    return {"process_index": jax.process_index(), "process_count": jax.process_count()}
+
+
+# Seconds the processes wait for each other at start-up, and before a missing one (a crash,
+# an error) ends the others.
+DISTRIBUTED_TIMEOUT = 120
+HEARTBEAT_SECONDS = 10
+
+
 def cpu_cores() -> int:
     """Cores this process may run on."""
     try:

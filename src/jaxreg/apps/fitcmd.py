@@ -31,7 +31,7 @@ def _labels():
 
 
 def add_parser(sub) -> None:
-    parser = add_command(sub, "fit", run_fit, "fit", "table")
+    parser = add_command(sub, "fit", run_fit, "fit", "table", "distributed")
     parser.set_defaults(small_loop=small_loop)
     add_command(sub, "predict", run_predict)
     add_command(sub, "report", run_report)
@@ -293,6 +293,9 @@ def run_fit(args: argparse.Namespace) -> int:
             "run_seconds": model.run_seconds_,
         },
     )
+    if not _writes():  # process 0 writes; the others wait for it
+        _wait_for_all("jaxreg fit: saved")
+        return 0
     # Everything that can fail happens before the commit; the commit is the last step.
     with store.ModelWriter(out, overwrite=args.overwrite) as writer:
         report = None
@@ -308,6 +311,7 @@ def run_fit(args: argparse.Namespace) -> int:
                 print(f"Report: {out / store.REPORT_LINK / 'report.html'}")
             if args.checkpoint_every is not None or args.resume:
                 _clear_checkpoint(ckpt)
+    _wait_for_all("jaxreg fit: saved")
     return 0
 
 
@@ -386,6 +390,10 @@ def _settings(args, checked) -> dict:
     out = {k: getattr(args, k) for k in keys}
     out["categorical"] = checked["categorical"]
     out["numeric"] = checked["numeric"]
+    out["devices"] = (
+        f"{jax.device_count()} {jax.devices()[0].platform} device(s) in "
+        f"{jax.process_count()} process(es)" + (", data-parallel" if _data_parallel(args) else "")
+    )
     out["date"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     out["versions"] = (
         f"jaxreg {__version__}, jax {jax.__version__}, scikit-learn {sklearn.__version__}, "
@@ -426,7 +434,32 @@ def _make_model(args, checked):
         max_fun=args.max_fun,
         n_ensemble=args.ensemble,
         random_state=args.seed,
+        data_parallel=_data_parallel(args),
     )
+
+
+def _data_parallel(args) -> bool:
+    """--data-parallel, or more than one process: they share one model."""
+    import jax
+
+    return bool(args.data_parallel) or jax.process_count() > 1
+
+
+def _writes() -> bool:
+    """Whether this process writes the outputs (process 0 of a multi-process run)."""
+    import jax
+
+    return jax.process_index() == 0
+
+
+def _wait_for_all(name: str) -> None:
+    """A barrier across the processes of a multi-process run (nothing otherwise)."""
+    import jax
+
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
 
 
 def _target(y, names):
@@ -461,7 +494,8 @@ def _train(args, checked, x, y, target_names, ckpt):
         every = args.checkpoint_every
         if every is not None and every % chunk:
             every = None
-        checkpoint = Checkpointer(ckpt, every=every, resume=args.resume)
+        # In a multi-process run every process resumes; process 0 alone writes.
+        checkpoint = Checkpointer(ckpt, every=every if _writes() else None, resume=args.resume)
     _, tr, _ = training_split(len(x), args.val_fraction, args.seed)
     scale2 = Standardizer.fit(y[tr]).scale ** 2  # as the estimator standardizes y
     bar = _ProgressBar(args.epochs, args.ensemble, scale2, quiet=args.quiet)

@@ -89,6 +89,7 @@ def add_parser(sub) -> None:
     p = add_command(sub, "sweep", run)
     add_options(p.add_argument_group("data"), "sweep-data")
     add_options(p.add_argument_group("table"), "table")
+    add_options(p.add_argument_group("scale-out"), "distributed")
     g = p.add_argument_group("grid")
     add_options(g, "sweep-grid")
     for opt, field in HP_OPTIONS.items():
@@ -344,6 +345,11 @@ def run(args: argparse.Namespace) -> int:
         **plan,
     )
     wall = time.perf_counter() - t0
+    import jax
+
+    if jax.process_index():  # a multi-process sweep: process 0 writes, the others wait
+        _wait_for_all()
+        return 0
     out = pathlib.Path(args.out)
     files = _write_outputs(out, res)
     if args.ensemble_plot or args.lecture:
@@ -352,7 +358,17 @@ def run(args: argparse.Namespace) -> int:
         )
     _print(res, args, plan, wall)
     print(f"Wrote {', '.join(p.name for p in files)} into {out}/")
+    _wait_for_all()
     return 0
+
+
+def _wait_for_all() -> None:
+    import jax
+
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("jaxreg sweep: written")
 
 
 def _columns(table) -> list[str]:

@@ -1,0 +1,297 @@
+"""Scale-out: data-parallel training over a ``data`` mesh axis, the ``(models, data)`` mesh,
+and several processes through ``jax.distributed`` (gloo on CPU).
+
+The device counts need their own processes (JAX reads them when its backend starts), so the
+checks run in subprocesses with ``JAX_NUM_CPU_DEVICES``; each is bounded in time and its
+processes are killed when it fails. The reference is always one device (or one process)
+training the same batches in the same order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from jaxreg.runner import Placement, placement_for
+
+TIMEOUT = 240
+
+
+def _env(devices: int) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
+    env["JAX_NUM_CPU_DEVICES"] = str(devices)
+    env["JAX_PLATFORMS"] = "cpu"
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _python(code: str, devices: int, *args: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        env=_env(devices),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def _together(commands: list[list[str]], devices: int) -> list[subprocess.CompletedProcess]:
+    """Run the commands at once (the processes of one distributed run); kill them all when
+    one fails or the time runs out."""
+    procs = [
+        subprocess.Popen(c, env=_env(devices), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for c in commands
+    ]
+    try:
+        outs = [p.communicate(timeout=TIMEOUT) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return [
+        subprocess.CompletedProcess(p.args, p.returncode, o.decode(), e.decode())
+        for p, (o, e) in zip(procs, outs, strict=True)
+    ]
+
+
+# ---------------------------------------------------------------- placement (in process)
+
+
+def test_placement_checks_its_data_axis():
+    with pytest.raises(ValueError, match=r"'data' parameter of Placement must be a divisor"):
+        Placement("map", ("a", "b", "c"), 1, 2)
+    with pytest.raises(ValueError, match=r"'parts' parameter of Placement must be 1"):
+        Placement("map", ("a", "b"), 2, 2)
+    with pytest.raises(ValueError, match=r"'devices' parameter of Placement"):
+        Placement("single", ("a", "b", "c", "d"), 1, 2)  # one model, a models axis of 2
+    p = Placement("single", ("a", "b"), 1, 2)
+    assert (p.models_axis, p.n_slots) == (1, 1)
+    q = Placement("map", ("a", "b", "c", "d", "e", "f"), 1, 3)
+    assert (q.models_axis, q.n_slots) == (2, 2)
+    with pytest.raises(ValueError, match=r"'data_axis' parameter of placement_for"):
+        placement_for(2, data_axis=-1)
+    # One device: a data axis of one is no data axis.
+    assert placement_for(1, data_axis=0) == Placement()
+
+
+# ---------------------------------------------------------------- one process, four devices
+
+_EQUIVALENCE = """
+import re, warnings
+import jax, numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from jaxreg import MLPRegressor
+from jaxreg import runner
+from jaxreg.data import Dataset
+from jaxreg.engine import TrainConfig
+from jaxreg.model import MLPSpec
+from jaxreg.optim import Hparams
+from jaxreg.runner import placement_for, run
+
+warnings.simplefilter("ignore", ConvergenceWarning)
+assert jax.device_count() == 4
+rng = np.random.default_rng(0)
+out = {}
+
+def dataset(n, n_val=64):
+    x = rng.normal(size=(n, 3)).astype(np.float32)
+    y = np.stack([np.sin(x).sum(1), x[:, 0] * x[:, 1]], 1).astype(np.float32)
+    return Dataset(x, y, x[:n_val], y[:n_val])
+
+def collectives(exe):
+    return re.findall(r"= \\(?[^=]*\\)? (all-reduce|all-gather|reduce-scatter)(?:-start)?\\(",
+                      exe.as_text())
+
+spec = MLPSpec((3, 16, 16, 2))
+cases = {  # name: rows, configuration, models, data axis
+    "full": (256, TrainConfig(30, "adam"), 1, 4),
+    "shuffle": (256, TrainConfig(6, "adam", batch_size=32, sampling="shuffle"), 1, 4),
+    "lbfgs": (256, TrainConfig(8, "lbfgs"), 1, 4),
+    "host order": (70_000, TrainConfig(1, "adam", batch_size=4096, sampling="shuffle"), 1, 4),
+    # two models on a (2 models, 2 data) mesh
+    "ensemble": (256, TrainConfig(6, "adam", batch_size=32, sampling="shuffle"), 2, 2),
+}
+for name, (n, cfg, m, axis) in cases.items():
+    d = dataset(n)
+    keys = jax.random.key_data(jax.random.split(jax.random.key(1), m))
+    one = placement_for(m, devices=jax.devices()[:1], threads=1) if m > 1 else None
+    ref = run(spec, cfg, d, Hparams(1e-2), keys, placement=one).result
+    runner._CACHE.clear()
+    got = run(spec, cfg, d, Hparams(1e-2), keys, placement=placement_for(m, data_axis=axis)).result
+    diff = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+               for a, b in zip(jax.tree.leaves(ref.params), jax.tree.leaves(got.params)))
+    val = float(np.max(np.abs(np.asarray(ref.val_mse) - np.asarray(got.val_mse))))
+    (exe,) = [e for k, e in runner._CACHE.items() if k[0][0] == "train"]
+    rows = exe.input_shardings[0][1].x.shard_shape((n, 3))[0]
+    out[name] = {"params": diff, "val": val, "rows": rows, "axis": axis, "n": n,
+                 "all-reduce": collectives(exe).count("all-reduce")}
+
+# Rows that the data axis does not divide are padded with zero-weight rows.
+d = dataset(101, n_val=7)
+runner._CACHE.clear()
+got = run(spec, TrainConfig(20, "adam"), d, Hparams(1e-2), jax.random.key_data(
+    jax.random.split(jax.random.key(1), 1)), placement=placement_for(1, data_axis=4)).result
+ref = run(spec, TrainConfig(20, "adam"), d, Hparams(1e-2), jax.random.key_data(
+    jax.random.split(jax.random.key(1), 1))).result
+out["uneven"] = float(np.max(np.abs(np.asarray(ref.val_mse) - np.asarray(got.val_mse))))
+
+X = rng.normal(size=(500, 5)); y = np.sin(X).sum(1)
+a = MLPRegressor(epochs=8, random_state=0, early_stopping=True).fit(X, y)
+b = MLPRegressor(epochs=8, random_state=0, early_stopping=True, data_parallel=True).fit(X, y)
+out["estimator"] = float(np.max(np.abs(a.predict(X) - b.predict(X))))
+out["iters"] = [int(a.n_iter_), int(b.n_iter_)]
+m = MLPRegressor(epochs=2, random_state=0, data_parallel=True)
+for i in range(2):
+    m.partial_fit(X[: 300 + 50 * i], y[: 300 + 50 * i])
+out["partial_fit"] = int(m.n_iter_)
+print(json.dumps(out))
+"""
+
+
+def test_data_parallel_equals_one_device():
+    """Full batch, minibatches, L-BFGS, the host-drawn order, an ensemble on a (models,
+    data) mesh and the estimator: the same batches in the same order give one device's result to
+    float tolerance, with the rows split over the devices and the gradients all-reduced."""
+    out = json.loads(_python("import json\n" + textwrap.dedent(_EQUIVALENCE), 4))
+    for name in ("full", "shuffle", "lbfgs", "host order", "ensemble"):
+        r = out[name]
+        tol = 5e-5 if name == "lbfgs" else 2e-6
+        assert r["params"] < tol and r["val"] < tol, (name, r)
+        assert r["rows"] == r["n"] // r["axis"], (name, r)  # each device holds its share
+        assert r["all-reduce"] >= 1, (name, r)  # the gradients are summed across devices
+    assert out["uneven"] < 1e-5
+    assert out["estimator"] < 1e-5, out
+    assert out["iters"][0] == out["iters"][1]
+    assert out["partial_fit"] == 2
+
+
+# ---------------------------------------------------------------- two processes
+
+_PROCESS = """
+import json, sys, warnings
+import jax, numpy as np
+port, pid = sys.argv[1], int(sys.argv[2])
+from jaxreg.runtime import start_distributed
+assert start_distributed(f"127.0.0.1:{port}", 2, pid) == {"process_index": pid, "process_count": 2}
+from sklearn.exceptions import ConvergenceWarning
+from jaxreg import MLPRegressor, fit_many
+from jaxreg.data import Dataset
+from jaxreg.engine import TrainConfig
+from jaxreg.model import MLPSpec
+from jaxreg.optim import Hparams
+
+warnings.simplefilter("ignore", ConvergenceWarning)
+assert jax.device_count() == 4 and jax.local_device_count() == 2
+rng = np.random.default_rng(0)
+X = rng.normal(size=(600, 4)); y = np.sin(X).sum(1)
+out = {}
+# One model on a data axis of all four devices of both processes; the reference is this
+# process's own default device.
+for dp in (True, False):
+    out[f"fit/{dp}"] = MLPRegressor(epochs=6, random_state=0, data_parallel=dp).fit(X, y).predict(X)
+f = np.float32
+d = Dataset(X[:500].astype(f), y[:500, None].astype(f), X[500:].astype(f), y[500:, None].astype(f))
+# Six models split over the four devices of both processes; the reference on one local device.
+for where, devices in (("all", None), ("local", jax.local_devices()[:1])):
+    out[f"models/{where}"] = np.asarray(fit_many(
+        MLPSpec((4, 8, 1)), TrainConfig(20, "adam"), d, Hparams(1e-2), n_models=6,
+        devices=devices, threads=1).val_mse).ravel()
+print(json.dumps({k: np.asarray(v, float).tolist() for k, v in out.items()}))
+"""
+
+
+def test_two_processes_agree_with_one_device():
+    """Two processes of two CPU devices each (jax.distributed on 127.0.0.1, gloo) train a
+    data-parallel model over all four devices, and split a model axis over them, with one
+    device's results."""
+    code = textwrap.dedent(_PROCESS)
+    port = str(_free_port())
+    runs = _together([[sys.executable, "-c", code, port, str(i)] for i in range(2)], 2)
+    outs = []
+    for r in runs:
+        assert r.returncode == 0, r.stderr[-3000:]
+        outs.append(json.loads(r.stdout.strip().splitlines()[-1]))
+    for got in outs:
+        np.testing.assert_allclose(got["fit/True"], got["fit/False"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got["models/all"], got["models/local"], rtol=1e-5, atol=1e-7)
+    assert outs[0] == outs[1]  # both processes hold the same results
+
+
+def test_cli_fit_over_two_processes(tmp_path, capsys):
+    """``jaxreg fit --coordinator``: both processes train, process 0 alone reports and writes
+    the model, which predicts as the model of one process on one device."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 3))
+    table = tmp_path / "t.csv"
+    lines = ["a,b,c,y"] + [f"{r[0]},{r[1]},{r[2]},{np.sin(r).sum()}" for r in x]
+    table.write_text("\n".join(lines) + "\n")
+    common = ["fit", str(table), "--target", "y", "--epochs", "5", "--no-report", "--quiet"]
+    port = _free_port()
+    runs = _together(
+        [
+            [sys.executable, "-m", "jaxreg", *common, "--out", str(tmp_path / "two")]
+            + ["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)]
+            for i in range(2)
+        ],
+        2,
+    )
+    for r in runs:
+        assert r.returncode == 0, r.stderr[-3000:]
+    assert "Saved the model" in runs[0].stdout
+    assert runs[1].stdout == ""  # process 1 reports nothing (and writes nothing)
+    from jaxreg.cli import main
+
+    assert main(["--no-cache", "--default-xla", *common, "--out", str(tmp_path / "one")]) == 0
+    capsys.readouterr()
+    import pandas as pd
+
+    import jaxreg
+
+    features = pd.read_csv(table)[["a", "b", "c"]]
+    np.testing.assert_allclose(
+        jaxreg.load(tmp_path / "two").predict(features),
+        jaxreg.load(tmp_path / "one").predict(features),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    doc = (tmp_path / "two" / "model.json").read_text()
+    assert "4 cpu device(s) in 2 process(es), data-parallel" in doc
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--coordinator", "localhost"], "--coordinator must be HOST:PORT"),
+        (["--coordinator", "h:1", "--num-processes", "2"], "--process-id must be an int from 0"),
+        (["--coordinator", "h:1", "--num-processes", "2", "--process-id", "2"], "from 0 to 1"),
+        (["--num-processes", "2"], "go with --coordinator"),
+        (["--distributed", "--coordinator", "h:1"], "--distributed reads the processes"),
+    ],
+)
+def test_distributed_options_are_checked(tmp_path, capsys, args, message):
+    from jaxreg.cli import main
+
+    table = tmp_path / "t.csv"
+    table.write_text("x,y\n1,2\n2,3\n3,5\n")
+    code = main(
+        ["--no-cache", "--default-xla", "fit", str(table), "--target", "y"]
+        + ["--out", str(tmp_path / "m"), *args]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "m").exists()
