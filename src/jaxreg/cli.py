@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
     interrupts.install()
     command = "jaxreg"
+    dist = None
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -107,11 +108,20 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"{command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    except Exception:
+    except Exception as exc:
         # An interrupt can surface as another error (an extension module interrupted while
         # it initializes raises ImportError).
         if interrupts.seen():
             return _interrupted(command)
+        if dist is not None and type(exc).__name__ == "JaxRuntimeError":
+            # A collective that another process of the run never joined (it failed or was
+            # stopped): one line here too, and this process ends as well.
+            print(
+                f"{command}: error: another process of this distributed run failed or "
+                f"stopped answering ({_one_line(exc)[:300]})",
+                file=sys.stderr,
+            )
+            return 1
         raise
 
 

@@ -211,8 +211,16 @@ def _chunk_epochs(epochs: int, every: int | None) -> int:
 # ------------------------------------------------------------------ fit
 
 
+def _warning(text: str) -> None:
+    """A warning as one line on stderr (from process 0 alone in a multi-process run)."""
+    if _writes():
+        print(f"Warning: {text}", file=sys.stderr)
+
+
 def run_fit(args: argparse.Namespace) -> int:
     checked = _check_fit_args(args)
+    if not _writes():
+        args.quiet = True  # process 0 shows the progress
     out, ckpt = _check_paths(args)
 
     import numpy as np
@@ -369,7 +377,7 @@ def _transform(model, x, predict: bool = False):
         warnings.simplefilter("always", UnknownCategoryWarning)
         out = model.predict(x, return_std=True) if predict else model.transform(x)
     for w in caught:
-        print(f"Warning: {w.message}", file=sys.stderr)
+        _warning(str(w.message))
     return out
 
 
@@ -509,7 +517,7 @@ def _train(args, checked, x, y, target_names, ckpt):
             checkpoint=checkpoint,
         )
     for w in caught:  # one line each, not Python's file:line form
-        print(f"Warning: {w.message}", file=sys.stderr)
+        _warning(str(w.message))
     if checkpoint is not None and checkpoint.resumed_from is not None:
         print(f"Resumed from the checkpoint in {ckpt} (epoch {checkpoint.resumed_from}).")
     return model
