@@ -46,12 +46,16 @@ __all__ = [
     "SAMPLINGS",
     "Engine",
     "History",
+    "StreamEngine",
     "TrainConfig",
     "TrainResult",
     "TrainState",
     "empty_history",
+    "epoch_order",
     "make_engine",
+    "make_stream_engine",
     "make_train",
+    "sampling_key",
 ]
 
 SAMPLINGS = ("full", "shuffle", "bootstrap")
@@ -189,10 +193,10 @@ class History(NamedTuple):
     a pass over a million rows at every record point costs a quarter of an epoch.
     Validation and the final ``TrainResult`` metrics always use every row."""
 
-    epoch: jax.Array
-    train_mse: jax.Array
-    val_mse: jax.Array
-    objective: jax.Array
+    epoch: Any  # JAX arrays on the device, NumPy arrays once on the host
+    train_mse: Any
+    val_mse: Any
+    objective: Any
 
 
 class TrainResult(NamedTuple):
@@ -628,6 +632,117 @@ def _finish(
         val_k,
         converged,
     )
+
+
+# ---------------------------------------------------------------- streamed minibatches
+# A table streamed from disk (``jaxreg.stream``) reaches the device as chunks of minibatches
+# the host prepared; these pieces run them with the same updates, record points and
+# stopping rules as ``_run`` (``jaxreg.runner.run_stream`` drives them).
+
+
+def _stream_record(spec: MLPSpec, cfg: TrainConfig, state: TrainState, sample: Dataset):
+    """A record point: the history's training MSE on ``sample.x``/``y`` (a sample of the
+    training rows) and validation MSE on ``sample.x_val``/``y_val``; with early stopping on
+    the validation MSE, its rule (and the best parameters) as ``_run`` applies it."""
+    x_t, y_t, xv_t, yv_t = _lanes(sample)
+    train_k, val_k = _evaluate(spec, state.params, x_t, y_t, sample.w, xv_t, yv_t, sample.w_val)
+    if cfg.patience is not None and cfg.monitor == "val" and xv_t is not None:
+        state = _check_best(cfg, state, val_k)
+    return state, (train_k, val_k)
+
+
+def _stream_steps(spec: MLPSpec, cfg: TrainConfig, state: TrainState, batches, hparams: Hparams):
+    """Optimizer steps on minibatches handed in: ``batches = (x (K, B, d), y (K, B, k),
+    w (K, B), active, steps_per_epoch)``; steps ``active`` and after are skipped (the last
+    chunk of an epoch), and ``w`` is 0 on the padding of a last, partial batch. Returns
+    the state and the sum of the steps' objectives."""
+    xb, yb, wb, active, steps_per_epoch = batches
+    active = jnp.where(state.stopped, 0, active)  # a stopped model trains no more
+    hp = hparams.astype(xb.dtype)
+    total_steps = cfg.epochs * steps_per_epoch
+
+    def body(carry, inputs):
+        i, x, y, w = inputs
+
+        def update(carry):
+            params_t, opt_state, step = carry
+            params_t, opt_state, loss = _update(
+                spec, cfg, params_t, opt_state, step, x.T, y.T, w, hp, total_steps
+            )
+            return (params_t, opt_state, step + 1), loss
+
+        return lax.cond(i < active, update, lambda c: (c, jnp.zeros((), xb.dtype)), carry)
+
+    inputs = (jnp.arange(xb.shape[0], dtype=jnp.int32), xb, yb, wb)
+    (params_t, opt_state, step), losses = lax.scan(
+        body, (state.params, state.opt_state, state.step), inputs
+    )
+    return state._replace(params=params_t, opt_state=opt_state, step=step), jnp.sum(losses)
+
+
+def _stream_epochs_done(cfg: TrainConfig, state: TrainState, _, losses):
+    """After the epochs of a record point (``losses``: their mean objectives): the epoch
+    count, and scikit-learn's rule on the training loss as ``_run`` applies it."""
+    stopped = state.stopped  # since the record point: its epochs were skipped
+    state = state._replace(epoch=state.epoch + jnp.where(stopped, 0, losses.shape[0]))
+    loss = jnp.where(stopped, jnp.nan, jnp.nanmean(losses))
+    if cfg.patience is not None and cfg.monitor == "train":
+        state = lax.cond(stopped, lambda s: s, lambda s: _check_train(cfg, s, loss), state)
+    return state, loss
+
+
+def _stream_sse(spec: MLPSpec, params_t, x, y, w):
+    """Per-output sum of squared errors of ``params_t`` on rows ``x`` ``(r, d)``, row ``i``
+    counted ``w[i]`` times (0: padding)."""
+    return jnp.sum(w[None, :] * (_predict(spec, params_t, x.T) - y.T) ** 2, axis=1)
+
+
+def _stream_finish(spec: MLPSpec, cfg: TrainConfig, state: TrainState, sample: Dataset):
+    """The final record (early stopping's last check) and the parameters to return (lane
+    layout): the best ones with early stopping on validation, else the last."""
+    if cfg.patience is not None and cfg.monitor == "val" and sample.x_val is not None:
+        state, _ = _stream_record(spec, cfg, state, sample)
+        return state, state.best_params, state.best_epoch
+    return state, state.params, state.epoch
+
+
+class StreamEngine(NamedTuple):
+    """Pure pieces of a run on streamed minibatches (``jaxreg.runner.run_stream``):
+    ``init(key, sample, hparams, params)``, ``record(state, sample) -> (state, (train,
+    val))``, ``steps(state, batches, hparams) -> (state, objective sum)``,
+    ``epochs_done(state, None, losses) -> (state, loss)``, ``finish(state, sample) ->
+    (state, params_t, best_epoch)``, ``sse(params_t, (x, y, w))``."""
+
+    init: Callable
+    record: Callable
+    steps: Callable
+    epochs_done: Callable
+    finish: Callable
+    sse: Callable
+
+
+def make_stream_engine(spec: MLPSpec, cfg: TrainConfig) -> StreamEngine:
+    """The pure pieces of a streamed run for ``spec`` and ``cfg``, bound to them."""
+    return StreamEngine(
+        lambda key, sample, hp, params: _init(spec, cfg, key, sample, hp, params),
+        functools.partial(_stream_record, spec, cfg),
+        functools.partial(_stream_steps, spec, cfg),
+        functools.partial(_stream_epochs_done, cfg),
+        functools.partial(_stream_finish, spec, cfg),
+        lambda params_t, xy: _stream_sse(spec, params_t, *xy),
+    )
+
+
+def sampling_key(key):
+    """The key an epoch's minibatch order is folded from (``fold_in(it, epoch)``)."""
+    return jax.random.fold_in(key, _SAMPLE_SALT)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def epoch_order(epoch_key, rows: int):
+    """The order in which an epoch over ``rows`` unpadded rows visits them: the one
+    ``make_train`` draws from ``epoch_key``."""
+    return _shuffled(epoch_key, rows)
 
 
 def make_engine(spec: MLPSpec, cfg: TrainConfig) -> Engine:

@@ -14,6 +14,7 @@ Shapes: ``X`` is ``(n_samples, n_features)``; ``y`` is ``(n_samples,)`` or
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import numbers
 import warnings
 from typing import Any
@@ -408,8 +409,15 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
 
     # ------------------------------------------------------------ fitting
 
-    def fit(self, X, y, sample_weight=None, *, callbacks=(), chunk_epochs=None, checkpoint=None):
+    def fit(
+        self, X, y=None, sample_weight=None, *, callbacks=(), chunk_epochs=None, checkpoint=None
+    ):
         """Fit the network (or ensemble) to ``X`` ``(n, d)`` and ``y`` ``(n,)``/``(n, k)``.
+
+        ``X`` may instead be a ``jaxreg.stream.TableStream`` (with ``y`` None): a Parquet or
+        CSV file larger than memory, streamed from disk every epoch (minibatches only; its
+        held-out rows are the validation rows; callbacks and checkpoints come after every
+        record point).
 
         Args:
           sample_weight: ``(n,)`` non-negative weights: each row's squared error counts in
@@ -466,6 +474,18 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         """``fit`` (``incremental=False``; from ``params_`` with ``warm_start``) and
         ``partial_fit`` (``incremental=True``: one epoch resumed from the saved state)."""
         p = self._checked()
+        from jaxreg.stream import TableStream
+
+        if isinstance(X, TableStream):
+            if incremental or y is not None or sample_weight is not None:
+                raise validate.bad(
+                    f"{_OWNER}.fit",
+                    "y",
+                    "None when X is a TableStream (its targets are columns of the file; "
+                    "streaming has no partial_fit or sample weights)",
+                    "an array" if y is not None else sample_weight,
+                )
+            return self._fit_stream(X, p, callbacks, checkpoint)
         fitted = hasattr(self, "params_")
         continuing = fitted and (incremental or p["warm_start"])
         targets = _target_names(y)
@@ -634,6 +654,89 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
                 f"MLPRegressor: {self.n_iter_} epochs, final training MSE "
                 f"{self.loss_curve_[-1]:.6g}, compile {self.compile_seconds_:.3f} s, "
                 f"run {self.run_seconds_:.3f} s"
+            )
+        return self
+
+    def _fit_stream(self, stream, p, callbacks, checkpoint):
+        """``fit`` on a table streamed from disk (``jaxreg.stream.TableStream``): one pass
+        for the scalers, then minibatch epochs read from the file (``runner.run_stream``);
+        its held-out rows (by a hash of the row index) are the validation rows."""
+        if p["batch_size"] is None or p["optimizer"] == "lbfgs" or p["sampling"] != "shuffle":
+            raise validate.bad(
+                _OWNER,
+                "batch_size",
+                "an int or 'auto' with sampling='shuffle' and a first-order optimizer when "
+                "fitting a TableStream (a streamed table trains by minibatches)",
+                self.batch_size,
+            )
+        if p["dtype"] != "float32" or p["warm_start"] or p["data_parallel"]:
+            raise validate.bad(
+                _OWNER,
+                "dtype",
+                "'float32' without warm_start or data_parallel when fitting a TableStream",
+                self.dtype,
+            )
+        stats = stream.scan()
+        x_sc, y_sc = stream.scalers(p["standardize"])
+        d, k = len(stream.feature_names), len(stream.targets)
+        spec, cfg = self._spec_cfg(p, d, k, stats.n_train, early=True)
+        if cfg.patience is not None and cfg.monitor == "val" and stats.n_val == 0:
+            cfg = dataclasses.replace(cfg, patience=None)  # nothing held out to watch
+        hp = Hparams(learning_rate=p["learning_rate"], l2=p["l2"])
+        seed = training_split(0, 0.0, self.random_state)[0]
+        keys = _member_keys(seed, p["n_ensemble"])
+        callbacks = tuple(callbacks)
+        resume = None
+        mean = np.concatenate([x_sc.mean, y_sc.mean])
+        scale = np.concatenate([x_sc.scale, y_sc.scale])
+
+        def transform(values):
+            z = (values - mean) / scale
+            return z[:, :d].astype(np.float32), z[:, d:].astype(np.float32)
+
+        if checkpoint is not None:
+            fingerprint = {
+                "stream": str(stream.path),
+                "rows": stats.n_rows,
+                "val_fraction": stream.val_fraction,
+                "split_seed": stream.seed,
+                "params": {key: repr(v) for key, v in sorted(p.items())},
+                "spec": repr(spec),
+                "cfg": repr(cfg),
+            }
+            xs, ys = transform(np.concatenate([stats.x_sample, stats.y_sample], axis=1)[:1])
+            template = runner.state_template(spec, cfg, Dataset(xs, ys), hp, p["n_ensemble"])
+            resume = checkpoint.start(keys, template, fingerprint)
+            callbacks = (*callbacks, checkpoint)
+        out = runner.run_stream(
+            spec, cfg, stream, hp, keys, transform, resume=resume, callbacks=callbacks
+        )
+        result = _to_host(out.result)
+        targets = list(stream.targets)
+        self.n_features_in_ = d
+        self.feature_names_in_ = np.asarray(stream.feature_names, dtype=object)
+        self._store_result(
+            result,
+            out.timings,
+            spec,
+            cfg,
+            x_sc,
+            y_sc,
+            k == 1,
+            "float32",
+            False,
+            stats.n_val > 0,
+            False,
+        )
+        self._seed = seed
+        self._state = None
+        _warn_unconverged(result, cfg)
+        self.target_names_in_ = targets
+        self.n_rows_streamed_ = stats.n_rows
+        if p["verbose"]:
+            print(
+                f"MLPRegressor: {self.n_iter_} epochs streamed from {stream.path.name}, "
+                f"compile {self.compile_seconds_:.3f} s, run {self.run_seconds_:.3f} s"
             )
         return self
 

@@ -48,7 +48,7 @@ from jaxreg.engine import (
     make_train,
 )
 from jaxreg.errors import NON_FINITE_MESSAGE, TrainingDivergedError
-from jaxreg.model import MLPSpec, init
+from jaxreg.model import MLPSpec, from_lanes, init
 from jaxreg.optim import Hparams, check_hparams
 from jaxreg.runtime import cpu_cores
 
@@ -64,6 +64,7 @@ __all__ = [
     "fit_many",
     "placement_for",
     "run",
+    "run_stream",
     "state_template",
 ]
 
@@ -705,6 +706,246 @@ def _run_chunks(
     result = jax.block_until_ready(exe_finish(state, data))
     run_s += time.perf_counter() - t0
     return result._replace(history=history), Timings(compile_s, run_s), (state, history)
+
+
+# ---------------------------------------------------------------- streamed tables
+
+
+def run_stream(
+    spec: MLPSpec,
+    cfg: TrainConfig,
+    stream,
+    hparams: Hparams,
+    keys,
+    transform: Callable,
+    *,
+    params=None,
+    resume: tuple[TrainState, History] | None = None,
+    callbacks: Sequence[Callable[[Progress], None]] = (),
+    chunk_steps: int = 64,
+    check: bool = True,
+) -> Outcome:
+    """Train ``M = len(keys)`` models on a table streamed from disk (a
+    ``jaxreg.stream.TableStream``): the host reads and shuffles (``stream.batches``), a
+    thread prepares the next chunk of ``chunk_steps`` minibatches and puts it on the device
+    while the current one trains, and the compiled pieces of ``jaxreg.engine`` run the
+    steps, record points and stopping rules as ``run`` does. ``transform(values)`` turns a
+    block of raw rows into standardized float32 ``(x, y)``.
+
+    The epoch's order comes from model 0's key (every model sees the same minibatches):
+    the engine's own order when the shuffle buffer holds every training row (so the run
+    equals ``run`` on those rows in memory), else NumPy permutations of the row groups and
+    of each buffer, seeded by the epoch's key. ``callbacks`` get a ``Progress`` after each
+    record point's epochs; ``resume`` continues from one.
+    """
+    import queue
+    import threading
+
+    from jaxreg.engine import epoch_order, make_stream_engine, sampling_key
+
+    eng = make_stream_engine(spec, cfg)
+    check_hparams(hparams)
+    if cfg.sampling != "shuffle" or cfg.optimizer == "lbfgs":
+        raise validate.bad(
+            "run_stream",
+            "cfg",
+            "minibatch training with sampling='shuffle' (a streamed table is read in order)",
+            f"sampling={cfg.sampling!r}, optimizer={cfg.optimizer!r}",
+        )
+    keys = jnp.asarray(keys)
+    m = int(keys.shape[0])
+    stats = stream.scan()
+    assert cfg.batch_size is not None  # a shuffle config has one
+    n_train, batch = stats.n_train, int(cfg.batch_size)
+    steps_per_epoch = -(-n_train // batch)
+    every = cfg.record_every or cfg.epochs
+    placement = Placement() if m == 1 else Placement("vmap")
+    dtype = np.float32
+
+    def rows(x, y):
+        values = np.concatenate([x, y], axis=1)
+        return transform(values) if len(values) else (x.astype(dtype), y.astype(dtype))
+
+    xs, ys = rows(stats.x_sample, stats.y_sample)
+    xv, yv = rows(stats.x_val, stats.y_val)
+    sample = Dataset(
+        jnp.asarray(xs),
+        jnp.asarray(ys),
+        jnp.asarray(xv) if len(xv) else None,
+        jnp.asarray(yv) if len(yv) else None,
+        jnp.ones((len(xs),), dtype),
+    )
+    hp = Hparams(*(np.broadcast_to(np.asarray(v, dtype), (m,)) for v in hparams))
+    compile_s = 0.0
+
+    def compiled(name, fn, arity, args):
+        nonlocal compile_s
+        exe, c = _compiled(
+            (name, spec, cfg, placement),
+            lambda: _over_models(placement, arity)(fn),
+            args,
+            placement,
+        )
+        compile_s += c
+        return exe
+
+    if resume is None:
+        if params is None:
+            params = jax.vmap(lambda k: init(k, spec, dtype=dtype))(keys)
+        init_exe = compiled(
+            "stream-init",
+            eng.init,
+            4,
+            (keys, sample, hp, params),
+        )
+        state = init_exe(keys, sample, hp, params)
+        history: list = []
+    else:
+        state = jax.device_put(resume[0])
+        old = jax.tree.map(np.asarray, resume[1])
+        history = [jax.tree.map(lambda a, i=i: a[:, i], old) for i in range(old.epoch.shape[1])]
+    record = compiled("stream-record", eng.record, 2, (state, sample))
+    chunk = (
+        np.zeros((chunk_steps, batch, len(stream.feature_names)), dtype),
+        np.zeros((chunk_steps, batch, len(stream.targets)), dtype),
+        np.zeros((chunk_steps, batch), dtype),
+        np.int32(0),
+        np.int32(steps_per_epoch),
+    )
+    steps = compiled("stream-steps", eng.steps, 3, (state, chunk, hp))
+    done = compiled(
+        "stream-done",
+        eng.epochs_done,
+        3,
+        (state, None, np.zeros((m, every), dtype)),
+    )
+    skey = sampling_key(keys[0])
+
+    def chunks(ekey):
+        """The epoch's minibatches in chunks, prepared on a thread and put on the device."""
+        bits = [int(b) for b in np.asarray(jax.random.key_data(ekey)).reshape(-1)]
+
+        def order(count: int, i: int) -> np.ndarray:
+            if i == 0 and n_train <= stream.buffer_rows:
+                return np.asarray(epoch_order(ekey, count))
+            return np.random.default_rng(np.random.SeedSequence([*bits, i + 1])).permutation(count)
+
+        out: queue.Queue = queue.Queue(maxsize=2)
+
+        def produce():
+            try:
+                xb, yb, wb = [], [], []
+                for x, y, w in stream.batches(batch, order, transform):
+                    xb.append(x)
+                    yb.append(y)
+                    wb.append(w)
+                    if len(xb) == chunk_steps:
+                        out.put(_device_chunk(xb, yb, wb, chunk_steps, steps_per_epoch))
+                        xb, yb, wb = [], [], []
+                if xb:
+                    out.put(_device_chunk(xb, yb, wb, chunk_steps, steps_per_epoch))
+                out.put(None)
+            except BaseException as exc:  # handed to the training thread
+                out.put(exc)
+
+        thread = threading.Thread(target=produce, daemon=True)
+        thread.start()
+        while True:
+            item = out.get()
+            if item is None:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+        thread.join()
+
+    run_s = 0.0
+    epoch = int(np.asarray(state.epoch).max())
+    while epoch < cfg.epochs and not bool(np.all(np.asarray(state.stopped))):
+        t0 = time.perf_counter()
+        state, (train_k, val_k) = record(state, sample)
+        if bool(np.all(np.asarray(state.stopped))):
+            break
+        losses = []
+        for e in range(epoch, epoch + every):
+            total = jnp.zeros((m,), dtype)
+            for c in chunks(jax.random.fold_in(skey, e)):
+                state, loss = steps(state, c, hp)
+                total = total + loss
+            losses.append(total / steps_per_epoch)
+        epoch0 = np.asarray(state.epoch)
+        state, loss = done(state, None, jnp.stack(losses, axis=1))
+        jax.block_until_ready(state)
+        run_s += time.perf_counter() - t0
+        epoch += every
+        history.append(History(epoch0, np.asarray(train_k), np.asarray(val_k), np.asarray(loss)))
+        progress_history = _stack_history(history, m, len(stream.targets))
+        for callback in callbacks:
+            callback(
+                Progress(epoch, cfg.epochs, state, progress_history, Timings(compile_s, run_s))
+            )
+    t0 = time.perf_counter()
+    finish = compiled("stream-finish", eng.finish, 2, (state, sample))
+    state, best_t, best_epoch = finish(state, sample)
+    k = len(stream.targets)
+    size = stream.block_rows
+
+    def sse_of(x, y, w):
+        exe = compiled("stream-sse", eng.sse, 2, (best_t, (x, y, w)))
+        return np.asarray(exe(best_t, (x, y, w)), np.float64)
+
+    # The final training MSE over every training row, block by block (padded to one size).
+    train_sse = np.zeros((m, k))
+    for x, y in stream.training_blocks(transform):
+        w = np.ones(len(x), dtype)
+        train_sse += sse_of(*(pad_rows(a, size) for a in (x, y, w)))
+    train_mse = (train_sse / n_train).astype(dtype)
+    if sample.x_val is not None:
+        val_mse = sse_of(sample.x_val, sample.y_val, jnp.ones((len(xv),), dtype)) / len(xv)
+    else:
+        val_mse = np.full((m, k), np.nan)
+    run_s += time.perf_counter() - t0
+    hist = _stack_history(history, m, k)
+    lanes = jax.vmap(from_lanes)
+    result = TrainResult(
+        lanes(state.params),
+        lanes(best_t),
+        best_epoch,
+        state.epoch,
+        hist,
+        jnp.asarray(train_mse),
+        jnp.asarray(val_mse, dtype),
+        state.stopped,
+    )
+    if check:
+        check_finite(result, hparams)
+    return Outcome(result, Timings(compile_s, run_s), (state, hist))
+
+
+def _device_chunk(xb, yb, wb, size: int, steps_per_epoch: int):
+    """``size`` minibatches stacked and put on the device (the missing ones zero, and not
+    run: ``active`` counts the real ones)."""
+    n = len(xb)
+    x, y, w = np.stack(xb), np.stack(yb), np.stack(wb)
+    if n < size:
+        x = np.concatenate([x, np.zeros((size - n, *x.shape[1:]), x.dtype)])
+        y = np.concatenate([y, np.zeros((size - n, *y.shape[1:]), y.dtype)])
+        w = np.concatenate([w, np.zeros((size - n, *w.shape[1:]), w.dtype)])
+    return jax.device_put((x, y, w, np.int32(n), np.int32(steps_per_epoch)))
+
+
+def _stack_history(history: list, m: int, k: int) -> History:
+    """Record points (each with the model axis) as one ``History`` of ``(M, R, ...)``."""
+    if not history:
+        return History(
+            np.zeros((m, 0), np.int32),
+            np.zeros((m, 0, k), np.float32),
+            np.zeros((m, 0, k), np.float32),
+            np.zeros((m, 0), np.float32),
+        )
+    return History(
+        *(np.stack([np.asarray(getattr(h, f)) for h in history], axis=1) for f in History._fields)
+    )
 
 
 def check_finite(result: TrainResult, hparams: Hparams | None = None, unit: str = "epoch") -> None:

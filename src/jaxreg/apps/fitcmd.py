@@ -230,6 +230,9 @@ def run_fit(args: argparse.Namespace) -> int:
     from jaxreg.estimator import document as model_document
     from jaxreg.preprocess import check_columns
 
+    stream = _stream_if_too_big(args, checked)
+    if stream is not None:
+        return _run_fit_streamed(args, checked, stream, out, ckpt)
     frame = tabular.load_frame(
         args.data,
         args.target,
@@ -317,6 +320,142 @@ def run_fit(args: argparse.Namespace) -> int:
             print(f"Saved the model to {out}/")
             if report is not None:
                 print(f"Report: {out / store.REPORT_LINK / 'report.html'}")
+            if args.checkpoint_every is not None or args.resume:
+                _clear_checkpoint(ckpt)
+    _wait_for_all("jaxreg fit: saved")
+    return 0
+
+
+def _memory_budget(args) -> int:
+    """--max-memory in bytes (default: a quarter of this machine's memory)."""
+    import os
+
+    from jaxreg.stream import parse_size
+
+    if args.max_memory is not None:
+        return parse_size(args.max_memory)
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30
+
+
+def _stream_if_too_big(args, checked):
+    """A ``TableStream`` of the file when its used columns as float32 exceed the memory
+    budget (Parquet: from its metadata; text: an estimate of its rows), else None."""
+    from jaxreg import tabular
+
+    budget = _memory_budget(args)
+    rows = tabular.estimate_rows(args.data)
+    if rows is None or pathlib.Path(args.data).suffix.lower() not in (
+        ".parquet",
+        ".pq",
+        ".csv",
+        ".tsv",
+    ):
+        return None
+    from jaxreg.stream import TableStream
+
+    # The narrowest a row can be: the targets and the features named (or one column).
+    if rows * 4 * (len(args.target) + len(checked["features"] or [None])) <= budget:
+        return None
+    stream = TableStream(
+        args.data,
+        list(args.target),
+        checked["features"],
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+    )
+    width = len(stream.feature_names) + len(stream.targets)
+    if rows * width * 4 <= budget:
+        return None
+    # The shuffle buffer, a block being read and the held-out rows share the budget
+    # (a buffered row is held about four times over: raw, standardized, permuted, batched).
+    row = width * 8
+    stream.buffer_rows = max(1 << 14, budget // (row * 4))
+    stream.block_rows = max(1 << 12, min(1 << 16, stream.buffer_rows // 8))
+    stream.held_rows = max(1 << 12, min(1 << 18, budget // (row * 8)))
+    unused = [
+        flag
+        for flag, on in (
+            ("--cv", args.cv),
+            ("--test-fraction", args.test_fraction),
+            ("--categorical", checked["categorical"]),
+            ("--numeric", checked["numeric"]),
+            ("--missing-indicator", args.missing_indicator),
+            ("--drop-na", args.drop_na),
+            ("--data-parallel", args.data_parallel),
+        )
+        if on
+    ]
+    if unused:
+        raise _usage(
+            f"{unused[0]} is not available when the table is streamed: its {rows:,} rows x "
+            f"{width} columns take {rows * width * 4 / 2**20:,.0f} MiB as float32, more than "
+            f"--max-memory ({budget / 2**20:,.0f} MiB). Raise --max-memory or drop {unused[0]}."
+        )
+    return stream
+
+
+def _run_fit_streamed(args, checked, stream, out, ckpt) -> int:
+    """``jaxreg fit`` on a table larger than the memory budget: streamed every epoch."""
+    import numpy as np
+    import pandas as pd
+
+    from jaxreg import interrupts, store
+    from jaxreg.estimator import document as model_document
+
+    stats = stream.scan()
+    print(
+        f"Streaming {args.data}: {stats.n_rows:,} rows, {len(stream.feature_names)} feature "
+        f"column(s) -> target(s) {', '.join(stream.targets)}; {stats.n_train:,} training and "
+        f"{stats.n_val:,} held-out rows (by a hash of the row number; "
+        f"{len(stats.x_val):,} kept for validation), a shuffle buffer of "
+        f"{stream.buffer_rows:,} rows (--max-memory {_memory_budget(args) / 2**20:,.0f} MiB)."
+    )
+    model = _train(args, checked, stream, None, stream.targets, ckpt)
+    interrupts.check()
+    _print_timing(model)
+    names = list(stream.targets)
+    x = pd.DataFrame(np.concatenate([stats.x_sample, stats.x_val]), columns=stream.feature_names)
+    y = np.concatenate([stats.y_sample, stats.y_val])
+    tr = np.arange(len(stats.x_sample))
+    val = np.arange(len(stats.x_sample), len(x))
+    metrics = _metrics(model, x, y, names, tr, val, val[:0], seed=args.seed)
+    print(
+        f"The baselines trained on a sample of {len(tr):,} training rows (every "
+        f"{stats.stride:,}th); all scores are on the {len(val):,} kept held-out rows."
+    )
+    _print_metrics(metrics)
+    for line in verdict(metrics):
+        print(line)
+    document = model_document(
+        model,
+        run={
+            "data": str(pathlib.Path(args.data).resolve()),
+            "targets": names,
+            "features": list(stream.feature_names),
+            "streamed": {
+                "rows": stats.n_rows,
+                "held_out": stats.n_val,
+                "buffer_rows": stream.buffer_rows,
+                "max_memory": _memory_budget(args),
+            },
+            "metrics": metrics,
+            "settings": _settings(args, checked),
+            "compile_seconds": model.compile_seconds_,
+            "run_seconds": model.run_seconds_,
+        },
+    )
+    if not _writes():
+        _wait_for_all("jaxreg fit: saved")
+        return 0
+    with store.ModelWriter(out, overwrite=args.overwrite) as writer:
+        if not args.no_report:
+            print("No report for a streamed table (its plots would need it in memory).")
+        with interrupts.deferred():
+            writer.commit(document, report=None)
+            print(f"Saved the model to {out}/")
             if args.checkpoint_every is not None or args.resume:
                 _clear_checkpoint(ckpt)
     _wait_for_all("jaxreg fit: saved")
@@ -504,16 +643,19 @@ def _train(args, checked, x, y, target_names, ckpt):
             every = None
         # In a multi-process run every process resumes; process 0 alone writes.
         checkpoint = Checkpointer(ckpt, every=every if _writes() else None, resume=args.resume)
-    _, tr, _ = training_split(len(x), args.val_fraction, args.seed)
-    scale2 = Standardizer.fit(y[tr]).scale ** 2  # as the estimator standardizes y
+    if y is None:  # a TableStream: its scan has the statistics
+        scale2 = x.scalers()[1].scale ** 2
+    else:
+        _, tr, _ = training_split(len(x), args.val_fraction, args.seed)
+        scale2 = Standardizer.fit(y[tr]).scale ** 2  # as the estimator standardizes y
     bar = _ProgressBar(args.epochs, args.ensemble, scale2, quiet=args.quiet)
     with bar, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         model.fit(
             x,
-            _target(y, target_names),
+            None if y is None else _target(y, target_names),
             callbacks=[bar.update],
-            chunk_epochs=chunk,
+            chunk_epochs=None if y is None else chunk,
             checkpoint=checkpoint,
         )
     for w in caught:  # one line each, not Python's file:line form

@@ -1,0 +1,439 @@
+"""Tables larger than memory: a Parquet or CSV file read in blocks (``pyarrow``), never
+whole. Rank 1: imports validate and data.
+
+``TableStream(path, target)`` is what ``MLPRegressor.fit`` streams from (and ``jaxreg fit
+--max-memory``). One pass over the file (``scan``) counts the rows, computes the scaler
+statistics of the training rows (exact, in float64, combined block by block) and keeps
+the held-out rows (up to ``held_rows``) and an evenly spaced sample of training rows (for
+the history's training MSE). Which rows are held out is decided by a hash of the row's
+index in the file and the seed: a stable split that needs no second pass and does not
+depend on how the file is cut into row groups or blocks. Every epoch then reads the file
+again (``batches``): Parquet row groups in a random order, their rows gathered into a
+shuffle buffer of ``buffer_rows`` rows, permuted and cut into minibatches. When the buffer
+holds every training row, the order is exactly the one the in-memory engine draws for
+that epoch (the caller hands the order in), so streaming equals in-memory training.
+
+Why pyarrow: it is already how jaxreg reads Parquet (pandas' engine), it reads one row
+group or one CSV block at a time with its own threads, and it needs no new dependency.
+Grain is built for records and multi-host input pipelines over many files; for one
+table of numeric columns, pyarrow's readers are the smaller, faster tool.
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from jaxreg import validate
+from jaxreg.data import Standardizer
+
+__all__ = ["StreamStats", "TableStream", "held_out_mask", "parse_size"]
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def held_out_mask(rows: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Whether each file row (its 0-based index) is held out: ``splitmix64(row, seed)``
+    mapped to [0, 1) below ``fraction``. A pure function of the row index and the seed."""
+    with np.errstate(over="ignore"):
+        z = np.asarray(rows, np.uint64) * _GOLDEN + np.uint64(seed) * np.uint64(0xD1B54A32D192ED03)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53)) < fraction
+
+
+def parse_size(text: str | int, what: str = "--max-memory") -> int:
+    """Bytes from ``"256MB"``, ``"2GiB"``, ``"1.5G"`` or a plain number of bytes."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        value = text
+    else:
+        s = str(text).strip().upper().replace(" ", "")
+        units = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+        num = s.rstrip("IB") if s.endswith("IB") else s.rstrip("B")
+        unit = ""
+        while num and num[-1] in "KMGT":
+            unit, num = num[-1], num[:-1]
+        try:
+            value = int(float(num) * units[unit])
+        except ValueError:
+            value = -1
+    if value < 1:
+        raise ValueError(
+            f"{what} must be a size such as 256MB or 2GB (bytes: K, M, G, T are powers of "
+            f"1024). Got {text!r} instead."
+        )
+    return value
+
+
+@dataclass
+class StreamStats:
+    """What the scan learned: rows, the scalers' statistics (float64), the held-out rows
+    and the history sample (raw values)."""
+
+    n_rows: int
+    n_train: int
+    n_val: int
+    x_mean: np.ndarray
+    x_std: np.ndarray
+    y_mean: np.ndarray
+    y_std: np.ndarray
+    x_val: np.ndarray  # (<= held_rows, d) float64
+    y_val: np.ndarray
+    x_sample: np.ndarray  # training rows every ``stride``-th training row
+    y_sample: np.ndarray
+    stride: int
+
+
+@dataclass
+class TableStream:
+    """A table streamed from ``path`` (``.parquet`` or ``.csv``/``.tsv``).
+
+    Args:
+      path: the file.
+      target: the target column name, or a list of them.
+      features: feature columns (None: every other column). Streaming takes numeric
+        columns without missing values (one-line errors name the column and row).
+      val_fraction: the fraction of rows held out (by a hash of the row index and
+        ``seed``), for validation and early stopping.
+      seed: the split's seed.
+      buffer_rows: rows of the shuffle buffer (the most rows held at once, besides one
+        block being read, the minibatches in flight and the held-out rows).
+      block_rows: rows read at once.
+      held_rows: the most held-out rows kept in memory (a hash-random sample of them
+        beyond); validation uses these.
+      sample_rows: about how many training rows the history's training MSE uses.
+    """
+
+    path: Any
+    target: Any
+    features: Sequence[str] | None = None
+    val_fraction: float = 0.1
+    seed: int = 0
+    buffer_rows: int = 1 << 20
+    block_rows: int = 1 << 16
+    held_rows: int = 1 << 18
+    sample_rows: int = 1 << 14
+    stats: StreamStats | None = None
+    # the most rows this stream has held at once (buffer + block + held rows): a test's
+    # proof that the table is never materialized
+    max_rows_held: int = 0
+    _columns: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        owner = "TableStream"
+        self.path = pathlib.Path(self.path)
+        self.targets = [self.target] if isinstance(self.target, str) else list(self.target)
+        if not self.targets or not all(isinstance(t, str) for t in self.targets):
+            raise validate.bad(owner, "target", "a column name or a list of them", self.target)
+        validate.real(owner, "val_fraction", self.val_fraction, low=0, high=1, high_open=True)
+        for name in ("buffer_rows", "block_rows", "held_rows", "sample_rows"):
+            validate.integer(owner, name, getattr(self, name), low=1)
+        suffix = self.path.suffix.lower()
+        if suffix not in (".parquet", ".pq", ".csv", ".tsv"):
+            raise validate.bad(owner, "path", "a .parquet, .csv or .tsv file", str(self.path))
+        if not self.path.is_file():
+            raise ValueError(f"Data file {str(self.path)!r} does not exist.")
+        self.parquet = suffix in (".parquet", ".pq")
+        names = self._schema_names()
+        missing = [c for c in self.targets + list(self.features or ()) if c not in names]
+        if missing:
+            raise ValueError(
+                f"Column {missing[0]!r} is not in {self.path.name} (columns: "
+                f"{', '.join(names[:20])}{', ...' if len(names) > 20 else ''})."
+            )
+        self.feature_names = (
+            list(self.features)
+            if self.features is not None
+            else [c for c in names if c not in self.targets]
+        )
+        if not self.feature_names:
+            raise ValueError(f"{self.path.name} has no feature columns besides the target(s).")
+        self._columns = self.feature_names + self.targets
+        self._buffer_rows_now = 0  # rows in the shuffle buffer now
+        self._held_rows_now = 0  # held-out rows kept
+
+    # ------------------------------------------------------------ reading
+
+    def _schema_names(self) -> list[str]:
+        if self.parquet:
+            import pyarrow.parquet as pq
+
+            return list(pq.ParquetFile(self.path).schema_arrow.names)
+        return list(self._csv_reader().schema.names)
+
+    def _csv_reader(self):
+        import pyarrow.csv as pcsv
+
+        delimiter = "\t" if self.path.suffix.lower() == ".tsv" else ","
+        return pcsv.open_csv(
+            self.path,
+            read_options=pcsv.ReadOptions(block_size=1 << 22),
+            parse_options=pcsv.ParseOptions(delimiter=delimiter),
+        )
+
+    def row_groups(self) -> list[tuple[int, int]]:
+        """``(first row, rows)`` of each Parquet row group (one unit for CSV)."""
+        if not self.parquet:
+            return [(0, -1)]
+        import pyarrow.parquet as pq
+
+        meta = pq.ParquetFile(self.path).metadata
+        out, start = [], 0
+        for i in range(meta.num_row_groups):
+            rows = meta.row_group(i).num_rows
+            out.append((start, rows))
+            start += rows
+        return out
+
+    def _blocks(self, groups: Sequence[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first row index, values (r, d + k) float64)`` blocks of at most
+        ``block_rows`` rows, of the given Parquet row groups in that order (all in file
+        order by default; CSV: always file order)."""
+        if self.parquet:
+            import pyarrow.parquet as pq
+
+            f = pq.ParquetFile(self.path)
+            starts = [s for s, _ in self.row_groups()]
+            for g in range(f.metadata.num_row_groups) if groups is None else groups:
+                start = starts[g]
+                for batch in f.iter_batches(
+                    batch_size=self.block_rows, row_groups=[g], columns=self._columns
+                ):
+                    yield start, self._numeric(batch, start)
+                    start += batch.num_rows
+        else:
+            start = 0
+            for batch in self._csv_reader():
+                batch = batch.select(self._columns)
+                for off in range(0, batch.num_rows, self.block_rows):
+                    part = batch.slice(off, self.block_rows)
+                    yield start, self._numeric(part, start)
+                    start += part.num_rows
+
+    def _numeric(self, batch, start: int) -> np.ndarray:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        cols = []
+        for name, col in zip(batch.schema.names, batch.columns, strict=True):
+            if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
+                raise ValueError(
+                    f"Column {name!r} of {self.path.name} holds {col.type} values: streaming "
+                    "(the table exceeds the memory budget) takes numeric columns only; "
+                    "encode text columns first or give more memory (--max-memory)."
+                )
+            if col.null_count:
+                row = start + int(pc.index(pc.is_null(col), True).as_py())
+                raise ValueError(
+                    f"Column {name!r} of {self.path.name} has a missing value in row "
+                    f"{row + 1}: streaming takes complete rows; fill or drop them first, or "
+                    "give more memory (--max-memory) to impute in memory."
+                )
+            cols.append(col.to_numpy(zero_copy_only=False).astype(np.float64, copy=False))
+        values = np.stack(cols, axis=1) if cols else np.zeros((batch.num_rows, 0))
+        if not np.isfinite(values).all():
+            r, c = (int(v) for v in np.argwhere(~np.isfinite(values))[0])
+            raise ValueError(
+                f"Column {batch.schema.names[c]!r} of {self.path.name} has the value "
+                f"{values[r, c]} in row {start + r + 1}: only finite numbers can be trained on."
+            )
+        self._held(len(values))
+        return values
+
+    def _held(self, extra: int) -> None:
+        held = extra + self._buffer_rows_now + self._held_rows_now
+        self.max_rows_held = max(self.max_rows_held, held)
+
+    # ------------------------------------------------------------ the scan
+
+    def scan(self) -> StreamStats:
+        """One pass: row counts, the training rows' mean and population std (float64,
+        combined block by block with Chan's update), the held-out rows and the history
+        sample. Cached."""
+        if self.stats is not None:
+            return self.stats
+        d = len(self.feature_names)
+        total_rows = sum(r for _, r in self.row_groups()) if self.parquet else None
+        n = n_train = n_val = 0
+        mean = np.zeros(d + len(self.targets))
+        m2 = np.zeros_like(mean)
+        held: list[np.ndarray] = []
+        held_count = 0
+        sample: list[np.ndarray] = []
+        stride = max(1, math.ceil((total_rows or 0) / self.sample_rows)) if total_rows else 0
+        seen_train = 0
+        for start, values in self._blocks():
+            rows = np.arange(start, start + len(values))
+            val = held_out_mask(rows, self.val_fraction, self.seed)
+            tr = values[~val]
+            if len(tr):
+                bm = tr.mean(axis=0)
+                bm2 = ((tr - bm) ** 2).sum(axis=0)
+                total = n_train + len(tr)
+                delta = bm - mean
+                mean = mean + delta * (len(tr) / total)
+                m2 = m2 + bm2 + delta**2 * (n_train * len(tr) / total)
+                n_train = total
+                if stride:
+                    pos = np.arange(seen_train, seen_train + len(tr))
+                    sample.append(tr[pos % stride == 0])
+                else:  # CSV: keep every row until the count is known, then thin
+                    sample.append(tr)
+                seen_train += len(tr)
+            if val.any() and held_count < self.held_rows:
+                take = values[val][: self.held_rows - held_count]
+                held.append(take)
+                held_count += len(take)
+                self._held_rows_now = held_count
+            n_val += int(val.sum())
+            n += len(values)
+            if not stride:
+                s = np.concatenate(sample)
+                if len(s) > 4 * self.sample_rows:  # CSV: thin to every other row
+                    sample = [s[::2]]
+        if n_train == 0:
+            raise ValueError(
+                f"{self.path.name} has no training rows ({n} rows, val_fraction "
+                f"{self.val_fraction})."
+            )
+        width = d + len(self.targets)
+        hv = np.concatenate(held) if held else np.zeros((0, width))
+        hs = np.concatenate(sample) if sample else np.zeros((0, width))
+        if not stride:
+            stride = max(1, math.ceil(len(hs) / self.sample_rows))
+            hs = hs[::stride]
+        std = np.sqrt(m2 / n_train)
+        self.stats = StreamStats(
+            n,
+            n_train,
+            n_val,
+            mean[:d],
+            std[:d],
+            mean[d:],
+            std[d:],
+            hv[:, :d],
+            hv[:, d:],
+            hs[:, :d],
+            hs[:, d:],
+            stride,
+        )
+        return self.stats
+
+    def scalers(self, enabled: bool = True) -> tuple[Standardizer, Standardizer]:
+        """Standardizers of X and y from the scan (as ``Standardizer.fit`` of the training
+        rows: population std, spread 0 -> 1)."""
+        s = self.scan()
+        if not enabled:
+            d, k = len(s.x_mean), len(s.y_mean)
+            return (
+                Standardizer(np.zeros(d), np.ones(d)),
+                Standardizer(np.zeros(k), np.ones(k)),
+            )
+
+        def one(mean, std, what, names):
+            if not (np.isfinite(mean).all() and np.isfinite(std).all()):
+                j = int(np.argmin(np.isfinite(mean) & np.isfinite(std)))
+                raise ValueError(
+                    f"{what} column {names[j]!r} cannot be standardized: its mean or spread "
+                    "is not representable. Rescale the column, e.g. change its units."
+                )
+            return Standardizer(mean, np.where(std > 0, std, 1.0))
+
+        return (
+            one(s.x_mean, s.x_std, "X", self.feature_names),
+            one(s.y_mean, s.y_std, "y", self.targets),
+        )
+
+    # ------------------------------------------------------------ epochs
+
+    def batches(
+        self,
+        batch: int,
+        order: Callable[[int, int], np.ndarray],
+        transform: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """One epoch of minibatches ``(x, y, w)``: ``w`` 1 for rows, 0 for the padding of
+        the last, partial batch.
+
+        ``order(rows, i)`` gives the permutation of the ``i``-th buffer of ``rows`` rows
+        and, with ``i = -1``, the order of the row groups (``rows`` of them); when one
+        buffer holds every training row, it is permuted once, in file order, as the
+        in-memory engine would. ``transform(values)`` standardizes a block's training rows
+        into float32 ``(x, y)``.
+        """
+        groups = self.row_groups()
+        stats = self.scan()
+        whole = stats.n_train <= self.buffer_rows
+        sequence = (
+            list(range(len(groups)))
+            if whole or not self.parquet
+            else [int(g) for g in order(len(groups), -1)]
+        )
+        d = len(self.feature_names)
+        pending_x: list[np.ndarray] = []
+        pending_y: list[np.ndarray] = []
+        held = 0
+        index = 0
+        carry_x = carry_y = None
+
+        def emit(x, y, final: bool):
+            nonlocal index
+            perm = order(len(x), index)
+            index += 1
+            x, y = x[perm], y[perm]
+            full = len(x) // batch * batch
+            for s in range(0, full, batch):
+                yield x[s : s + batch], y[s : s + batch], np.ones(batch, np.float32)
+            rest_x, rest_y = x[full:], y[full:]
+            if final and len(rest_x):
+                pad = batch - len(rest_x)
+                w = np.concatenate([np.ones(len(rest_x)), np.zeros(pad)]).astype(np.float32)
+                yield (
+                    np.concatenate([rest_x, np.zeros((pad, d), rest_x.dtype)]),
+                    np.concatenate([rest_y, np.zeros((pad, rest_y.shape[1]), rest_y.dtype)]),
+                    w,
+                )
+                return None
+            return (rest_x, rest_y) if len(rest_x) else None
+
+        for g in sequence:
+            for start, values in self._blocks([g] if self.parquet else None):
+                rows = np.arange(start, start + len(values))
+                tr = values[~held_out_mask(rows, self.val_fraction, self.seed)]
+                x, y = transform(tr)
+                pending_x.append(x)
+                pending_y.append(y)
+                held += len(x)
+                self._buffer_rows_now = held
+                if not whole and held >= self.buffer_rows:
+                    bx, by = np.concatenate(pending_x), np.concatenate(pending_y)
+                    if carry_x is not None:
+                        bx, by = np.concatenate([carry_x, bx]), np.concatenate([carry_y, by])
+                    gen = emit(bx, by, final=False)
+                    rest = yield from gen
+                    carry_x, carry_y = rest if rest is not None else (None, None)
+                    pending_x, pending_y = [], []
+                    held = 0 if carry_x is None else len(carry_x)
+                    self._buffer_rows_now = held
+            if not self.parquet:
+                break
+        parts_x = ([carry_x] if carry_x is not None else []) + pending_x
+        parts_y = ([carry_y] if carry_y is not None else []) + pending_y
+        if parts_x:
+            yield from emit(np.concatenate(parts_x), np.concatenate(parts_y), final=True)
+        self._buffer_rows_now = 0
+
+    def training_blocks(self, transform) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The training rows in file order, block by block, standardized: for a final pass
+        over every training row."""
+        for start, values in self._blocks():
+            rows = np.arange(start, start + len(values))
+            tr = values[~held_out_mask(rows, self.val_fraction, self.seed)]
+            if len(tr):
+                yield transform(tr)

@@ -1,0 +1,176 @@
+"""Tables streamed from disk (``jaxreg.stream``, ``runner.run_stream``, ``MLPRegressor.fit``
+on a ``TableStream``, ``jaxreg fit --max-memory``): equal to in-memory training when the
+buffer holds the table, a stable hash split, bounded memory, checkpoints and resume."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+
+from jaxreg.data import Dataset
+from jaxreg.engine import TrainConfig
+from jaxreg.model import MLPSpec
+from jaxreg.optim import Hparams
+from jaxreg.runner import run, run_stream
+from jaxreg.stream import TableStream, held_out_mask, parse_size
+
+
+def _table(path, n=1500, row_group_size=400, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 3))
+    df = pd.DataFrame(x, columns=["a", "b", "c"])
+    df["y"] = np.sin(x).sum(1) + 0.1 * rng.normal(size=n)
+    if str(path).endswith(".csv"):
+        df.to_csv(path, index=False)
+    else:
+        df.to_parquet(path, row_group_size=row_group_size)
+    return df
+
+
+def _transform(stream):
+    xs, ys = stream.scalers()
+    d = len(stream.feature_names)
+
+    def transform(v):
+        return (
+            ((v[:, :d] - xs.mean) / xs.scale).astype(np.float32),
+            ((v[:, d:] - ys.mean) / ys.scale).astype(np.float32),
+        )
+
+    return transform
+
+
+def test_streaming_equals_in_memory_when_the_buffer_holds_the_table(tmp_path):
+    """Bit for bit, up to early stopping's stop: the same batches in the same order."""
+    cfg = TrainConfig(12, "adam", batch_size=100, sampling="shuffle", patience=2, tol=0.05)
+    df = _table(tmp_path / "t.parquet")
+    stream = TableStream(tmp_path / "t.parquet", "y", val_fraction=0.2, seed=3, block_rows=250)
+    transform = _transform(stream)
+    values = df.to_numpy()
+    val = held_out_mask(np.arange(len(df)), 0.2, 3)
+    xt, yt = transform(values[~val])
+    xv, yv = transform(values[val])
+    data = Dataset(xt, yt, xv, yv, np.ones(len(xt), np.float32), np.int32(len(xt)))
+    keys = jax.random.key_data(jax.random.split(jax.random.key(0), 1))
+    spec = MLPSpec((3, 8, 1))
+    mem = run(spec, cfg, data, Hparams(1e-2), keys).result
+    got = run_stream(spec, cfg, stream, Hparams(1e-2), keys, transform, chunk_steps=4).result
+    pairs = zip(jax.tree.leaves(mem.best_params), jax.tree.leaves(got.best_params), strict=True)
+    for a, b in pairs:
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_array_equal(mem.epochs_run, got.epochs_run)
+    # A whole in-memory run keeps recording after a stop; the streamed one ends there.
+    r = got.history.epoch.shape[1]
+    np.testing.assert_array_equal(mem.history.epoch[:, :r], got.history.epoch)
+    np.testing.assert_array_equal(mem.history.val_mse[:, :r], got.history.val_mse)
+    np.testing.assert_allclose(mem.history.objective[:, :r], got.history.objective, rtol=1e-6)
+    np.testing.assert_allclose(mem.train_mse, got.train_mse, rtol=1e-5)
+    np.testing.assert_allclose(mem.val_mse, got.val_mse, rtol=1e-5)
+    assert int(got.epochs_run[0]) < cfg.epochs  # the rule stopped both runs early
+
+
+def test_the_hash_split_is_stable_across_runs_row_groups_blocks_and_formats(tmp_path):
+    df = _table(tmp_path / "a.parquet", n=2000, row_group_size=300)
+    df.to_parquet(tmp_path / "b.parquet", row_group_size=1000)
+    df.to_csv(tmp_path / "c.csv", index=False)
+    scans = [
+        TableStream(tmp_path / name, "y", val_fraction=0.25, seed=7, block_rows=block).scan()
+        for name, block in (("a.parquet", 128), ("b.parquet", 999), ("c.csv", 333))
+    ]
+    val = held_out_mask(np.arange(2000), 0.25, 7)
+    assert np.array_equal(val, held_out_mask(np.arange(2000), 0.25, 7))  # a pure function
+    assert 0.2 < val.mean() < 0.3
+    train = df.to_numpy()[~val]
+    for s in scans:
+        assert (s.n_rows, s.n_val, s.n_train) == (2000, int(val.sum()), int((~val).sum()))
+        np.testing.assert_array_equal(s.x_val, df[["a", "b", "c"]].to_numpy()[val])
+        np.testing.assert_allclose(s.x_mean, train[:, :3].mean(0), rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(s.x_std, train[:, :3].std(0), rtol=1e-12)
+        np.testing.assert_allclose(s.y_std, train[:, 3:].std(0), rtol=1e-12)
+    other_seed = held_out_mask(np.arange(2000), 0.25, 8)
+    assert not np.array_equal(val, other_seed)
+
+
+def test_memory_stays_bounded_and_a_small_buffer_still_trains(tmp_path):
+    """A 20,000-row table through a buffer of 1,024 rows: never more than the buffer, one
+    block and the held-out rows are held at once, and the model still learns."""
+    n = 20_000
+    df = _table(tmp_path / "t.parquet", n=n, row_group_size=2000)
+    stream = TableStream(
+        tmp_path / "t.parquet", "y", buffer_rows=1024, block_rows=256, held_rows=500
+    )
+    from jaxreg import MLPRegressor
+
+    model = MLPRegressor((16,), epochs=3, batch_size=128, random_state=0, tol=None)
+    model.fit(stream)
+    bound = 1024 + 128 + 2 * 256 + 500  # buffer, a batch carried over, blocks, held rows
+    assert stream.max_rows_held <= bound < n // 8, stream.max_rows_held
+    assert model.n_rows_streamed_ == n
+    pred = model.predict(df[["a", "b", "c"]])
+    r2 = 1 - np.mean((pred - df.y) ** 2) / np.var(df.y)
+    assert r2 > 0.8, r2
+
+
+def test_a_streamed_fit_resumes_from_its_checkpoint(tmp_path):
+    from jaxreg import MLPRegressor
+    from jaxreg.checkpoint import Checkpointer
+
+    _table(tmp_path / "t.parquet", n=1200)
+
+    def fit(**kw):
+        stream = TableStream(tmp_path / "t.parquet", "y", buffer_rows=500, block_rows=200)
+        model = MLPRegressor((8,), epochs=6, batch_size=64, random_state=0, tol=None)
+        return model.fit(stream, **kw)
+
+    whole = fit()
+
+    def stop_after_3(progress):
+        if progress.epoch == 3:
+            raise KeyboardInterrupt
+
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        fit(callbacks=[stop_after_3], checkpoint=Checkpointer(ckpt, every=1))
+    resumed = fit(checkpoint=Checkpointer(ckpt, every=1, resume=True))
+    assert resumed.n_iter_ == whole.n_iter_ == 6
+    for a, b in zip(whole.params_, resumed.params_, strict=True):
+        np.testing.assert_array_equal(a.W, b.W)
+    np.testing.assert_array_equal(whole.loss_curve_, resumed.loss_curve_)
+
+
+def test_cli_streams_a_table_over_the_memory_budget(tmp_path, capsys):
+    from jaxreg import load
+    from jaxreg.cli import main
+
+    df = _table(tmp_path / "t.parquet", n=3000)
+    args = ["--no-cache", "--default-xla", "fit", str(tmp_path / "t.parquet"), "--target", "y"]
+    code = main([*args, "--out", str(tmp_path / "m"), "--max-memory", "1KB", "--epochs", "3"])
+    out = capsys.readouterr().out
+    assert code == 0 and "Streaming" in out and "Saved the model" in out
+    pred = load(tmp_path / "m").predict(df[["a", "b", "c"]])
+    assert np.mean((pred - df.y) ** 2) < np.var(df.y)
+    # Options that need the table in memory are refused in one line, nothing written.
+    code = main([*args, "--out", str(tmp_path / "n"), "--max-memory", "1KB", "--cv", "3"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--cv is not available when the table is streamed" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "n").exists()
+    df.assign(c=df.c.astype(str) + "x").to_parquet(tmp_path / "text.parquet")
+    code = main(
+        [*args[:3], str(tmp_path / "text.parquet"), "--target", "y"]
+        + ["--out", str(tmp_path / "n"), "--max-memory", "1KB"]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "Column 'c'" in err and "numeric columns only" in err
+    assert not (tmp_path / "n").exists()
+
+
+def test_parse_size():
+    assert parse_size("256MB") == 256 * 2**20
+    assert parse_size("2GiB") == 2 * 2**30
+    assert parse_size("1.5G") == int(1.5 * 2**30)
+    assert parse_size("4096") == 4096
+    for bad in ("lots", "-1MB", "0"):
+        with pytest.raises(ValueError, match="--max-memory must be a size"):
+            parse_size(bad)
