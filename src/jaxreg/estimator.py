@@ -669,13 +669,19 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
                 "fitting a TableStream (a streamed table trains by minibatches)",
                 self.batch_size,
             )
-        if p["dtype"] != "float32" or p["warm_start"] or p["data_parallel"]:
-            raise validate.bad(
-                _OWNER,
-                "dtype",
-                "'float32' without warm_start or data_parallel when fitting a TableStream",
-                self.dtype,
-            )
+        for name, off in (
+            ("dtype", p["dtype"] == "float32"),
+            ("warm_start", not p["warm_start"]),
+            ("data_parallel", not p["data_parallel"]),
+        ):
+            if not off:
+                raise validate.bad(
+                    _OWNER,
+                    name,
+                    ("'float32'" if name == "dtype" else "False")
+                    + " when fitting a TableStream (not supported when streaming yet)",
+                    getattr(self, name),
+                )
         stats = stream.scan()
         x_sc, y_sc = stream.scalers(p["standardize"])
         d, k = len(stream.feature_names), len(stream.targets)

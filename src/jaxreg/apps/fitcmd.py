@@ -385,6 +385,8 @@ def _stream_if_too_big(args, checked):
             ("--missing-indicator", args.missing_indicator),
             ("--drop-na", args.drop_na),
             ("--data-parallel", args.data_parallel),
+            ("--coordinator", args.coordinator),
+            ("--distributed", args.distributed),
         )
         if on
     ]
