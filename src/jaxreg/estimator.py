@@ -669,10 +669,11 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
                 "fitting a TableStream (a streamed table trains by minibatches)",
                 self.batch_size,
             )
+        multi = jax.process_count() > 1  # then always data-parallel, each its share
         for name, off in (
             ("dtype", p["dtype"] == "float32"),
             ("warm_start", not p["warm_start"]),
-            ("data_parallel", not p["data_parallel"]),
+            ("data_parallel", multi or not p["data_parallel"]),
         ):
             if not off:
                 raise validate.bad(
@@ -682,7 +683,9 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
                     + " when fitting a TableStream (not supported when streaming yet)",
                     getattr(self, name),
                 )
-        stats = stream.scan()
+        if multi:
+            stream.process_index, stream.process_count = jax.process_index(), jax.process_count()
+        stats = stream.scan(runner.gather_processes)
         x_sc, y_sc = stream.scalers(p["standardize"])
         d, k = len(stream.feature_names), len(stream.targets)
         spec, cfg = self._spec_cfg(p, d, k, stats.n_train, early=True)

@@ -62,6 +62,7 @@ __all__ = [
     "compile_count",
     "fit",
     "fit_many",
+    "gather_processes",
     "placement_for",
     "run",
     "run_stream",
@@ -737,6 +738,12 @@ def run_stream(
     equals ``run`` on those rows in memory), else NumPy permutations of the row groups and
     of each buffer, seeded by the epoch's key. ``callbacks`` get a ``Progress`` after each
     record point's epochs; ``resume`` continues from one.
+
+    Several processes (``jax.distributed``): each reads only its share of the row groups
+    (``stream.process_index``/``process_count``; scanned with ``gather_processes``), every
+    global minibatch is the processes' local ones side by side, laid over a ``data`` axis of
+    all devices (data-parallel, the gradients summed by XLA), and the statistics, held-out
+    and sample rows and final metrics are combined across processes.
     """
     import queue
     import threading
@@ -757,10 +764,29 @@ def run_stream(
     stats = stream.scan()
     assert cfg.batch_size is not None  # a shuffle config has one
     n_train, batch = stats.n_train, int(cfg.batch_size)
-    steps_per_epoch = -(-n_train // batch)
     every = cfg.record_every or cfg.epochs
-    placement = Placement() if m == 1 else Placement("vmap")
     dtype = np.float32
+    multi = jax.process_count() > 1
+    if multi:
+        placement = placement_for(m, data_axis=0)
+        n_dev, n_local = jax.device_count(), jax.local_device_count()
+        if batch * n_local % n_dev:
+            raise validate.bad(
+                "TrainConfig",
+                "batch_size",
+                f"a multiple of {n_dev // n_local} (the processes) when streaming over them",
+                batch,
+            )
+        local_batch = batch * n_local // n_dev
+        shares = gather_processes(np.array([stats.n_train_local, len(stats.x_val)]))
+        steps_per_epoch = int(max(-(-int(c) // local_batch) for c in shares[:, 0]))
+        has_val = bool(shares[:, 1].sum())
+    else:
+        placement = Placement() if m == 1 else Placement("vmap")
+        local_batch = batch
+        steps_per_epoch = -(-n_train // batch)
+        has_val = len(stats.x_val) > 0
+    n_chunks = -(-steps_per_epoch // chunk_steps)
 
     def rows(x, y):
         values = np.concatenate([x, y], axis=1)
@@ -768,13 +794,16 @@ def run_stream(
 
     xs, ys = rows(stats.x_sample, stats.y_sample)
     xv, yv = rows(stats.x_val, stats.y_val)
-    sample = Dataset(
-        jnp.asarray(xs),
-        jnp.asarray(ys),
-        jnp.asarray(xv) if len(xv) else None,
-        jnp.asarray(yv) if len(yv) else None,
-        jnp.ones((len(xs),), dtype),
-    )
+    if multi:
+        sample = _global_sample(placement, xs, ys, xv, yv, has_val)
+    else:
+        sample = Dataset(
+            jnp.asarray(xs),
+            jnp.asarray(ys),
+            jnp.asarray(xv) if has_val else None,
+            jnp.asarray(yv) if has_val else None,
+            jnp.ones((len(xs),), dtype),
+        )
     hp = Hparams(*(np.broadcast_to(np.asarray(v, dtype), (m,)) for v in hparams))
     compile_s = 0.0
 
@@ -792,6 +821,7 @@ def run_stream(
     if resume is None:
         if params is None:
             params = jax.vmap(lambda k: init(k, spec, dtype=dtype))(keys)
+        keys, hp, params = (_place(placement, t) for t in (keys, hp, params))
         init_exe = compiled(
             "stream-init",
             eng.init,
@@ -801,18 +831,23 @@ def run_stream(
         state = init_exe(keys, sample, hp, params)
         history: list = []
     else:
-        state = jax.device_put(resume[0])
+        state = _place(placement, jax.device_put(resume[0]))
+        hp = _place(placement, hp)
         old = jax.tree.map(np.asarray, resume[1])
         history = [jax.tree.map(lambda a, i=i: a[:, i], old) for i in range(old.epoch.shape[1])]
     record = compiled("stream-record", eng.record, 2, (state, sample))
-    chunk = (
-        np.zeros((chunk_steps, batch, len(stream.feature_names)), dtype),
-        np.zeros((chunk_steps, batch, len(stream.targets)), dtype),
-        np.zeros((chunk_steps, batch), dtype),
-        np.int32(0),
-        np.int32(steps_per_epoch),
+    d, k = len(stream.feature_names), len(stream.targets)
+    mesh = placement.mesh if multi else None
+
+    def put(xb, yb, wb, active):
+        return _device_chunk(xb, yb, wb, chunk_steps, active, steps_per_epoch, local_batch, mesh)
+
+    empty = (
+        [np.zeros((local_batch, d), dtype)],
+        [np.zeros((local_batch, k), dtype)],
+        [np.zeros(local_batch, dtype)],
     )
-    steps = compiled("stream-steps", eng.steps, 3, (state, chunk, hp))
+    steps = compiled("stream-steps", eng.steps, 3, (state, put(*empty, 0), hp))
     done = compiled(
         "stream-done",
         eng.epochs_done,
@@ -826,24 +861,39 @@ def run_stream(
         bits = [int(b) for b in np.asarray(jax.random.key_data(ekey)).reshape(-1)]
 
         def order(count: int, i: int) -> np.ndarray:
-            if i == 0 and n_train <= stream.buffer_rows:
+            if i == 0 and stats.n_train_local <= stream.buffer_rows:
                 return np.asarray(epoch_order(ekey, count))
             return np.random.default_rng(np.random.SeedSequence([*bits, i + 1])).permutation(count)
 
         out: queue.Queue = queue.Queue(maxsize=2)
 
         def produce():
+            # Every process hands over the same number of chunks (its share may run out
+            # first: then its part of a global batch is zero-weight padding).
             try:
+                c = 0
                 xb, yb, wb = [], [], []
-                for x, y, w in stream.batches(batch, order, transform):
+                for x, y, w in stream.batches(local_batch, order, transform):
                     xb.append(x)
                     yb.append(y)
                     wb.append(w)
                     if len(xb) == chunk_steps:
-                        out.put(_device_chunk(xb, yb, wb, chunk_steps, steps_per_epoch))
+                        out.put(
+                            put(xb, yb, wb, min(chunk_steps, steps_per_epoch - c * chunk_steps))
+                        )
+                        c += 1
                         xb, yb, wb = [], [], []
-                if xb:
-                    out.put(_device_chunk(xb, yb, wb, chunk_steps, steps_per_epoch))
+                while c < n_chunks:
+                    out.put(
+                        put(
+                            xb or empty[0],
+                            yb or empty[1],
+                            wb or empty[2],
+                            min(chunk_steps, steps_per_epoch - c * chunk_steps),
+                        )
+                    )
+                    c += 1
+                    xb, yb, wb = [], [], []
                 out.put(None)
             except BaseException as exc:  # handed to the training thread
                 out.put(exc)
@@ -887,23 +937,34 @@ def run_stream(
     t0 = time.perf_counter()
     finish = compiled("stream-finish", eng.finish, 2, (state, sample))
     state, best_t, best_epoch = finish(state, sample)
-    k = len(stream.targets)
     size = stream.block_rows
+    if multi:  # each process over its own rows, on its own device; then summed
+        local_best = jax.tree.map(np.asarray, best_t)
+        local_sse = jax.jit(jax.vmap(eng.sse, in_axes=(0, None)))
 
-    def sse_of(x, y, w):
-        exe = compiled("stream-sse", eng.sse, 2, (best_t, (x, y, w)))
-        return np.asarray(exe(best_t, (x, y, w)), np.float64)
+        def sse_of(x, y, w):
+            return np.asarray(local_sse(local_best, (x, y, w)), np.float64)
+    else:
+
+        def sse_of(x, y, w):
+            exe = compiled("stream-sse", eng.sse, 2, (best_t, (x, y, w)))
+            return np.asarray(exe(best_t, (x, y, w)), np.float64)
 
     # The final training MSE over every training row, block by block (padded to one size).
     train_sse = np.zeros((m, k))
     for x, y in stream.training_blocks(transform):
         w = np.ones(len(x), dtype)
         train_sse += sse_of(*(pad_rows(a, size) for a in (x, y, w)))
+    val_sse = np.zeros((m, k))
+    if len(xv):
+        val_sse = sse_of(jnp.asarray(xv), jnp.asarray(yv), jnp.ones((len(xv),), dtype))
+    n_val = len(xv)
+    if multi:
+        train_sse = gather_processes(train_sse).sum(axis=0)
+        val_sse = gather_processes(val_sse).sum(axis=0)
+        n_val = int(shares[:, 1].sum())
     train_mse = (train_sse / n_train).astype(dtype)
-    if sample.x_val is not None:
-        val_mse = sse_of(sample.x_val, sample.y_val, jnp.ones((len(xv),), dtype)) / len(xv)
-    else:
-        val_mse = np.full((m, k), np.nan)
+    val_mse = val_sse / n_val if has_val else np.full((m, k), np.nan)
     run_s += time.perf_counter() - t0
     hist = _stack_history(history, m, k)
     lanes = jax.vmap(from_lanes)
@@ -922,16 +983,70 @@ def run_stream(
     return Outcome(result, Timings(compile_s, run_s), (state, hist))
 
 
-def _device_chunk(xb, yb, wb, size: int, steps_per_epoch: int):
-    """``size`` minibatches stacked and put on the device (the missing ones zero, and not
-    run: ``active`` counts the real ones)."""
-    n = len(xb)
+def _device_chunk(xb, yb, wb, size: int, active: int, steps_per_epoch: int, rows: int, mesh):
+    """``size`` minibatches of ``rows`` rows stacked and put on the device (the missing
+    ones zero; ``active`` of them are run). With a ``mesh`` (several processes), each
+    process's minibatches are its part of global ones laid over the mesh's data axis."""
     x, y, w = np.stack(xb), np.stack(yb), np.stack(wb)
+    n = len(xb)
     if n < size:
         x = np.concatenate([x, np.zeros((size - n, *x.shape[1:]), x.dtype)])
         y = np.concatenate([y, np.zeros((size - n, *y.shape[1:]), y.dtype)])
         w = np.concatenate([w, np.zeros((size - n, *w.shape[1:]), w.dtype)])
-    return jax.device_put((x, y, w, np.int32(n), np.int32(steps_per_epoch)))
+    scalars = (np.int32(active), np.int32(steps_per_epoch))
+    if mesh is None:
+        return jax.device_put((x, y, w, *scalars))
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    lay = NamedSharding(mesh, PartitionSpec(None, DATA_AXIS))
+    total = rows * jax.device_count() // jax.local_device_count()
+    arrays = tuple(
+        jax.make_array_from_process_local_data(lay, a, (size, total, *a.shape[2:]))
+        for a in (x, y, w)
+    )
+    return (*arrays, *_global(scalars, NamedSharding(mesh, PartitionSpec())))
+
+
+def gather_processes(a) -> np.ndarray:
+    """Every process's ``a`` stacked (process order), on every process; in one process,
+    ``a`` with a leading axis of 1."""
+    a = np.asarray(a)
+    if jax.process_count() == 1:
+        return a[None]
+    from jax.experimental import multihost_utils
+
+    # 64-bit values travel as pairs of 32-bit words: JAX without x64 would round them.
+    wide = a.dtype.itemsize == 8
+    raw = np.ascontiguousarray(a.reshape(-1)).view(np.uint32) if wide else a
+    out = np.asarray(multihost_utils.process_allgather(raw))
+    if wide:
+        out = np.ascontiguousarray(out).view(a.dtype).reshape(out.shape[0], *a.shape)
+    return out
+
+
+def _global_sample(placement: Placement, xs, ys, xv, yv, has_val: bool) -> Dataset:
+    """The processes' sample and held-out rows as global arrays over the data axis: each
+    process's rows padded (weight 0) to the largest share, rounded to its devices."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    lay = NamedSharding(placement.mesh, PartitionSpec(DATA_AXIS))
+    n_local, n_dev = jax.local_device_count(), jax.device_count()
+    counts = gather_processes(np.array([len(xs), len(xv)]))
+
+    def spread(x, y, most):
+        size = max(1, -(-int(most) // n_local)) * n_local
+        w = pad_rows(np.ones(len(x), np.float32), size)
+        total = size * n_dev // n_local
+        return tuple(
+            jax.make_array_from_process_local_data(lay, pad_rows(a, size), (total, *a.shape[1:]))
+            for a in (x, y, w)
+        )
+
+    x, y, w = spread(xs, ys, counts[:, 0].max())
+    if not has_val:
+        return Dataset(x, y, None, None, w)
+    x_val, y_val, w_val = spread(xv, yv, counts[:, 1].max())
+    return Dataset(x, y, x_val, y_val, w, None, w_val)
 
 
 def _stack_history(history: list, m: int, k: int) -> History:

@@ -88,6 +88,7 @@ class StreamStats:
     x_sample: np.ndarray  # training rows every ``stride``-th training row
     y_sample: np.ndarray
     stride: int
+    n_train_local: int = 0  # this process's share (all of them in one process)
 
 
 @dataclass
@@ -108,6 +109,9 @@ class TableStream:
       held_rows: the most held-out rows kept in memory (a hash-random sample of them
         beyond); validation uses these.
       sample_rows: about how many training rows the history's training MSE uses.
+      process_index, process_count: this process's share of a multi-process run: Parquet
+        row group ``g`` (CSV block ``g``) is read by process ``g % process_count`` alone;
+        ``scan(gather)`` combines the statistics of every share.
     """
 
     path: Any
@@ -119,6 +123,8 @@ class TableStream:
     block_rows: int = 1 << 16
     held_rows: int = 1 << 18
     sample_rows: int = 1 << 14
+    process_index: int = 0
+    process_count: int = 1
     stats: StreamStats | None = None
     # the most rows this stream has held at once (buffer + block + held rows): a test's
     # proof that the table is never materialized
@@ -157,6 +163,11 @@ class TableStream:
         self._columns = self.feature_names + self.targets
         self._buffer_rows_now = 0  # rows in the shuffle buffer now
         self._held_rows_now = 0  # held-out rows kept
+        self.rows_read = 0  # rows this process has read (all passes)
+        validate.integer(owner, "process_count", self.process_count, low=1)
+        validate.integer(
+            owner, "process_index", self.process_index, low=0, high=self.process_count - 1
+        )
 
     # ------------------------------------------------------------ reading
 
@@ -191,16 +202,21 @@ class TableStream:
             start += rows
         return out
 
+    def mine(self, unit: int) -> bool:
+        """Whether row group (CSV block) ``unit`` is this process's to read."""
+        return unit % self.process_count == self.process_index
+
     def _blocks(self, groups: Sequence[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """``(first row index, values (r, d + k) float64)`` blocks of at most
-        ``block_rows`` rows, of the given Parquet row groups in that order (all in file
-        order by default; CSV: always file order)."""
+        ``block_rows`` rows of this process's share: the given Parquet row groups in that
+        order (its own in file order by default); CSV: its own blocks in file order."""
         if self.parquet:
             import pyarrow.parquet as pq
 
             f = pq.ParquetFile(self.path)
             starts = [s for s, _ in self.row_groups()]
-            for g in range(f.metadata.num_row_groups) if groups is None else groups:
+            every = range(f.metadata.num_row_groups)
+            for g in [g for g in every if self.mine(g)] if groups is None else groups:
                 start = starts[g]
                 for batch in f.iter_batches(
                     batch_size=self.block_rows, row_groups=[g], columns=self._columns
@@ -208,13 +224,15 @@ class TableStream:
                     yield start, self._numeric(batch, start)
                     start += batch.num_rows
         else:
-            start = 0
+            start = unit = 0
             for batch in self._csv_reader():
                 batch = batch.select(self._columns)
                 for off in range(0, batch.num_rows, self.block_rows):
                     part = batch.slice(off, self.block_rows)
-                    yield start, self._numeric(part, start)
+                    if self.mine(unit):
+                        yield start, self._numeric(part, start)
                     start += part.num_rows
+                    unit += 1
 
     def _numeric(self, batch, start: int) -> np.ndarray:
         import pyarrow as pa
@@ -244,6 +262,7 @@ class TableStream:
                 f"{values[r, c]} in row {start + r + 1}: only finite numbers can be trained on."
             )
         self._held(len(values))
+        self.rows_read += len(values)
         return values
 
     def _held(self, extra: int) -> None:
@@ -252,10 +271,13 @@ class TableStream:
 
     # ------------------------------------------------------------ the scan
 
-    def scan(self) -> StreamStats:
+    def scan(self, gather: Callable[[np.ndarray], np.ndarray] | None = None) -> StreamStats:
         """One pass: row counts, the training rows' mean and population std (float64,
         combined block by block with Chan's update), the held-out rows and the history
-        sample. Cached."""
+        sample. Cached. In a multi-process run, ``gather(a)`` stacks every process's ``a``
+        (``jax.experimental.multihost_utils.process_allgather``): the counts and statistics
+        are combined across the shares (the held-out and sample rows stay each process's
+        own)."""
         if self.stats is not None:
             return self.stats
         d = len(self.feature_names)
@@ -297,6 +319,23 @@ class TableStream:
                 s = np.concatenate(sample)
                 if len(s) > 4 * self.sample_rows:  # CSV: thin to every other row
                     sample = [s[::2]]
+        n_train_local = n_train
+        if self.process_count > 1:
+            if gather is None:
+                raise ValueError("TableStream.scan needs gather in a multi-process run.")
+            width = len(mean)
+            shares = np.asarray(gather(np.concatenate([[n, n_train, n_val], mean, m2])))
+            n, n_train, n_val = (int(v) for v in shares[:, :3].sum(axis=0))
+            mean, m2, count = np.zeros(width), np.zeros(width), 0
+            for share in shares:  # Chan's update, in process order
+                c = int(share[1])
+                if c == 0:
+                    continue
+                delta = share[3 : 3 + width] - mean
+                total = count + c
+                mean = mean + delta * (c / total)
+                m2 = m2 + share[3 + width :] + delta**2 * (count * c / total)
+                count = total
         if n_train == 0:
             raise ValueError(
                 f"{self.path.name} has no training rows ({n} rows, val_fraction "
@@ -322,6 +361,7 @@ class TableStream:
             hs[:, :d],
             hs[:, d:],
             stride,
+            n_train_local,
         )
         return self.stats
 
@@ -369,12 +409,13 @@ class TableStream:
         """
         groups = self.row_groups()
         stats = self.scan()
-        whole = stats.n_train <= self.buffer_rows
+        whole = stats.n_train_local <= self.buffer_rows
         sequence = (
             list(range(len(groups)))
             if whole or not self.parquet
             else [int(g) for g in order(len(groups), -1)]
         )
+        sequence = [g for g in sequence if not self.parquet or self.mine(g)]
         d = len(self.feature_names)
         pending_x: list[np.ndarray] = []
         pending_y: list[np.ndarray] = []

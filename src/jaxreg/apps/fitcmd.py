@@ -385,8 +385,6 @@ def _stream_if_too_big(args, checked):
             ("--missing-indicator", args.missing_indicator),
             ("--drop-na", args.drop_na),
             ("--data-parallel", args.data_parallel),
-            ("--coordinator", args.coordinator),
-            ("--distributed", args.distributed),
         )
         if on
     ]
@@ -401,13 +399,17 @@ def _stream_if_too_big(args, checked):
 
 def _run_fit_streamed(args, checked, stream, out, ckpt) -> int:
     """``jaxreg fit`` on a table larger than the memory budget: streamed every epoch."""
+    import jax
     import numpy as np
     import pandas as pd
 
     from jaxreg import interrupts, store
     from jaxreg.estimator import document as model_document
+    from jaxreg.runner import gather_processes
 
-    stats = stream.scan()
+    # Several processes: each reads its own row groups; the statistics are combined.
+    stream.process_index, stream.process_count = jax.process_index(), jax.process_count()
+    stats = stream.scan(gather_processes)
     print(
         f"Streaming {args.data}: {stats.n_rows:,} rows, {len(stream.feature_names)} feature "
         f"column(s) -> target(s) {', '.join(stream.targets)}; {stats.n_train:,} training and "
