@@ -164,6 +164,7 @@ class TableStream:
         self._buffer_rows_now = 0  # rows in the shuffle buffer now
         self._held_rows_now = 0  # held-out rows kept
         self.rows_read = 0  # rows this process has read (all passes)
+        self._cache: tuple | None = None  # (transform, x, y) of a share the buffer holds
         validate.integer(owner, "process_count", self.process_count, low=1)
         validate.integer(
             owner, "process_index", self.process_index, low=0, high=self.process_count - 1
@@ -187,6 +188,29 @@ class TableStream:
             read_options=pcsv.ReadOptions(block_size=1 << 22),
             parse_options=pcsv.ParseOptions(delimiter=delimiter),
         )
+
+    def numeric_complete(self) -> bool:
+        """Whether every used column is numeric with no missing value, as far as the file
+        says without being read (Parquet types and null counts; False for text files)."""
+        if not self.parquet:
+            return False
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        f = pq.ParquetFile(self.path)
+        schema = f.schema_arrow
+        for name in self._columns:
+            t = schema.field(name).type
+            if not (pa.types.is_integer(t) or pa.types.is_floating(t)):
+                return False
+        meta = f.metadata
+        index = {meta.schema.column(j).name: j for j in range(meta.num_columns)}
+        for g in range(meta.num_row_groups):
+            for name in self._columns:
+                stats = meta.row_group(g).column(index[name]).statistics
+                if stats is None or not stats.has_null_count or stats.null_count:
+                    return False
+        return True
 
     def row_groups(self) -> list[tuple[int, int]]:
         """``(first row, rows)`` of each Parquet row group (one unit for CSV)."""
@@ -443,6 +467,10 @@ class TableStream:
                 return None
             return (rest_x, rest_y) if len(rest_x) else None
 
+        cached = self._cache if whole and self._cache and self._cache[0] is transform else None
+        if cached is not None:  # the rows of an earlier epoch of this fit: no file read
+            yield from emit(cached[1], cached[2], final=True)
+            return
         for g in sequence:
             for start, values in self._blocks([g] if self.parquet else None):
                 rows = np.arange(start, start + len(values))
@@ -467,8 +495,12 @@ class TableStream:
         parts_x = ([carry_x] if carry_x is not None else []) + pending_x
         parts_y = ([carry_y] if carry_y is not None else []) + pending_y
         if parts_x:
-            yield from emit(np.concatenate(parts_x), np.concatenate(parts_y), final=True)
-        self._buffer_rows_now = 0
+            bx, by = np.concatenate(parts_x), np.concatenate(parts_y)
+            if whole:  # the share fits in the buffer: keep it for the next epochs
+                self._cache = (transform, bx, by)
+            yield from emit(bx, by, final=True)
+        if not whole:
+            self._buffer_rows_now = 0
 
     def training_blocks(self, transform) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """The training rows in file order, block by block, standardized: for a final pass

@@ -343,10 +343,27 @@ def _memory_budget(args) -> int:
 def _stream_if_too_big(args, checked):
     """A ``TableStream`` of the file when its used columns as float32 exceed the memory
     budget (Parquet: from its metadata; text: an estimate of its rows), else None."""
+    import jax
+
     from jaxreg import tabular
 
     budget = _memory_budget(args)
     rows = tabular.estimate_rows(args.data)
+    if jax.process_count() > 1 and rows is not None and not args.cv and not args.test_fraction:
+        # Several processes: each reads only its row groups when the file allows it.
+        from jaxreg.stream import TableStream
+
+        stream = TableStream(
+            args.data,
+            list(args.target),
+            checked["features"],
+            val_fraction=args.val_fraction,
+            seed=args.seed,
+        )
+        if stream.numeric_complete() and not (checked["categorical"] or args.drop_na):
+            width = len(stream.feature_names) + len(stream.targets)
+            stream.buffer_rows = max(1 << 14, budget // (width * 8 * 4))
+            return stream
     if rows is None or pathlib.Path(args.data).suffix.lower() not in (
         ".parquet",
         ".pq",
@@ -415,7 +432,12 @@ def _run_fit_streamed(args, checked, stream, out, ckpt) -> int:
         f"column(s) -> target(s) {', '.join(stream.targets)}; {stats.n_train:,} training and "
         f"{stats.n_val:,} held-out rows (by a hash of the row number; "
         f"{len(stats.x_val):,} kept for validation), a shuffle buffer of "
-        f"{stream.buffer_rows:,} rows (--max-memory {_memory_budget(args) / 2**20:,.0f} MiB)."
+        f"{stream.buffer_rows:,} rows (--max-memory {_memory_budget(args) / 2**20:,.0f} MiB)"
+        + (
+            f"; each of the {stream.process_count} processes reads only its own row groups."
+            if stream.process_count > 1
+            else "."
+        )
     )
     model = _train(args, checked, stream, None, stream.targets, ckpt)
     interrupts.check()
@@ -427,8 +449,8 @@ def _run_fit_streamed(args, checked, stream, out, ckpt) -> int:
     val = np.arange(len(stats.x_sample), len(x))
     metrics = _metrics(model, x, y, names, tr, val, val[:0], seed=args.seed)
     print(
-        f"The baselines trained on a sample of {len(tr):,} training rows (every "
-        f"{stats.stride:,}th); all scores are on the {len(val):,} kept held-out rows."
+        f"The baselines trained on a sample of {len(tr):,} training rows (one in "
+        f"{stats.stride:,}); all scores are on the {len(val):,} kept held-out rows."
     )
     _print_metrics(metrics)
     for line in verdict(metrics):
