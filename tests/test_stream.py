@@ -144,7 +144,7 @@ def test_cli_streams_a_table_over_the_memory_budget(tmp_path, capsys):
     from jaxreg import load
     from jaxreg.cli import main
 
-    df = _table(tmp_path / "t.parquet", n=3000)
+    df = _table(tmp_path / "t.parquet", n=1000)
     args = ["--no-cache", "--default-xla", "fit", str(tmp_path / "t.parquet"), "--target", "y"]
     code = main([*args, "--out", str(tmp_path / "m"), "--max-memory", "1KB", "--epochs", "3"])
     out = capsys.readouterr().out

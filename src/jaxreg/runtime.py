@@ -77,6 +77,14 @@ def start_distributed(
     process index and count."""
     import jax
 
+    if jax.distributed.is_initialized():  # a second call (a command run from a script)
+        index, count = jax.process_index(), jax.process_count()
+        if (num_processes not in (None, count)) or (process_id not in (None, index)):
+            raise ValueError(
+                f"jax.distributed already runs as process {index} of {count}; it cannot "
+                f"start again as process {process_id} of {num_processes}."
+            )
+        return {"process_index": index, "process_count": count}
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:
         jax.distributed.initialize(
