@@ -342,28 +342,15 @@ def _memory_budget(args) -> int:
 
 def _stream_if_too_big(args, checked):
     """A ``TableStream`` of the file when its used columns as float32 exceed the memory
-    budget (Parquet: from its metadata; text: an estimate of its rows), else None."""
+    budget (Parquet: from its metadata; text: an estimate of its rows), or when several
+    processes can each read only their row groups (a numeric, complete Parquet file and no
+    option that needs the whole table); else None."""
     import jax
 
     from jaxreg import tabular
 
     budget = _memory_budget(args)
     rows = tabular.estimate_rows(args.data)
-    if jax.process_count() > 1 and rows is not None and not args.cv and not args.test_fraction:
-        # Several processes: each reads only its row groups when the file allows it.
-        from jaxreg.stream import TableStream
-
-        stream = TableStream(
-            args.data,
-            list(args.target),
-            checked["features"],
-            val_fraction=args.val_fraction,
-            seed=args.seed,
-        )
-        if stream.numeric_complete() and not (checked["categorical"] or args.drop_na):
-            width = len(stream.feature_names) + len(stream.targets)
-            stream.buffer_rows = max(1 << 14, budget // (width * 8 * 4))
-            return stream
     if rows is None or pathlib.Path(args.data).suffix.lower() not in (
         ".parquet",
         ".pq",
@@ -371,11 +358,12 @@ def _stream_if_too_big(args, checked):
         ".tsv",
     ):
         return None
+    multi = jax.process_count() > 1
+    # The narrowest a row can be: the targets and the features named (or one column).
+    if rows * 4 * (len(args.target) + len(checked["features"] or [None])) <= budget and not multi:
+        return None
     from jaxreg.stream import TableStream
 
-    # The narrowest a row can be: the targets and the features named (or one column).
-    if rows * 4 * (len(args.target) + len(checked["features"] or [None])) <= budget:
-        return None
     stream = TableStream(
         args.data,
         list(args.target),
@@ -385,7 +373,16 @@ def _stream_if_too_big(args, checked):
     )
     width = len(stream.feature_names) + len(stream.targets)
     if rows * width * 4 <= budget:
-        return None
+        needs_whole = (
+            args.cv
+            or args.test_fraction
+            or checked["categorical"]
+            or checked["numeric"]
+            or args.missing_indicator
+            or args.drop_na
+        )
+        if not multi or needs_whole or not stream.numeric_complete():
+            return None
     # The shuffle buffer, a block being read and the held-out rows share the budget
     # (a buffered row is held about four times over: raw, standardized, permuted, batched).
     row = width * 8
@@ -401,7 +398,7 @@ def _stream_if_too_big(args, checked):
             ("--numeric", checked["numeric"]),
             ("--missing-indicator", args.missing_indicator),
             ("--drop-na", args.drop_na),
-            ("--data-parallel", args.data_parallel),
+            ("--data-parallel", args.data_parallel and not multi),
         )
         if on
     ]
