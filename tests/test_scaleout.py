@@ -131,12 +131,11 @@ def collectives(exe):
     return re.findall(r"= \\(?[^=]*\\)? (all-reduce|all-gather|reduce-scatter)(?:-start)?\\(",
                       exe.as_text())
 
-spec = MLPSpec((3, 16, 16, 2))
+spec = MLPSpec((3, 8, 2))
 cases = {  # name: rows, configuration, models, data axis
-    "full": (256, TrainConfig(30, "adam"), 1, 4),
     "shuffle": (256, TrainConfig(6, "adam", batch_size=32, sampling="shuffle"), 1, 4),
-    "lbfgs": (256, TrainConfig(8, "lbfgs"), 1, 4),
-    "host order": (70_000, TrainConfig(1, "adam", batch_size=4096, sampling="shuffle"), 1, 4),
+    "lbfgs": (256, TrainConfig(8, "lbfgs"), 1, 4),  # full batch: the objective over shards
+    "host order": (70_000, TrainConfig(1, "adam", batch_size=8192, sampling="shuffle"), 1, 4),
     # two models on a (2 models, 2 data) mesh
     "ensemble": (256, TrainConfig(6, "adam", batch_size=32, sampling="shuffle"), 2, 2),
 }
@@ -155,13 +154,12 @@ for name, (n, cfg, m, axis) in cases.items():
     out[name] = {"params": diff, "val": val, "rows": rows, "axis": axis, "n": n,
                  "all-reduce": collectives(exe).count("all-reduce")}
 
-# Rows that the data axis does not divide are padded with zero-weight rows.
+# Rows that the data axis does not divide are padded with zero-weight rows (full batch).
 d = dataset(101, n_val=7)
-runner._CACHE.clear()
-got = run(spec, TrainConfig(20, "adam"), d, Hparams(1e-2), jax.random.key_data(
-    jax.random.split(jax.random.key(1), 1)), placement=placement_for(1, data_axis=4)).result
-ref = run(spec, TrainConfig(20, "adam"), d, Hparams(1e-2), jax.random.key_data(
-    jax.random.split(jax.random.key(1), 1))).result
+keys = jax.random.key_data(jax.random.split(jax.random.key(1), 1))
+got = run(spec, TrainConfig(20, "adam"), d, Hparams(1e-2), keys,
+          placement=placement_for(1, data_axis=4)).result
+ref = run(spec, TrainConfig(20, "adam"), d, Hparams(1e-2), keys).result
 out["uneven"] = float(np.max(np.abs(np.asarray(ref.val_mse) - np.asarray(got.val_mse))))
 
 X = rng.normal(size=(500, 5)); y = np.sin(X).sum(1)
@@ -182,7 +180,7 @@ def test_data_parallel_equals_one_device():
     data) mesh and the estimator: the same batches in the same order give one device's result to
     float tolerance, with the rows split over the devices and the gradients all-reduced."""
     out = json.loads(_python("import json\n" + textwrap.dedent(_EQUIVALENCE), 4))
-    for name in ("full", "shuffle", "lbfgs", "host order", "ensemble"):
+    for name in ("shuffle", "lbfgs", "host order", "ensemble"):
         r = out[name]
         tol = 5e-5 if name == "lbfgs" else 2e-6
         assert r["params"] < tol and r["val"] < tol, (name, r)
@@ -212,10 +210,6 @@ assert jax.device_count() == 4 and jax.local_device_count() == 2
 rng = np.random.default_rng(0)
 X = rng.normal(size=(600, 4)); y = np.sin(X).sum(1)
 out = {}
-# One model on a data axis of all four devices of both processes; the reference is this
-# process's own default device.
-for dp in (True, False):
-    out[f"fit/{dp}"] = MLPRegressor(epochs=6, random_state=0, data_parallel=dp).fit(X, y).predict(X)
 f = np.float32
 d = Dataset(X[:500].astype(f), y[:500, None].astype(f), X[500:].astype(f), y[500:, None].astype(f))
 # Six models split over the four devices of both processes; the reference on one local device.
@@ -227,7 +221,7 @@ for where, devices in (("all", None), ("local", jax.local_devices()[:1])):
 from jaxreg.stream import TableStream
 
 stream = TableStream(sys.argv[3], "y", val_fraction=0.2, seed=1, buffer_rows=2000, block_rows=500)
-model = MLPRegressor((16,), epochs=3, batch_size=128, random_state=0, tol=None).fit(stream)
+model = MLPRegressor((16,), epochs=2, batch_size=128, random_state=0, tol=None).fit(stream)
 table = np.load(sys.argv[4])
 out["streamed"] = model.predict(table[:1000, :3])
 out["rows_read"] = stream.rows_read
@@ -243,10 +237,11 @@ sys.exit(main(["--no-cache", *sys.argv[6:], "--coordinator", f"127.0.0.1:{port}"
 
 
 def test_two_processes_agree_with_one_device(tmp_path, capsys):
-    """Two processes of two CPU devices each (jax.distributed on 127.0.0.1, gloo): a
-    data-parallel model over all four devices and a model axis split over them equal one
-    device's; a streamed table is read half by each; and ``jaxreg fit --coordinator`` in the
-    same processes writes (process 0 alone) a model that predicts as one process's."""
+    """Two processes of two CPU devices each (jax.distributed on 127.0.0.1, gloo): a model
+    axis split over all four devices equals one device's; a streamed table is read half by
+    each; and ``jaxreg fit --coordinator`` in the same processes (data-parallel over the four
+    devices) writes, from process 0 alone, a model that predicts as one process's on one
+    device."""
     import pandas as pd
 
     import jaxreg
@@ -279,13 +274,12 @@ def test_two_processes_agree_with_one_device(tmp_path, capsys):
         assert r.returncode == 0, r.stderr[-3000:]
         outs.append(json.loads((tmp_path / f"{i}.json").read_text()))
     for got in outs:
-        np.testing.assert_allclose(got["fit/True"], got["fit/False"], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(got["models/all"], got["models/local"], rtol=1e-5, atol=1e-7)
     assert outs[0] == outs[1]  # both processes hold the same results
-    # Streamed: each process read its 4 of the 8 row groups in each of the 5 passes (the
-    # scan, 3 epochs, the final metrics); the statistics of both shares are the table's.
+    # Streamed: each process read its 4 of the 8 row groups in each of the 4 passes (the
+    # scan, 2 epochs, the final metrics); the statistics of both shares are the table's.
     got = outs[0]
-    assert got["rows_read"] == 6000 * 5
+    assert got["rows_read"] == 6000 * 4
     np.testing.assert_allclose(
         got["stats"], np.concatenate([one.x_mean, one.x_std, one.y_std]), rtol=1e-13
     )
@@ -294,7 +288,8 @@ def test_two_processes_agree_with_one_device(tmp_path, capsys):
     assert r2 > 0.8, r2
     # The command: process 0 reports and writes, process 1 prints nothing of its own.
     assert "Saved the model" in runs[0].stdout
-    assert all(line.startswith("[Gloo]") for line in runs[1].stdout.splitlines())
+    # (gloo's own connection lines, from several threads, may interleave)
+    assert all("[Gloo]" in ln or "peer ranks" in ln for ln in runs[1].stdout.splitlines())
     assert main(["--no-cache", "--default-xla", *fit, "--out", str(tmp_path / "one")]) == 0
     capsys.readouterr()
     features = frame.iloc[:400][["a", "b", "c"]]
