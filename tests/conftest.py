@@ -6,6 +6,12 @@ import pytest
 CORE = {"test_model", "test_loss_optim", "test_engine"}
 
 
+def pytest_collection_modifyitems(items):
+    # The longest tests (subprocesses, several processes) first: with two workers, a long
+    # test collected last would run alone at the end and stretch the suite.
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
 def pytest_generate_tests(metafunc):
     if metafunc.module.__name__.rsplit(".", 1)[-1] in CORE:
         metafunc.fixturenames.append("jit_mode")

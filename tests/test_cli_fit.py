@@ -184,6 +184,7 @@ SMALL = [
 ]
 
 
+@pytest.mark.long
 def test_resume_after_sigkill_equals_an_uninterrupted_run_and_the_estimator(tmp_path, capsys):
     from jaxreg.apps.fitcmd import _chunk_epochs
     from jaxreg.estimator import MLPRegressor, load

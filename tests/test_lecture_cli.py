@@ -23,6 +23,7 @@ def test_help_is_fast_and_imports_no_heavy_library():
     assert "HEAVY []" in out
 
 
+@pytest.mark.long
 def test_lecture_cli_writes_plots_and_tables(tmp_path, capsys):
     out = tmp_path / "lec"
     code = main(

@@ -361,6 +361,7 @@ def test_6_an_interrupt_swallowed_by_a_callback_is_not_lost():
         signal.signal(signal.SIGINT, previous)
 
 
+@pytest.mark.long
 def test_6_ctrl_c_at_any_moment_exits_130_with_nothing_replaced(tmp_path, csv, model_dir):
     env = {**os.environ, "JAXREG_CACHE_DIR": str(tmp_path / "xla")}
     cmd = [

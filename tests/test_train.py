@@ -460,6 +460,7 @@ def test_placement_names_the_bad_field():
         Placement("single", parts=2)
 
 
+@pytest.mark.long
 def test_fit_many_splits_the_model_axis_over_devices():
     # Two CPU devices need a fresh process (the device count is fixed when JAX starts).
     import os
