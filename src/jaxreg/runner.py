@@ -396,27 +396,24 @@ def _place_rows(placement: Placement, data: Dataset) -> Dataset:
     from jax.sharding import NamedSharding, PartitionSpec
 
     k = placement.data
-    rows = int(np.shape(data.x)[0])
     dtype = np.dtype(data.x.dtype)
+
+    def padded(x, y, w):
+        """``(x, y, w)`` with zero-weight rows up to a multiple of ``k`` (w: 1 if None)."""
+        count = int(np.shape(x)[0])
+        size = -(-count // k) * k
+        w = np.ones(count, dtype) if w is None else np.asarray(w)
+        return tuple(pad_rows(np.asarray(a), size) for a in (x, y, w))
+
+    rows = int(np.shape(data.x)[0])
     if rows % k:
         if data.n is None:  # the real rows, so that padding is never drawn into a batch
             data = data._replace(n=np.int32(rows))
-        size = -(-rows // k) * k
-        w = np.ones(rows, dtype) if data.w is None else np.asarray(data.w)
-        data = data._replace(
-            x=pad_rows(np.asarray(data.x), size),
-            y=pad_rows(np.asarray(data.y), size),
-            w=pad_rows(w, size),
-        )
+        x, y, w = padded(data.x, data.y, data.w)
+        data = data._replace(x=x, y=y, w=w)
     if data.x_val is not None and int(np.shape(data.x_val)[0]) % k:
-        n_val = int(np.shape(data.x_val)[0])
-        size = -(-n_val // k) * k
-        w_val = np.ones(n_val, dtype) if data.w_val is None else np.asarray(data.w_val)
-        data = data._replace(
-            x_val=pad_rows(np.asarray(data.x_val), size),
-            y_val=pad_rows(np.asarray(data.y_val), size),
-            w_val=pad_rows(w_val, size),
-        )
+        x, y, w = padded(data.x_val, data.y_val, data.w_val)
+        data = data._replace(x_val=x, y_val=y, w_val=w)
     rows_spec = NamedSharding(placement.mesh, PartitionSpec(DATA_AXIS))
     n = data.n
     placed = _global(data._replace(n=None), rows_spec)

@@ -339,10 +339,8 @@ class TableStream:
                 self._held_rows_now = held_count
             n_val += int(val.sum())
             n += len(values)
-            if not stride:
-                s = np.concatenate(sample)
-                if len(s) > 4 * self.sample_rows:  # CSV: thin to every other row
-                    sample = [s[::2]]
+            if not stride and sum(len(a) for a in sample) > 4 * self.sample_rows:
+                sample = [np.concatenate(sample)[::2]]  # CSV: thin to every other row
         n_train_local = n_train
         if self.process_count > 1:
             if gather is None:
