@@ -74,3 +74,31 @@ def test_lane_gradients_under_vmap_equal_one_at_a_time():
         one = grad(jax.tree.map(lambda p, m=m: p[m], params_t), x, y, "tanh")
         for a, b in zip(jax.tree.leaves(batched), jax.tree.leaves(one), strict=True):
             np.testing.assert_allclose(a[m], b, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("o, k, n", [(10, 10, 400), (16, 3, 32), (4, 20, 48), (5, 6, 37)])
+def test_small_layer_gradients_equal_autodiff(o, k, n):
+    """``_affine_small`` (the form under XLA's single-kernel loops) gives the gradients of
+    ``w @ x + b``: lane-blocked where the widths and sample count allow, else as
+    ``_affine``."""
+    from jaxreg.model import _affine_small, _lane_blocked_grad
+
+    key = jax.random.PRNGKey(5)
+    w, x, c = (
+        jax.random.normal(jax.random.fold_in(key, i), s)
+        for i, s in enumerate([(o, k), (k, n), (o, n)])
+    )
+    b = jax.random.normal(jax.random.fold_in(key, 9), (o, 1))
+
+    def loss(f, w, b, x):
+        return jnp.sum(c * jnp.tanh(f(w, b, x)))
+
+    got = jax.grad(functools.partial(loss, _affine_small), argnums=(0, 1, 2))(w, b, x)
+    want = jax.grad(functools.partial(loss, lambda w, b, x: w @ x + b), argnums=(0, 1, 2))(w, b, x)
+    for a, e in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, e, rtol=2e-5, atol=2e-5)
+    if n % 16 == 0:
+        g = np.asarray(c, np.float64)
+        np.testing.assert_allclose(
+            _lane_blocked_grad(c, x), g @ np.asarray(x, np.float64).T, rtol=1e-5, atol=1e-4
+        )

@@ -6,6 +6,8 @@ import subprocess
 import sys
 
 import jax
+import numpy as np
+import pytest
 
 from jaxreg import runtime
 
@@ -67,3 +69,64 @@ def test_the_cli_leaves_jax_num_cpu_devices_to_jax(monkeypatch, tmp_path, capsys
     monkeypatch.delenv("JAX_NUM_CPU_DEVICES")
     assert main(argv) == 2 and seen["n_cpu_devices"] == rt.cpu_cores()
     assert "does not exist" in capsys.readouterr().err
+
+
+_HISTORY = """
+import json, sys
+if sys.argv[1] == "fast":
+    from jaxreg.runtime import configure_process
+    configure_process(compilation_cache=False, fast_cpu=True)
+import jax, numpy as np
+from jaxreg import runtime
+from jaxreg.data import Dataset, lecture_data
+from jaxreg.engine import TrainConfig
+from jaxreg.model import MLPSpec
+from jaxreg.optim import Hparams
+from jaxreg.runner import fit
+data = Dataset(*lecture_data())
+out = {"small": runtime.small_loop_flags()}
+for name, cfg in {
+    "plain": TrainConfig(epochs=40, optimizer="gd", record_every=10),
+    "val": TrainConfig(epochs=200, optimizer="adam", record_every=5, patience=10, tol=1e-3),
+    "train": TrainConfig(epochs=200, optimizer="adam", record_every=5, patience=15,
+                         monitor="train", tol=1e-3, sampling="shuffle", batch_size=64),
+}.items():
+    res = fit(MLPSpec((1, 10, 10, 1)), cfg, data, Hparams(1e-2), key=jax.random.PRNGKey(0))
+    out[name] = {f: np.asarray(v).tolist() for f, v in res.history._asdict().items()}
+    out[name]["epochs_run"] = int(res.epochs_run)
+    out[name]["params"] = [np.asarray(p).tolist() for p in jax.tree.leaves(res.params)]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.long
+def test_the_small_loop_form_trains_and_records_as_the_default_form():
+    """Under the CLI's XLA options the engine records its history in one flat loop and
+    takes small layers' weight gradients by lane blocks; its history, stopping epochs and
+    weights must be those of the default form (nested loops, plain products), to float
+    tolerance."""
+    import json
+
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
+
+    def child(mode):
+        out = subprocess.run(
+            [sys.executable, "-c", _HISTORY, mode], env=env, capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    fast, default = child("fast"), child("default")
+    assert fast.pop("small") is True and default.pop("small") is False
+    for name, runs in fast.items():
+        ref = default[name]
+        assert runs["epochs_run"] == ref["epochs_run"], name
+        assert runs["epoch"] == ref["epoch"], name
+        for field in ("train_mse", "val_mse", "objective"):
+            a, b = np.asarray(runs[field], float), np.asarray(ref[field], float)
+            np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+            np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-7, err_msg=f"{name} {field}")
+        for a, b in zip(runs["params"], ref["params"], strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=name)
+    # the early-stopping runs really stopped (the rules were exercised)
+    assert fast["val"]["epochs_run"] < 200 and fast["train"]["epochs_run"] < 200

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxreg import validate
+from jaxreg import runtime, validate
 
 __all__ = [
     "ACTIVATIONS",
@@ -242,6 +242,48 @@ def _affine_bwd(res, g):
 
 _affine.defvjp(_affine_fwd, _affine_bwd)
 
+LANE_BLOCK = 16  # lanes per partial sum in _lane_blocked_grad (one AVX-512 register)
+SMALL_WIDTH = 16  # widest layer whose weight gradient _affine_small takes by lane blocks
+
+
+def _lane_blocked_grad(g, x):
+    """``g @ x.T`` for ``g`` ``(o, n)`` and ``x`` ``(k, n)``, ``n`` a multiple of
+    ``LANE_BLOCK``: elementwise products summed over blocks of lanes, ``(o, k, LANE_BLOCK)``,
+    then the last ``LANE_BLOCK`` lanes by a product with ones. Inside XLA's single-kernel
+    loop this is one vectorized pass (a sum over a non-lane axis), where the product with a
+    transposed ``x`` runs a tiled GEMM whose 10-wide output does not fill a vector."""
+    o, k, n = g.shape[0], x.shape[0], g.shape[1]
+    blocks = n // LANE_BLOCK
+    part = jnp.sum(
+        g.reshape(o, 1, blocks, LANE_BLOCK) * x.reshape(1, k, blocks, LANE_BLOCK), axis=2
+    )
+    ones = jnp.ones((LANE_BLOCK, 1), g.dtype)
+    return (part.reshape(o * k, LANE_BLOCK) @ ones).reshape(o, k)
+
+
+@jax.custom_vjp
+def _affine_small(w, b, x):
+    """``_affine`` for processes running XLA's single-kernel loops (``runtime.
+    small_loop_flags``): the weight gradient of a layer with both widths in
+    ``2..SMALL_WIDTH`` over a multiple of ``LANE_BLOCK`` samples comes from
+    ``_lane_blocked_grad`` (the lecture's epoch: 15.0 -> 11.5 us, benchmarks/README.md);
+    other layers as ``_affine``. With XLA's default options the lane-blocked form is slower
+    (a separate reduction kernel against YNNPACK's product), hence two functions."""
+    return w @ x + b
+
+
+def _affine_small_bwd(res, g):
+    w, x = res
+    o, k, n = g.shape[0], x.shape[0], g.shape[1]
+    if 1 < o <= SMALL_WIDTH and 1 < k <= SMALL_WIDTH and n % LANE_BLOCK == 0:
+        w_t = jax.lax.optimization_barrier(w.T)
+        ones = jnp.ones((n, 1), g.dtype)
+        return _lane_blocked_grad(g, x), g @ ones, w_t @ g
+    return _affine_bwd(res, g)
+
+
+_affine_small.defvjp(_affine_fwd, _affine_small_bwd)
+
 
 def apply_lanes(params_t, x_t, activation: str | Callable = "tanh"):
     """Forward pass in the lane layout: ``x_t`` ``(d, n)`` to ``(k, n)``.
@@ -249,10 +291,11 @@ def apply_lanes(params_t, x_t, activation: str | Callable = "tanh"):
     Differentiable in reverse mode (each layer carries a custom VJP; see ``_affine``).
     """
     sigma = ACTIVATIONS[activation] if isinstance(activation, str) else activation
+    affine = _affine_small if runtime.small_loop_flags() else _affine
     *hidden, last = params_t
     for layer in hidden:
-        x_t = sigma(_affine(layer.W, layer.b, x_t))
-    return _affine(last.W, last.b, x_t)
+        x_t = sigma(affine(layer.W, layer.b, x_t))
+    return affine(last.W, last.b, x_t)
 
 
 @functools.cache
