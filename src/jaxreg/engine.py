@@ -262,7 +262,8 @@ def _predict(spec: MLPSpec, params_t, x_t):
     return apply_lanes(params_t, x_t, ACTIVATIONS[spec.activation])
 
 
-def _objective(spec: MLPSpec, cfg: TrainConfig, params_t, x_t, y_t, w, l2):
+def _objective(spec: MLPSpec, cfg: TrainConfig, params_t, x_t, y_t, w, l2, fit: bool = False):
+    """The training objective; with ``fit``, also the per-output MSE it was made of."""
     per_out = mse_per_output(_predict(spec, params_t, x_t), y_t, w, axis=1)
     loss = jnp.mean(per_out)
     if cfg.objective == "rmse":
@@ -270,7 +271,8 @@ def _objective(spec: MLPSpec, cfg: TrainConfig, params_t, x_t, y_t, w, l2):
         # zero gradient instead of NaN.
         safe = jnp.where(loss > 0, loss, 1.0)
         loss = jnp.where(loss > 0, jnp.sqrt(safe), 0.0)
-    return loss + l2 * l2_penalty(params_t)
+    loss = loss + l2 * l2_penalty(params_t)
+    return (loss, per_out) if fit else loss
 
 
 def _init(
@@ -312,21 +314,58 @@ def _over_data(*arrays):
 
 
 def _update(
-    spec: MLPSpec, cfg: TrainConfig, params_t, opt_state, step, x_t, y_t, w, hp, total_steps
+    spec: MLPSpec,
+    cfg: TrainConfig,
+    params_t,
+    opt_state,
+    step,
+    x_t,
+    y_t,
+    w,
+    hp,
+    total_steps,
+    fit: bool = False,
 ):
+    """One optimizer step: ``(params, opt_state, loss)``, and with ``fit`` the per-output
+    MSE on these rows at the incoming parameters as a fourth element."""
     # A minibatch gathered from rows spread over devices is spread over them again.
     x_t, y_t, w = _over_data(x_t, y_t, w)
-    loss, grads = jax.value_and_grad(functools.partial(_objective, spec, cfg))(
+    objective = functools.partial(_objective, spec, cfg, fit=True)
+    (loss, per_out), grads = jax.value_and_grad(objective, has_aux=True)(
         params_t, x_t, y_t, w, hp.l2
     )
     lr = learning_rate_at(cfg.schedule, hp, step, total_steps)
     params_t, opt_state = make_optimizer(cfg.optimizer).step(params_t, grads, opt_state, lr, hp)
-    return params_t, opt_state, loss
+    return (params_t, opt_state, loss, per_out) if fit else (params_t, opt_state, loss)
 
 
 def _one_epoch(
-    spec: MLPSpec, cfg: TrainConfig, state: TrainState, skey, x_t, y_t, w, hp, n_real=None
+    spec: MLPSpec,
+    cfg: TrainConfig,
+    state: TrainState,
+    skey,
+    x_t,
+    y_t,
+    w,
+    hp,
+    n_real=None,
+    fit: bool = False,
 ):
+    if fit:  # a full-batch epoch that also returns the rows' MSE at its incoming parameters
+        params_t, opt_state, loss, per_out = _update(
+            spec,
+            cfg,
+            state.params,
+            state.opt_state,
+            state.step,
+            x_t,
+            y_t,
+            w,
+            hp,
+            cfg.epochs * cfg.steps(x_t.shape[1]),
+            fit=True,
+        )
+        return params_t, opt_state, state.step + 1, loss, per_out
     if n_real is not None and cfg.sampling != "full" and cfg.optimizer != "lbfgs":
         return _one_padded_epoch(spec, cfg, state, skey, x_t, y_t, w, hp, n_real)
     n = x_t.shape[1]
@@ -480,13 +519,29 @@ def _one_padded_epoch(spec: MLPSpec, cfg: TrainConfig, state: TrainState, skey, 
     return params_t, opt_state, step, jnp.sum(losses) / real_steps.astype(x_t.dtype)
 
 
-def _epoch(spec: MLPSpec, cfg: TrainConfig, state: TrainState, skey, x_t, y_t, w, hp, n_real=None):
+def _epoch(
+    spec: MLPSpec,
+    cfg: TrainConfig,
+    state: TrainState,
+    skey,
+    x_t,
+    y_t,
+    w,
+    hp,
+    n_real=None,
+    fit: bool = False,
+):
+    """One epoch: ``(state, loss)``; with ``fit`` (full batch, first-order optimizers)
+    ``(state, (loss, per-output MSE of the rows at the incoming parameters))``, NaN when
+    the run had stopped."""
     lbfgs = cfg.optimizer == "lbfgs"
 
     def go(state):
-        params_t, opt_state, step, loss = _one_epoch(
-            spec, cfg, state, skey, x_t, y_t, w, hp, n_real
+        params_t, opt_state, step, loss, *mse_k = _one_epoch(
+            spec, cfg, state, skey, x_t, y_t, w, hp, n_real, fit
         )
+        if fit:
+            loss = (loss, mse_k[0])
         stopped = state.stopped
         if lbfgs:  # L-BFGS's own rule, or its budget of function evaluations spent
             stopped = stopped | opt_state.converged
@@ -499,7 +554,9 @@ def _epoch(spec: MLPSpec, cfg: TrainConfig, state: TrainState, skey, x_t, y_t, w
     if cfg.patience is None and not lbfgs:
         return go(state)
     # A stopped run skips its remaining epochs (the loop keeps its fixed length).
-    return lax.cond(state.stopped, lambda s: (s, jnp.asarray(jnp.nan, x_t.dtype)), go, state)
+    nan = jnp.asarray(jnp.nan, x_t.dtype)
+    skipped = (nan, jnp.full((y_t.shape[0],), nan)) if fit else nan
+    return lax.cond(state.stopped, lambda s: (s, skipped), go, state)
 
 
 def _mse(spec: MLPSpec, params_t, x_t, y_t, w):
@@ -600,8 +657,15 @@ def _run(
     watch_val = cfg.patience is not None and cfg.monitor == "val" and xv_t is not None
     watch_train = cfg.patience is not None and cfg.monitor == "train"
 
-    def record(s):  # a record point: the history's MSEs, the validation rule
-        train_k, val_k = _evaluate(spec, s.params, xs_t, ys_t, ws, xv_t, yv_t, data.w_val)
+    def record(s, train: bool = True):  # a record point: the history's MSEs, validation rule
+        if train:
+            train_k, val_k = _evaluate(spec, s.params, xs_t, ys_t, ws, xv_t, yv_t, data.w_val)
+        else:
+            train_k = None
+            if xv_t is None:
+                val_k = jnp.full((y_t.shape[0],), jnp.nan, x_t.dtype)
+            else:
+                val_k = _mse(spec, s.params, xv_t, yv_t, data.w_val)
         if watch_val:
             s = _check_best(cfg, s, val_k)
         return s, train_k, val_k
@@ -645,39 +709,63 @@ def _run(
     )
     nan = jnp.asarray(jnp.nan, dtype)
     zero = jnp.zeros((), dtype)
+    # A full-batch step evaluates the training rows' MSE at the record point's parameters
+    # anyway: the history takes it from there instead of a second forward pass (when the
+    # history's rows are all the training rows).
+    reuse = cfg.sampling == "full" and cfg.optimizer != "lbfgs" and stride == 1
 
     def flat(i, carry):
         s, hist, total, count, stopped = carry
         j = i // cfg.record_every
+        at_record = i % cfg.record_every == 0
+        at_close = (i + 1) % cfg.record_every == 0
+        # The conditions return small values and the history is written every epoch at
+        # its record point's row (the same value unless this epoch is the record point):
+        # buffers passed through a condition would be copied in and out of it.
+        blank = jnp.zeros((k,), dtype)
+        epoch0 = s.epoch
 
-        def opening(args):
-            s, hist, total, count, stopped = args
-            epoch0 = s.epoch
-            s, train_k, val_k = record(s)
-            hist = hist._replace(
-                epoch=hist.epoch.at[j].set(epoch0),
-                train_mse=hist.train_mse.at[j].set(train_k),
-                val_mse=hist.val_mse.at[j].set(val_k),
+        def opening(s):
+            s, train_k, val_k = record(s, train=not reuse)
+            return s, (blank if reuse else train_k, val_k)
+
+        if watch_val:
+            s, (train_k, val_k) = lax.cond(at_record, opening, lambda s: (s, (blank, blank)), s)
+        else:  # the rule changes nothing: only the parameters go through the condition
+            train_k, val_k = lax.cond(
+                at_record,
+                lambda p: opening(s._replace(params=p))[1],
+                lambda p: (blank, blank),
+                s.params,
             )
-            return s, hist, zero, zero, s.stopped
-
-        s, hist, total, count, stopped = lax.cond(
-            i % cfg.record_every == 0, opening, lambda a: a, (s, hist, total, count, stopped)
-        )
-        s, loss = epoch(s, skey, x_t, y_t, w, hp, n_real)
+        stopped = jnp.where(at_record, s.stopped, stopped)
+        total = jnp.where(at_record, zero, total)
+        count = jnp.where(at_record, zero, count)
+        ran = ~s.stopped
+        s, loss = epoch(s, skey, x_t, y_t, w, hp, n_real, reuse)
+        if reuse:
+            loss, fit_k = loss
+            # a skipped epoch (a stopped run) left the parameters of the record point
+            train_k = lax.cond(
+                at_record & ~ran, lambda: _mse(spec, s.params, xs_t, ys_t, ws), lambda: fit_k
+            )
         seen = ~jnp.isnan(loss)
         total = total + jnp.where(seen, loss, zero)
         count = count + seen.astype(dtype)
+        chunk_loss = jnp.where(count > 0, total / count, nan)  # nanmean of the chunk's losses
+        if watch_train:
+            s = lax.cond(at_close, lambda s: close(s, chunk_loss, stopped), lambda s: s, s)
 
-        def closing(args):
-            s, hist, total, count, stopped = args
-            loss = jnp.where(count > 0, total / count, nan)  # nanmean of the chunk's losses
-            s = close(s, loss, stopped)
-            return s, hist._replace(objective=hist.objective.at[j].set(loss)), total, count, stopped
+        def put(a, v, when):
+            return a.at[j].set(jnp.where(when, v, a[j]))
 
-        return lax.cond(
-            (i + 1) % cfg.record_every == 0, closing, lambda a: a, (s, hist, total, count, stopped)
+        hist = History(
+            put(hist.epoch, epoch0, at_record),
+            put(hist.train_mse, train_k, at_record),
+            put(hist.val_mse, val_k, at_record),
+            put(hist.objective, chunk_loss, at_close),
         )
+        return s, hist, total, count, stopped
 
     s, hist, *_ = lax.fori_loop(0, n_epochs, flat, (state, hist, zero, zero, jnp.zeros((), bool)))
     return s, hist
