@@ -71,31 +71,46 @@ def test_the_cli_leaves_jax_num_cpu_devices_to_jax(monkeypatch, tmp_path, capsys
     assert "does not exist" in capsys.readouterr().err
 
 
-_HISTORY = """
+def _histories() -> dict:
+    """Three trainings of the lecture's data (full-batch GD; full-batch Adam stopping on
+    validation; minibatch Adam stopping on the training loss): history, epochs, weights."""
+    from jaxreg.data import Dataset, lecture_data
+    from jaxreg.engine import TrainConfig
+    from jaxreg.model import MLPSpec
+    from jaxreg.optim import Hparams
+    from jaxreg.runner import fit
+
+    configs = {
+        "plain": TrainConfig(epochs=40, optimizer="gd", record_every=10),
+        "val": TrainConfig(epochs=200, optimizer="adam", record_every=5, patience=10, tol=1e-3),
+        "train": TrainConfig(
+            epochs=200,
+            optimizer="adam",
+            record_every=5,
+            patience=15,
+            monitor="train",
+            tol=1e-3,
+            sampling="shuffle",
+            batch_size=64,
+        ),
+    }
+    data = Dataset(*lecture_data())
+    out: dict = {"small": runtime.small_loop_flags()}
+    for name, cfg in configs.items():
+        res = fit(MLPSpec((1, 10, 10, 1)), cfg, data, Hparams(1e-2), key=jax.random.PRNGKey(0))
+        out[name] = {f: np.asarray(v).tolist() for f, v in res.history._asdict().items()}
+        out[name]["epochs_run"] = int(res.epochs_run)
+        out[name]["params"] = [np.asarray(p).tolist() for p in jax.tree.leaves(res.params)]
+    return out
+
+
+_HISTORY_CHILD = """
 import json, sys
-if sys.argv[1] == "fast":
-    from jaxreg.runtime import configure_process
-    configure_process(compilation_cache=False, fast_cpu=True)
-import jax, numpy as np
-from jaxreg import runtime
-from jaxreg.data import Dataset, lecture_data
-from jaxreg.engine import TrainConfig
-from jaxreg.model import MLPSpec
-from jaxreg.optim import Hparams
-from jaxreg.runner import fit
-data = Dataset(*lecture_data())
-out = {"small": runtime.small_loop_flags()}
-for name, cfg in {
-    "plain": TrainConfig(epochs=40, optimizer="gd", record_every=10),
-    "val": TrainConfig(epochs=200, optimizer="adam", record_every=5, patience=10, tol=1e-3),
-    "train": TrainConfig(epochs=200, optimizer="adam", record_every=5, patience=15,
-                         monitor="train", tol=1e-3, sampling="shuffle", batch_size=64),
-}.items():
-    res = fit(MLPSpec((1, 10, 10, 1)), cfg, data, Hparams(1e-2), key=jax.random.PRNGKey(0))
-    out[name] = {f: np.asarray(v).tolist() for f, v in res.history._asdict().items()}
-    out[name]["epochs_run"] = int(res.epochs_run)
-    out[name]["params"] = [np.asarray(p).tolist() for p in jax.tree.leaves(res.params)]
-print(json.dumps(out))
+from jaxreg.runtime import configure_process
+configure_process(compilation_cache=False, fast_cpu=True)
+sys.path.insert(0, sys.argv[1])
+from test_runtime import _histories
+print(json.dumps(_histories()))
 """
 
 
@@ -109,14 +124,13 @@ def test_the_small_loop_form_trains_and_records_as_the_default_form():
 
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
 
-    def child(mode):
-        out = subprocess.run(
-            [sys.executable, "-c", _HISTORY, mode], env=env, capture_output=True, text=True
-        )
-        assert out.returncode == 0, out.stderr[-2000:]
-        return json.loads(out.stdout.strip().splitlines()[-1])
-
-    fast, default = child("fast"), child("default")
+    here = os.path.dirname(os.path.abspath(__file__))
+    out = subprocess.run(
+        [sys.executable, "-c", _HISTORY_CHILD, here], env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    fast = json.loads(out.stdout.strip().splitlines()[-1])
+    default = _histories()  # this process runs XLA's default options
     assert fast.pop("small") is True and default.pop("small") is False
     for name, runs in fast.items():
         ref = default[name]
