@@ -183,7 +183,7 @@ def table(results: list[dict], workload: str) -> list[str]:
             "library",
             "R² (mean ± std over folds)",
             "first fold s",
-            "s / fold (median)",
+            "s / fold after the first (median)",
             "x jaxreg's time",
             "train MSE (standardized)",
         ]

@@ -744,9 +744,13 @@ def _run(
         s, loss = epoch(s, skey, x_t, y_t, w, hp, n_real, reuse)
         if reuse:
             loss, fit_k = loss
-            # a skipped epoch (a stopped run) left the parameters of the record point
+            # A skipped epoch (a stopped run) left the parameters of the record point. The
+            # outer condition is the loop's own (never batched), so under vmap, where the
+            # inner one becomes a select, the extra pass still runs at record points only.
             train_k = lax.cond(
-                at_record & ~ran, lambda: _mse(spec, s.params, xs_t, ys_t, ws), lambda: fit_k
+                at_record,
+                lambda: lax.cond(ran, lambda: fit_k, lambda: _mse(spec, s.params, xs_t, ys_t, ws)),
+                lambda: fit_k,
             )
         seen = ~jnp.isnan(loss)
         total = total + jnp.where(seen, loss, zero)
