@@ -253,7 +253,8 @@ def test_pipeline_gridsearch_cross_val_and_transformed_target(fitted):
         ("validation_fraction", 1.0, "a float in [0, 1)"),
         ("activation", "nope", "a str among"),
         ("optimizer", "bfgs", "a str among"),
-        ("hidden_layer_sizes", (8, 0), "a positive int or a sequence of positive ints"),
+        ("hidden_layer_sizes", (8, 0), "'auto', a positive int or a sequence of positive ints"),
+        ("hidden_layer_sizes", "wide", "'auto', a positive int or a sequence of positive ints"),
         ("dtype", "float16", "a str among {'float32', 'float64'}"),
         ("n_ensemble", 0, "an int in [1, inf)"),
         ("early_stopping", "yes", "an instance of 'bool'"),
@@ -280,6 +281,23 @@ def test_invalid_parameters_name_the_parameter_and_value(name, value, rule):
     with pytest.raises(ValueError) as info:
         MLPRegressor(**{name: value}).fit(X, y)
     assert msg in str(info.value) and f"Got {shown} instead." in str(info.value)
+
+
+def test_auto_widths_follow_the_first_fits_rows_and_warm_starts_keep_them():
+    assert est_mod.auto_hidden(est_mod.AUTO_WIDE_ROWS - 1) == est_mod.AUTO_NARROW
+    assert est_mod.auto_hidden(est_mod.AUTO_WIDE_ROWS) == est_mod.AUTO_WIDE
+    assert MLPRegressor().hidden_layer_sizes == "auto"
+    X, y = _data(n=est_mod.AUTO_WIDE_ROWS)
+    small = dict(epochs=1, random_state=0)
+    wide = MLPRegressor(warm_start=True, **small).fit(X, y)
+    assert wide.hidden_layer_sizes_ == est_mod.AUTO_WIDE
+    assert wide.params_[0].W.shape == (2, est_mod.AUTO_WIDE[0])
+    assert wide.get_params()["hidden_layer_sizes"] == "auto"  # the parameter stays as given
+    wide.fit(X[:100], y[:100])  # a warm start continues the fitted network
+    assert wide.hidden_layer_sizes_ == est_mod.AUTO_WIDE and wide.n_iter_ == 2
+    narrow = MLPRegressor(**small).partial_fit(X[:100], y[:100])
+    assert narrow.hidden_layer_sizes_ == est_mod.AUTO_NARROW
+    assert [layer.W.shape for layer in narrow.params_] == [(2, 32), (32, 32), (32, 1)]
 
 
 def test_learning_rate_message_is_exact():

@@ -65,7 +65,7 @@ def test_the_fit_defaults_are_the_estimators():
     from jaxreg import MLPRegressor
 
     est, fit = MLPRegressor(), option_tables()["fit"]
-    assert tuple(int(w) for w in fit["--hidden"]["default"].split(",")) == est.hidden_layer_sizes
+    assert fit["--hidden"]["default"] == est.hidden_layer_sizes == "auto"
     assert fit["--activation"]["default"] == est.activation
     assert fit["--optimizer"]["default"] == est.optimizer
     assert est.schedule is None and fit["--schedule"]["default"] == "constant"

@@ -45,6 +45,17 @@ _BIAS_INITS = ("zeros", "ones", "normal", "glorot_uniform")
 _DTYPES = ("float32", "float64")
 _OWNER = "MLPRegressor"
 _AUTO_BATCH = 200  # batch_size="auto": min(200, n_samples), as scikit-learn's
+# hidden_layer_sizes="auto": the narrow network below AUTO_WIDE_ROWS samples, the wide one
+# from there (measured in benchmarks/README.md, "hidden_layer_sizes='auto'": the tables of
+# up to 7,126 rows do as well or better with (32, 32); the 20,190-row table needs (64, 64)
+# to match scikit-learn's MLPRegressor).
+AUTO_WIDE_ROWS = 10_000
+AUTO_NARROW, AUTO_WIDE = (32, 32), (64, 64)
+
+
+def auto_hidden(n_samples: int) -> tuple[int, ...]:
+    """The widths ``hidden_layer_sizes="auto"`` gives a fit on ``n_samples`` rows."""
+    return AUTO_WIDE if n_samples >= AUTO_WIDE_ROWS else AUTO_NARROW
 
 
 _SPARSE = ("csr", "csc")  # scipy.sparse inputs (OneHotEncoder's default output)
@@ -92,9 +103,11 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
     """Multilayer-perceptron regressor trained in one compiled JAX call.
 
     Parameters:
-      hidden_layer_sizes: widths of the hidden layers; default ``(32, 32)``, chosen on the
-        real tables of benchmarks/bench_realdata.py (the lecture's network is
-        ``(10, 10, 10)``). ``()`` is a linear model.
+      hidden_layer_sizes: widths of the hidden layers; ``()`` is a linear model. Default
+        ``"auto"``: ``(32, 32)`` for fewer than 10,000 samples, ``(64, 64)`` from 10,000
+        (``auto_hidden``; chosen on the real tables of benchmarks/bench_realdata.py), from
+        the samples of the first fit (``warm_start`` and ``partial_fit`` keep the fitted
+        widths). The lecture's network is ``(10, 10, 10)``.
       activation: hidden activation, one of ``jaxreg.model.ACTIVATIONS``; default ``tanh``.
       init: weight initializer, one of ``jaxreg.model.INITIALIZERS``; default
         ``glorot_uniform`` (``he_normal`` is the lecture's).
@@ -159,6 +172,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
       best_epoch_: epochs trained by the returned parameters (the restored best epoch
         when early stopping); an array per member for ensembles.
       n_iter_: epochs trained (the maximum over members).
+      hidden_layer_sizes_: the hidden widths trained (``"auto"`` resolved).
       n_features_in_, feature_names_in_ (DataFrames only), n_outputs_.
       x_scaler_, y_scaler_: ``jaxreg.data.Standardizer`` of inputs and targets.
       compile_seconds_, run_seconds_: timings of the last fit.
@@ -177,7 +191,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
 
     def __init__(
         self,
-        hidden_layer_sizes=(32, 32),
+        hidden_layer_sizes="auto",
         activation="tanh",
         *,
         init="glorot_uniform",
@@ -244,20 +258,25 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         """Validate the constructor arguments; returns them normalized."""
         v = validate
         h = self.hidden_layer_sizes
-        if v.is_int(h):
+        if isinstance(h, str) and h == "auto":
+            h = ("auto",)  # resolved in fit, from the number of samples
+        elif v.is_int(h):
             h = (h,)
         try:
             hidden = tuple(h)
         except TypeError:
             hidden = None
-        if hidden is None or any(not v.is_int(s) or s < 1 for s in hidden):
+        if hidden == ("auto",):
+            p: dict[str, Any] = {"hidden": "auto"}
+        elif hidden is None or any(not v.is_int(s) or s < 1 for s in hidden):
             raise v.bad(
                 _OWNER,
                 "hidden_layer_sizes",
-                "a positive int or a sequence of positive ints",
+                "'auto', a positive int or a sequence of positive ints",
                 self.hidden_layer_sizes,
             )
-        p: dict[str, Any] = {"hidden": tuple(int(s) for s in hidden)}
+        else:
+            p = {"hidden": tuple(int(s) for s in hidden)}
         p["activation"] = v.choice(_OWNER, "activation", self.activation, ACTIVATIONS)
         p["init"] = v.choice(_OWNER, "init", self.init, INITIALIZERS)
         p["bias_init"] = v.choice(_OWNER, "bias_init", self.bias_init, _BIAS_INITS)
@@ -490,6 +509,8 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         continuing = fitted and (incremental or p["warm_start"])
         targets = _target_names(y)
         X, y2, w, y_1d = self._validate_xy(X, y, sample_weight, reset=not continuing)
+        if p["hidden"] == "auto":
+            p["hidden"] = self._spec.layer_sizes[1:-1] if continuing else auto_hidden(len(X))
         callbacks = tuple(callbacks)
         if chunk_epochs is not None:
             if (
@@ -686,6 +707,8 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         if multi:
             stream.process_index, stream.process_count = jax.process_index(), jax.process_count()
         stats = stream.scan(runner.gather_processes)
+        if p["hidden"] == "auto":
+            p["hidden"] = auto_hidden(stats.n_rows)
         x_sc, y_sc = stream.scalers(p["standardize"])
         d, k = len(stream.feature_names), len(stream.targets)
         spec, cfg = self._spec_cfg(p, d, k, stats.n_train, early=True)
@@ -805,6 +828,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             n_run += self.n_iter_
             best = np.full_like(best, n_run) if incremental else best + self.n_iter_
         self._spec = spec
+        self.hidden_layer_sizes_ = tuple(int(w) for w in spec.layer_sizes[1:-1])
         self._cfg = cfg
         self._dtype = dtype
         self._y_1d = y_1d
@@ -1074,6 +1098,7 @@ def _network(saved: store.SavedModel) -> MLPRegressor:
     meta = saved.metadata
     spec = saved.spec
     model._spec = spec
+    model.hidden_layer_sizes_ = tuple(int(w) for w in spec.layer_sizes[1:-1])
     t = meta.get("train_config") or {}
     try:
         model._cfg = TrainConfig(

@@ -51,15 +51,20 @@ def small_loop(args) -> bool:
     from jaxreg.tabular import estimate_rows
 
     try:
-        widths = _parse_hidden(args.hidden) or (1,)
+        hidden = _parse_hidden(args.hidden)
     except Exception:
         return True  # the option check reports it
     batch = str(args.batch_size).strip().lower()
     rows = None
-    if batch in ("0", "auto") or args.optimizer == "lbfgs":
+    if batch in ("0", "auto") or args.optimizer == "lbfgs" or hidden == "auto":
         rows = estimate_rows(args.data)
         if rows is None:
             return True
+    if hidden == "auto":
+        from jaxreg.estimator import auto_hidden
+
+        hidden = auto_hidden(rows or 0)
+    widths = hidden or (1,)
     if args.optimizer == "lbfgs" or batch == "0":
         per_step = rows or 0
     elif batch == "auto":
@@ -78,7 +83,10 @@ def _usage(msg: str):
     return UsageError(msg)
 
 
-def _parse_hidden(text: str) -> tuple[int, ...]:
+def _parse_hidden(text: str) -> tuple[int, ...] | str:
+    """``--hidden``: "auto" (the estimator's default), widths, or none for a linear model."""
+    if text.strip().lower() == "auto":
+        return "auto"
     if text.strip().lower() in ("none", "", "linear"):
         return ()
     try:
@@ -87,7 +95,8 @@ def _parse_hidden(text: str) -> tuple[int, ...]:
         sizes = None
     if not sizes or any(s < 1 for s in sizes):
         raise _usage(
-            f"--hidden must be comma-separated positive integers such as 64,64. Got {text!r}."
+            f"--hidden must be 'auto' or comma-separated positive integers such as 64,64. "
+            f"Got {text!r}."
         )
     return sizes
 
