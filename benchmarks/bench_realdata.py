@@ -27,6 +27,7 @@ longer than ``--max-fold-seconds`` skips its remaining folds of that table (note
     python benchmarks/bench_realdata.py --quick           # 2 folds, at most 2,000 rows
     python benchmarks/bench_realdata.py --only diabetes,mpg --models jaxreg,ridge
     python benchmarks/bench_realdata.py --models jaxreg --jaxreg-params '{"l2": 1e-4}'
+    python benchmarks/bench_realdata.py --threads 1 --model-seeds 0,1,2   # about 12 minutes
 
 ``--jaxreg-params`` (a JSON object; lists become tuples) overrides jaxreg's defaults, so
 that candidate defaults run on the very same folds.
@@ -59,7 +60,8 @@ import numpy as np
 import pandas as pd
 
 MODELS = ("jaxreg", "sklearn", "hgb", "ridge")
-MODEL_SEED = 0  # --model-seed: every model's random_state (the folds stay KFold's seed 0)
+MODEL_SEEDS = [0]  # --model-seeds: every model's random_state values (the folds stay KFold's 0)
+MODEL_SEED = 0  # the seed of the fit being made
 QUICK_ROWS = 2000
 
 
@@ -187,35 +189,50 @@ def evaluate(
     from sklearn.metrics import r2_score
     from sklearn.model_selection import KFold
 
+    global MODEL_SEED
+    n_targets = 1 if y.ndim == 1 else y.shape[1]
+    split = list(KFold(folds, shuffle=True, random_state=0).split(X))
+    # scores[s][f]: R² of model seed s on fold f
     scores, seconds, warned, at_limit, compile_s = [], [], Counter(), 0, 0.0
-    for tr, te in KFold(folds, shuffle=True, random_state=0).split(X):
-        n_targets = 1 if y.ndim == 1 else y.shape[1]
-        est = make_model(model, text, categories, n_targets, jaxreg_params)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            t0 = time.perf_counter()
-            pred = est.fit(X.iloc[tr], y[tr]).predict(X.iloc[te])
-            seconds.append(time.perf_counter() - t0)
-        warned.update({w.category.__name__ for w in caught})
-        scores.append(r2_score(y[te], pred))
-        if model == "jaxreg":
-            net = est[-1]
-            at_limit += int(net.n_iter_ >= net.epochs)
-            compile_s += getattr(net, "compile_seconds_", 0.0)
-        if seconds[-1] > max_fold_s:
+    for seed in MODEL_SEEDS:
+        MODEL_SEED, scores_s = seed, []
+        scores.append(scores_s)
+        for tr, te in split:
+            est = make_model(model, text, categories, n_targets, jaxreg_params)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                t0 = time.perf_counter()
+                pred = est.fit(X.iloc[tr], y[tr]).predict(X.iloc[te])
+                seconds.append(time.perf_counter() - t0)
+            warned.update({w.category.__name__ for w in caught})
+            scores_s.append(r2_score(y[te], pred))
+            if model == "jaxreg":
+                net = est[-1]
+                at_limit += int(net.n_iter_ >= net.epochs)
+                compile_s += getattr(net, "compile_seconds_", 0.0)
+            if seconds[-1] > max_fold_s:
+                break
+        if len(scores_s) < folds:
             break
-    notes = [f"{cat} in {k}/{len(scores)} folds" for cat, k in sorted(warned.items())]
+    fits = sum(len(s) for s in scores)
+    notes = [f"{cat} in {k}/{fits} fits" for cat, k in sorted(warned.items())]
     if model == "jaxreg":
-        notes.insert(0, f"epoch limit in {at_limit}/{len(scores)} folds")
+        notes.insert(0, f"epoch limit in {at_limit}/{fits} fits")
         notes.insert(1, f"compile {compile_s:.1f} s")
-    if len(scores) < folds:
-        notes.insert(0, f"**{len(scores)}/{folds} folds only** (a fold took > {max_fold_s:g} s)")
+    if len(scores[-1]) < folds:
+        notes.insert(0, f"**{fits} fits only** (a fold took > {max_fold_s:g} s)")
+    by_seed = [float(np.mean(s)) for s in scores]
+    if len(by_seed) > 1:
+        notes.insert(0, "by seed " + " / ".join(f"{r:.4f}" for r in by_seed))
+    # Per fold, the mean over seeds (complete seeds only): what the paired test compares.
+    full = [s for s in scores if len(s) == folds] or [scores[0]]
+    per_fold = np.mean(np.asarray(full), axis=0)
     return {
-        "scores": scores,
-        "r2": float(np.mean(scores)),
-        "r2_std": float(np.std(scores)),
+        "scores": per_fold,
+        "r2": float(np.mean(per_fold)),
+        "r2_std": float(np.std(per_fold)),
         "fold_s": statistics.median(seconds),
-        "total_s": sum(seconds),
+        "total_s": sum(seconds) / len(scores),
         "notes": "; ".join(notes),
     }
 
@@ -280,8 +297,20 @@ def header(args, warm_s: float | None, load_start: float) -> list[str]:
         f"Command: `python benchmarks/bench_realdata.py {shlex.join(sys.argv[1:])}".rstrip() + "`.",
         f"{folds}-fold `KFold(shuffle=True, random_state=0)`"
         + (f", tables subsampled to {QUICK_ROWS} rows" if args.quick else "")
-        + "; R² mean ± std over folds; seconds are fit + predict of one fold"
-        + f"; every model's random_state={MODEL_SEED}.",
+        + (
+            "; R² mean ± std over folds"
+            if len(MODEL_SEEDS) == 1
+            else f"; each fold fitted with every model's random_state in {MODEL_SEEDS}: R² "
+            "mean ± std over folds of each fold's mean over seeds (the paired t-test compares "
+            "those fold means), then the mean of each seed"
+        )
+        + "; seconds are fit + predict of one fold (median), total s the sum over folds"
+        + (
+            " (mean over seeds)"
+            if len(MODEL_SEEDS) > 1
+            else f"; every model's random_state={MODEL_SEEDS[0]}"
+        )
+        + ".",
         f"jaxreg {'parameters' if args.jaxreg_params else 'defaults'}: {defaults}{given}.",
         f"1-minute load average at start / end: {load_start:.1f} / {os.getloadavg()[0]:.1f} "
         "(other processes may share the cores).",
@@ -291,6 +320,16 @@ def header(args, warm_s: float | None, load_start: float) -> list[str]:
     if warm_s is not None:
         lines.append(f"jaxreg warm-up fit (32 x 3) before the tables: compile {warm_s:.2f} s.")
     return lines
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(t) for t in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be comma-separated integers") from None
+    if not seeds or min(seeds) < 0:
+        raise argparse.ArgumentTypeError("must be comma-separated integers >= 0")
+    return seeds
 
 
 def _json_params(text: str) -> dict:
@@ -317,10 +356,12 @@ def main(argv=None) -> int:
         help="limit BLAS and OpenMP threads (threadpoolctl; XLA's threads are not limited)",
     )
     ap.add_argument(
+        "--model-seeds",
         "--model-seed",
-        type=int,
-        default=0,
-        help="random_state of every model (the folds do not change); to see seed-to-seed spread",
+        type=_seeds,
+        default=[0],
+        help="comma-separated random_state values of every model (the folds do not change): "
+        "each model is fitted on every fold with each seed; R² is the mean over seeds",
     )
     ap.add_argument(
         "--jaxreg-params",
@@ -329,8 +370,8 @@ def main(argv=None) -> int:
         help="JSON object of jaxreg.MLPRegressor parameters overriding its defaults",
     )
     args = ap.parse_args(argv)
-    global MODEL_SEED
-    MODEL_SEED = args.model_seed
+    global MODEL_SEEDS
+    MODEL_SEEDS = args.model_seeds
     names, models = args.only.split(","), args.models.split(",")
     for bad in set(names) - set(DATASETS):
         ap.error(f"unknown table {bad!r}; choose from {', '.join(DATASETS)}")

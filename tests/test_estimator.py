@@ -291,7 +291,7 @@ def test_auto_widths_follow_the_first_fits_rows_and_warm_starts_keep_them():
     small = dict(epochs=1, random_state=0)
     wide = MLPRegressor(warm_start=True, **small).fit(X, y)
     assert wide.hidden_layer_sizes_ == est_mod.AUTO_WIDE
-    assert wide.params_[0].W.shape == (2, est_mod.AUTO_WIDE[0])
+    assert [layer.W.shape[1] for layer in wide.params_] == [*est_mod.AUTO_WIDE, 1]
     assert wide.get_params()["hidden_layer_sizes"] == "auto"  # the parameter stays as given
     wide.fit(X[:100], y[:100])  # a warm start continues the fitted network
     assert wide.hidden_layer_sizes_ == est_mod.AUTO_WIDE and wide.n_iter_ == 2
