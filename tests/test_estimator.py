@@ -284,8 +284,10 @@ def test_invalid_parameters_name_the_parameter_and_value(name, value, rule):
 
 
 def test_auto_widths_follow_the_first_fits_rows_and_warm_starts_keep_them():
-    assert est_mod.auto_hidden(est_mod.AUTO_WIDE_ROWS - 1) == est_mod.AUTO_NARROW
-    assert est_mod.auto_hidden(est_mod.AUTO_WIDE_ROWS) == est_mod.AUTO_WIDE
+    few, many = est_mod.AUTO_NARROW[0], est_mod.AUTO_NARROW[0] + 1  # features
+    assert est_mod.auto_hidden(est_mod.AUTO_WIDE_ROWS - 1, few) == est_mod.AUTO_NARROW
+    assert est_mod.auto_hidden(est_mod.AUTO_WIDE_ROWS, few) == est_mod.AUTO_WIDE
+    assert est_mod.auto_hidden(100, many) == est_mod.AUTO_WIDE
     assert MLPRegressor().hidden_layer_sizes == "auto"
     X, y = _data(n=est_mod.AUTO_WIDE_ROWS)
     small = dict(epochs=1, random_state=0)

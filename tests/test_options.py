@@ -62,10 +62,12 @@ def test_the_listed_values_are_the_libraries_names():
 
 
 def test_the_fit_defaults_are_the_estimators():
-    from jaxreg import MLPRegressor
+    from jaxreg import MLPRegressor, estimator
+    from jaxreg.apps import fitcmd
 
     est, fit = MLPRegressor(), option_tables()["fit"]
     assert fit["--hidden"]["default"] == est.hidden_layer_sizes == "auto"
+    assert fitcmd.AUTO_WIDEST == max(estimator.AUTO_WIDE)  # the CLI's guess before JAX
     assert fit["--activation"]["default"] == est.activation
     assert fit["--optimizer"]["default"] == est.optimizer
     assert est.schedule is None and fit["--schedule"]["default"] == "constant"

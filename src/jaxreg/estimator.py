@@ -45,18 +45,22 @@ _BIAS_INITS = ("zeros", "ones", "normal", "glorot_uniform")
 _DTYPES = ("float32", "float64")
 _OWNER = "MLPRegressor"
 _AUTO_BATCH = 200  # batch_size="auto": min(200, n_samples), as scikit-learn's
-# hidden_layer_sizes="auto": the narrow network below AUTO_WIDE_ROWS samples, the wide one
-# from there (measured in benchmarks/README.md, "hidden_layer_sizes='auto'": the tables of
-# up to 7,126 rows do as well or better with (32, 32); the 20,190-row table needs a wider
-# first layer to match scikit-learn's MLPRegressor, and (64, 32) beats (64, 64) there and
-# on the 53,940-row table, in less time).
+# hidden_layer_sizes="auto": the narrow network, unless the table has AUTO_WIDE_ROWS samples
+# or more, or more features than the narrow first layer has units (then that layer would
+# squeeze the inputs). Measured in benchmarks/README.md ("hidden_layer_sizes='auto'"): the
+# narrow network does as well or better on the small tables with few features; the wide
+# one wins the 20,190- and 53,940-row tables and the tables of 43 and 51 features, where
+# (32, 32) lost to or barely beat scikit-learn's MLPRegressor.
 AUTO_WIDE_ROWS = 10_000
 AUTO_NARROW, AUTO_WIDE = (32, 32), (64, 32)
 
 
-def auto_hidden(n_samples: int) -> tuple[int, ...]:
-    """The widths ``hidden_layer_sizes="auto"`` gives a fit on ``n_samples`` rows."""
-    return AUTO_WIDE if n_samples >= AUTO_WIDE_ROWS else AUTO_NARROW
+def auto_hidden(n_samples: int, n_features: int) -> tuple[int, ...]:
+    """The widths ``hidden_layer_sizes="auto"`` gives a fit on ``n_samples`` rows of
+    ``n_features`` features."""
+    if n_samples >= AUTO_WIDE_ROWS or n_features > AUTO_NARROW[0]:
+        return AUTO_WIDE
+    return AUTO_NARROW
 
 
 _SPARSE = ("csr", "csc")  # scipy.sparse inputs (OneHotEncoder's default output)
@@ -105,10 +109,10 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
 
     Parameters:
       hidden_layer_sizes: widths of the hidden layers; ``()`` is a linear model. Default
-        ``"auto"``: ``(32, 32)`` for fewer than 10,000 samples, ``(64, 32)`` from 10,000
-        (``auto_hidden``; chosen on the real tables of benchmarks/bench_realdata.py), from
-        the samples of the first fit (``warm_start`` and ``partial_fit`` keep the fitted
-        widths). The lecture's network is ``(10, 10, 10)``.
+        ``"auto"``: ``(64, 32)`` from 10,000 samples or for more than 32 features, else
+        ``(32, 32)`` (``auto_hidden``; chosen on the real tables of
+        benchmarks/bench_realdata.py), decided by the first fit (``warm_start`` and
+        ``partial_fit`` keep the fitted widths). The lecture's network is ``(10, 10, 10)``.
       activation: hidden activation, one of ``jaxreg.model.ACTIVATIONS``; default ``tanh``.
       init: weight initializer, one of ``jaxreg.model.INITIALIZERS``; default
         ``glorot_uniform`` (``he_normal`` is the lecture's).
@@ -511,7 +515,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         targets = _target_names(y)
         X, y2, w, y_1d = self._validate_xy(X, y, sample_weight, reset=not continuing)
         if p["hidden"] == "auto":
-            p["hidden"] = self._spec.layer_sizes[1:-1] if continuing else auto_hidden(len(X))
+            p["hidden"] = self._spec.layer_sizes[1:-1] if continuing else auto_hidden(*X.shape)
         callbacks = tuple(callbacks)
         if chunk_epochs is not None:
             if (
@@ -709,7 +713,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             stream.process_index, stream.process_count = jax.process_index(), jax.process_count()
         stats = stream.scan(runner.gather_processes)
         if p["hidden"] == "auto":
-            p["hidden"] = auto_hidden(stats.n_rows)
+            p["hidden"] = auto_hidden(stats.n_rows, len(stream.feature_names))
         x_sc, y_sc = stream.scalers(p["standardize"])
         d, k = len(stream.feature_names), len(stream.targets)
         spec, cfg = self._spec_cfg(p, d, k, stats.n_train, early=True)

@@ -41,6 +41,7 @@ def add_parser(sub) -> None:
 # options win by a quarter at 200 rows x 32 units a step, tie at 1024 x 32, and lose by a
 # quarter at 1024 x 64 (multi-threaded matrix products pay from there).
 SMALL_STEP = 32 * 1024
+AUTO_WIDEST = 64  # max(jaxreg.estimator.AUTO_WIDE) (a test keeps them equal; no JAX here)
 
 
 def small_loop(args) -> bool:
@@ -56,15 +57,13 @@ def small_loop(args) -> bool:
         return True  # the option check reports it
     batch = str(args.batch_size).strip().lower()
     rows = None
-    if batch in ("0", "auto") or args.optimizer == "lbfgs" or hidden == "auto":
+    if batch in ("0", "auto") or args.optimizer == "lbfgs":
         rows = estimate_rows(args.data)
         if rows is None:
             return True
-    if hidden == "auto":
-        from jaxreg.estimator import auto_hidden
-
-        hidden = auto_hidden(rows or 0)
-    widths = hidden or (1,)
+    # "auto" widths depend on the features after preprocessing, unknown here: assume the
+    # wide network's, the larger step.
+    widths = (AUTO_WIDEST,) if hidden == "auto" else (hidden or (1,))
     if args.optimizer == "lbfgs" or batch == "0":
         per_step = rows or 0
     elif batch == "auto":
