@@ -158,9 +158,10 @@ def bigdata(mod, variant: str, args) -> list[dict]:
 
 
 def realdata(mod, variant: str, args) -> list[dict]:
-    """bench_realdata.py's tables: every library trains the same network (jaxreg's default
-    (32, 32) tanh) with Adam for a fixed number of epochs on the same standardized folds,
-    from the same Glorot-uniform weights (jaxreg's estimator: its own)."""
+    """bench_realdata.py's tables: every library trains the same network (the narrow
+    one of jaxreg's "auto" widths, (32, 32) tanh) with Adam for a fixed number of epochs
+    on the same standardized folds, from the same Glorot-uniform weights (jaxreg's
+    estimator: its own)."""
     common.add_benchmarks_to_path()
     import bench_realdata as br
     from sklearn.compose import ColumnTransformer

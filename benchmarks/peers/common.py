@@ -29,8 +29,9 @@ LECTURE_LR = 1e-3
 LECTURE_SEED = 1234
 ADAM_EPS = 1e-8  # Optax's, PyTorch's and scikit-learn's default; Keras's is 1e-7
 
-# Real tables: jaxreg.MLPRegressor's default network, trained for a fixed number of epochs
-# by every library (no stopping rule, so that every row is the same amount of training).
+# Real tables: the narrow network of jaxreg.MLPRegressor's "auto" widths, trained for a fixed
+# number of epochs by every library (no stopping rule, so that every row is the same amount
+# of training).
 REAL_HIDDEN = (32, 32)
 REAL_EPOCHS = 200
 REAL_BATCH = 200  # scikit-learn's batch_size="auto" (min(200, n)), jaxreg's too
