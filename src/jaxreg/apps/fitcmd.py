@@ -63,7 +63,7 @@ def small_loop(args) -> bool:
             return True
     # "auto" widths depend on the features after preprocessing, unknown here: assume the
     # wide network's, the larger step.
-    widths = (AUTO_WIDEST,) if hidden == "auto" else (hidden or (1,))
+    widths: tuple[int, ...] = (AUTO_WIDEST,) if isinstance(hidden, str) else (hidden or (1,))
     if args.optimizer == "lbfgs" or batch == "0":
         per_step = rows or 0
     elif batch == "auto":
