@@ -575,6 +575,18 @@ def _recorded_sets(run: dict, data, n: int) -> list[tuple[str, np.ndarray]] | No
     return [(w, r) for w, r in (("training", tr), ("validation", val), ("test", test)) if len(r)]
 
 
+def write_fit_report(saved: SavedModel, out_dir, *, x, y, raw, sets, source: str) -> Report:
+    """The report of a model that ``jaxreg fit`` just trained, from the table it holds in
+    memory (no second read of the file): ``x`` the network's features, ``y`` the targets,
+    ``raw`` the feature frame before the preprocessing (None without one) and ``sets`` the
+    ``(name, rows)`` of the training, validation and test rows."""
+    feats, targets = column_names(saved, saved.run)
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64).reshape(len(x), -1)
+    run = dict(saved.run or {})
+    return _render(saved, run, pathlib.Path(out_dir), feats, targets, x, y, raw, source, sets, None)
+
+
 def _write_report(
     saved: SavedModel, run: dict, data, out: pathlib.Path, feature, drop_na
 ) -> Report:
@@ -624,6 +636,23 @@ def _write_report(
             "The 'feature' parameter of write_report needs data to plot "
             f"against. Got feature={feature!r} and no data instead."
         )
+    return _render(saved, run, out, feats, targets, x, y, raw, source, sets, feature)
+
+
+def _render(
+    saved: SavedModel,
+    run: dict,
+    out: pathlib.Path,
+    feats: list[str],
+    targets: list[str],
+    x: np.ndarray | None,
+    y: np.ndarray | None,
+    raw,
+    source: str | None,
+    sets: list[tuple[str, np.ndarray]] | None,
+    feature,
+) -> Report:
+    prep = saved.preprocessor
     # Every check and computation before the first file is written: a refused report
     # writes nothing.
     j = 0 if x is None else _pick_feature(saved, x, feature, feats)

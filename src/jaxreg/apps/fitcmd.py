@@ -261,7 +261,9 @@ def run_fit(args: argparse.Namespace) -> int:
         print(f"Dropped {frame.n_dropped} row(s) with missing values (--drop-na).")
     n = len(frame.x)
     tr, val, test = holdout_split(n, args.val_fraction, args.test_fraction, args.seed)
-    fit_rows = np.union1d(tr, val)  # what the estimator gets; it holds out val itself
+    keep = np.ones(n, bool)
+    keep[test] = False
+    fit_rows = np.flatnonzero(keep)  # what the estimator gets; it holds out val itself
     if len(val) and len(tr) < 2:
         raise _usage(
             f"--val-fraction {args.val_fraction} leaves {len(tr)} training row(s) of "
@@ -279,10 +281,11 @@ def run_fit(args: argparse.Namespace) -> int:
         f"target(s) {', '.join(frame.target_names)}; {held}."
     )
     assert frame.y is not None  # load_frame requires the targets
-    prep = _fit_preprocessor(args, checked, frame.x.iloc[fit_rows])
+    prep = _fit_preprocessor(args, checked, _take(frame.x, fit_rows))
     x = _transform(prep, frame.x)
     cv = _cross_validate(args, checked, frame, fit_rows) if args.cv else None
-    model = _train(args, checked, x.iloc[fit_rows], frame.y[fit_rows], frame.target_names, ckpt)
+    y_fit = frame.y if len(fit_rows) == n else frame.y[fit_rows]
+    model = _train(args, checked, _take(x, fit_rows), y_fit, frame.target_names, ckpt)
     interrupts.check()
     _print_timing(model)
     metrics = _metrics(model, x, frame.y, frame.target_names, tr, val, test, seed=args.seed)
@@ -319,10 +322,19 @@ def run_fit(args: argparse.Namespace) -> int:
     with store.ModelWriter(out, overwrite=args.overwrite) as writer:
         report = None
         if not args.no_report:
-            from jaxreg.report import write_report
+            from jaxreg.report import write_fit_report
 
             report = writer.stage_folder()
-            write_report(document.saved, out_dir=report)
+            sets = [("training", tr), ("validation", val), ("test", test)]
+            write_fit_report(
+                document.saved,
+                report,
+                x=x,
+                y=frame.y,
+                raw=frame.x,
+                sets=[(w, r) for w, r in sets if len(r)],
+                source=str(pathlib.Path(args.data).resolve()),
+            )
         with interrupts.deferred():
             writer.commit(document, report=report)
             print(f"Saved the model to {out}/")
@@ -491,6 +503,12 @@ def _run_fit_streamed(args, checked, stream, out, ckpt) -> int:
                 _clear_checkpoint(ckpt)
     _wait_for_all("jaxreg fit: saved")
     return 0
+
+
+def _take(frame, rows):
+    """``frame.iloc[rows]``, or ``frame`` itself when ``rows`` are all of its rows in order
+    (no copy of a large table)."""
+    return frame if len(rows) == len(frame) else frame.iloc[rows]
 
 
 def _prep_labels(path):
