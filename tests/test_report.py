@@ -147,6 +147,20 @@ def test_fit_report_settings_sets_importance_and_band(tmp_path, monkeypatch):
     assert page.count("prediction interval") == page.count("not a prediction interval") == 1
     assert curve["title"].endswith("(other features at their median)")
 
+    # The fit draws its report from the table in memory; the same report drawn from the
+    # file (as `jaxreg report` does) has the same metrics and importances.
+    from jaxreg.report import write_report
+
+    again = write_report(model_dir, out_dir=tmp_path / "again").html.read_text()
+    for label in ("training", "validation", "test"):
+        n = {"training": len(tr), "validation": len(val), "test": len(test)}[label]
+        pattern = rf"<td>network, {label} rows \({n}\)</td>(.*?)</tr>"
+        first, second = re.search(pattern, page), re.search(pattern, again)
+        assert first is not None and second is not None
+        assert first.group(1) == second.group(1), label
+    for name in x.columns:
+        assert _row(page, "feature", name) == _row(again, "feature", name), name
+
 
 @UNCONVERGED
 def test_library_model_one_feature_several_targets_subsampled(tmp_path, monkeypatch):
