@@ -206,3 +206,23 @@ def test_true_false_text_is_a_category_and_numbers_stored_as_text_are_numbers():
     prep = TablePreprocessor().fit(text)
     assert prep.numeric_ == ["s"]
     np.testing.assert_array_equal(prep.transform(text)["s"], [1, 2, 3.5, 2])
+
+
+def test_numbers_alone_equal_scikit_learns_median_imputer_and_leave_the_input_alone():
+    """A table of numbers only takes a direct path (medians in the gaps): it must equal
+    ``SimpleImputer(strategy="median")`` and never write into the caller's frame."""
+    from sklearn.impute import SimpleImputer
+
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(300, 3))
+    a[rng.random(a.shape) < 0.1] = np.nan
+    frame = pd.DataFrame(a, columns=["p", "q", "r"])
+    frame["i"] = rng.integers(0, 5, 300)  # an int column beside the floats
+    kept = frame.copy()
+    prep = TablePreprocessor().fit(frame)
+    got = prep.transform(frame)
+    ref = SimpleImputer(strategy="median").fit(frame).transform(frame)
+    np.testing.assert_array_equal(got.to_numpy(), ref)
+    assert list(got.columns) == ["p", "q", "r", "i"] and got.index.equals(frame.index)
+    pd.testing.assert_frame_equal(frame, kept)
+    assert not np.isnan(got.to_numpy()).any()
