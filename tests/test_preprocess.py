@@ -209,8 +209,8 @@ def test_true_false_text_is_a_category_and_numbers_stored_as_text_are_numbers():
 
 
 def test_numbers_alone_equal_scikit_learns_median_imputer_and_leave_the_input_alone():
-    """A table of numbers only takes a direct path (medians in the gaps): it must equal
-    ``SimpleImputer(strategy="median")`` and never write into the caller's frame."""
+    """A table of numbers only equals ``SimpleImputer(strategy="median")`` and the
+    transform never writes into the caller's frame."""
     from sklearn.impute import SimpleImputer
 
     rng = np.random.default_rng(1)

@@ -364,14 +364,6 @@ class TablePreprocessor(TransformerMixin, BaseEstimator):
 
         check_is_fitted(self, "transformer_")
         frame = _frame(X, self.feature_names_in_)
-        medians = self._plain_medians()
-        if medians is not None:
-            return pd.DataFrame(
-                _imputed(frame, self.numeric_, medians),
-                columns=list(self.feature_names_out_),
-                index=frame.index,
-                copy=False,
-            )
         prepared = _prepared(frame, list(self.feature_names_in_), self.numeric_, self.categorical_)
         self._warn_unknown(prepared)
         with warnings.catch_warnings():
@@ -383,17 +375,6 @@ class TablePreprocessor(TransformerMixin, BaseEstimator):
             columns=list(self.feature_names_out_),
             index=prepared.index,
         )
-
-    def _plain_medians(self) -> np.ndarray | None:
-        """The training medians when every column is a number and none has an indicator
-        (then the transform is just the medians in the gaps); None otherwise."""
-        if self.categorical_ or not self.numeric_:
-            return None
-        imputer = self.transformer_.named_transformers_["numeric"]
-        medians = np.asarray(imputer.statistics_, np.float64)
-        if getattr(imputer, "indicator_", None) is not None or not np.isfinite(medians).all():
-            return None
-        return medians
 
     def get_feature_names_out(self, input_features=None):
         check_is_fitted(self, "transformer_")
@@ -540,21 +521,6 @@ def _prepared(frame, columns, numeric, categorical, labels: Labels | None = None
         else:
             data[name] = _numeric(frame[name], name, labels)
     return pd.DataFrame(data, index=frame.index)
-
-
-def _imputed(frame, numeric, medians: np.ndarray) -> np.ndarray:
-    """``SimpleImputer(strategy="median")``'s transform of numeric columns, computed
-    directly: one float64 array, each gap filled with its column's training median. On a
-    million rows this skips the ColumnTransformer's checks and copies (about 0.3 s)."""
-    out = np.empty((len(frame), len(numeric)), np.float64)
-    labels = Labels()
-    for j, name in enumerate(numeric):
-        values = _numeric(frame[name], name, labels)  # may be a view of the caller's data
-        out[:, j] = values
-        gaps = np.isnan(values)
-        if gaps.any():
-            out[gaps, j] = medians[j]
-    return out
 
 
 def _transformer(numeric, categorical, indicator: bool, categories):

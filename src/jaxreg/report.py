@@ -579,7 +579,8 @@ def write_fit_report(saved: SavedModel, out_dir, *, x, y, raw, sets, source: str
     """The report of a model that ``jaxreg fit`` just trained, from the table it holds in
     memory (no second read of the file): ``x`` the network's features, ``y`` the targets,
     ``raw`` the feature frame before the preprocessing (None without one) and ``sets`` the
-    ``(name, rows)`` of the training, validation and test rows."""
+    ``(name, rows)`` of the training, validation and test rows (empty ones are left out)."""
+    sets = [(w, r) for w, r in sets if len(r)]
     feats, targets = column_names(saved, saved.run)
     x = np.asarray(x, np.float64)
     y = np.asarray(y, np.float64).reshape(len(x), -1)

@@ -325,14 +325,13 @@ def run_fit(args: argparse.Namespace) -> int:
             from jaxreg.report import write_fit_report
 
             report = writer.stage_folder()
-            sets = [("training", tr), ("validation", val), ("test", test)]
             write_fit_report(
                 document.saved,
                 report,
                 x=x,
                 y=frame.y,
                 raw=frame.x,
-                sets=[(w, r) for w, r in sets if len(r)],
+                sets=[("training", tr), ("validation", val), ("test", test)],
                 source=str(pathlib.Path(args.data).resolve()),
             )
         with interrupts.deferred():
