@@ -51,8 +51,9 @@ def _lecture_fns():
         params = []
         for i in range(len(layer_sizes) - 1):
             key, subkey = jax.random.split(key)
-            w = jax.random.normal(subkey, shape=(layer_sizes[i], layer_sizes[i + 1])) \
-                * jnp.sqrt(2 / layer_sizes[i])
+            w = jax.random.normal(subkey, shape=(layer_sizes[i], layer_sizes[i + 1])) * jnp.sqrt(
+                2 / layer_sizes[i]
+            )
             params.append(LayerParams(w, jnp.ones((1, layer_sizes[i + 1]))))
         return params
 
@@ -155,6 +156,7 @@ def run_formulations(optimizers, records, repeats: int, lecture: bool = True) ->
 
     def timed(call):
         """A round of a compiled executable: (run seconds, call seconds), both wall time."""
+
         def go():
             t0 = time.perf_counter()
             jax.block_until_ready(call())
@@ -168,10 +170,17 @@ def run_formulations(optimizers, records, repeats: int, lecture: bool = True) ->
         for opt in optimizers:
             exe, c = _compile(fns[opt], theta0, xt, yt)
             out = exe(theta0, xt, yt)
-            rows.append({"name": f"lecture's code, {opt}", "kind": "lecture", "optimizer": opt,
-                         "round": timed(lambda exe=exe: exe(theta0, xt, yt)), "compile_s": c,
-                         "train_mse": float(loss_fn(out, xt, yt)),
-                         "val_mse": float(loss_fn(out, xv, yv))})
+            rows.append(
+                {
+                    "name": f"lecture's code, {opt}",
+                    "kind": "lecture",
+                    "optimizer": opt,
+                    "round": timed(lambda exe=exe: exe(theta0, xt, yt)),
+                    "compile_s": c,
+                    "train_mse": float(loss_fn(out, xt, yt)),
+                    "val_mse": float(loss_fn(out, xv, yv)),
+                }
+            )
     spec = MLPSpec((1, 10, 10, 10, 1))
     for opt in optimizers:
         for rec in records:
@@ -189,10 +198,18 @@ def run_formulations(optimizers, records, repeats: int, lecture: bool = True) ->
 
             out, tm = fit(spec, cfg, data, hp, key=key, return_timings=True)  # compiles
             label = f"record_every={rec}" if rec else "no history"
-            rows.append({"name": f"jaxreg {opt}, {label}", "kind": "jaxreg", "optimizer": opt,
-                         "record_every": rec, "round": fit_round,
-                         "compile_s": tm.compile_seconds,
-                         "train_mse": float(out.train_mse[0]), "val_mse": float(out.val_mse[0])})
+            rows.append(
+                {
+                    "name": f"jaxreg {opt}, {label}",
+                    "kind": "jaxreg",
+                    "optimizer": opt,
+                    "record_every": rec,
+                    "round": fit_round,
+                    "compile_s": tm.compile_seconds,
+                    "train_mse": float(out.train_mse[0]),
+                    "val_mse": float(out.val_mse[0]),
+                }
+            )
     for row in rows:  # warm-up
         row["round"]()
     times = {id(r): [] for r in rows}
@@ -217,24 +234,47 @@ def _child(args) -> int:
     rows = run_formulations(args.optimizers, args.records, args.repeats)
     for r in rows:
         r["name"] += " [CLI flags]"
-    print(json.dumps({"configured": done, "xla_flags": os.environ.get("XLA_FLAGS", ""),
-                      "rows": rows}))
+    print(
+        json.dumps({"configured": done, "xla_flags": os.environ.get("XLA_FLAGS", ""), "rows": rows})
+    )
     return 0
 
 
 def _table(rows, lecture_s, flops, peak) -> str:
-    head = ("formulation", "compile s", "run s (med)", "us/epoch", "best us/ep",
-            "x lecture", "% peak", "call s (med)", "train MSE", "val MSE")
+    head = (
+        "formulation",
+        "compile s",
+        "run s (med)",
+        "us/epoch",
+        "best us/ep",
+        "x lecture",
+        "% peak",
+        "call s (med)",
+        "train MSE",
+        "val MSE",
+    )
     lines = [" | ".join(head), " | ".join("---" for _ in head)]
     for r in rows:
         per_epoch = r["run_s"] / EPOCHS
         ref = lecture_s.get(r["optimizer"])
         ratio = f"{ref / r['run_s']:.2f}" if ref else "-"
         pct = 100 * flops * EPOCHS / r["run_s"] / peak
-        lines.append(" | ".join([
-            r["name"], f"{r['compile_s']:.2f}", f"{r['run_s']:.4f}", f"{per_epoch * 1e6:.1f}",
-            f"{r['best_s'] / EPOCHS * 1e6:.1f}", ratio, f"{pct:.1f}", f"{r['call_s']:.4f}",
-            f"{r['train_mse']:.6f}", f"{r['val_mse']:.6f}"]))
+        lines.append(
+            " | ".join(
+                [
+                    r["name"],
+                    f"{r['compile_s']:.2f}",
+                    f"{r['run_s']:.4f}",
+                    f"{per_epoch * 1e6:.1f}",
+                    f"{r['best_s'] / EPOCHS * 1e6:.1f}",
+                    ratio,
+                    f"{pct:.1f}",
+                    f"{r['call_s']:.4f}",
+                    f"{r['train_mse']:.6f}",
+                    f"{r['val_mse']:.6f}",
+                ]
+            )
+        )
     return "\n".join("| " + ln + " |" for ln in lines)
 
 
@@ -243,8 +283,9 @@ FIGURES = {"gd": (0.039963, 0.042119), "sgd": (0.039963, 0.042119), "adam": (0.0
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true",
-                   help="fewer rounds, GD and Adam only (about a minute)")
+    p.add_argument(
+        "--quick", action="store_true", help="fewer rounds, GD and Adam only (about a minute)"
+    )
     p.add_argument("--repeats", type=int, default=None, help="timed rounds (default 15; 5 quick)")
     p.add_argument("--no-flags", action="store_true", help="skip the CLI-flags subprocess")
     p.add_argument("--json", metavar="PATH", help="also write all rows as JSON")
@@ -263,20 +304,32 @@ def main(argv=None) -> int:
 
     import jax
 
-    print(f"jax {jax.__version__}, {jax.devices()[0].platform}, {os.cpu_count()} CPUs; "
-          f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+    print(
+        f"jax {jax.__version__}, {jax.devices()[0].platform}, {os.cpu_count()} CPUs; "
+        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
+    )
     peak = measure_peak()
     flops = step_flops()
-    print(f"float32 matmul peak (2048^3, median): {peak / 1e9:.1f} GFLOP/s; one GD step: "
-          f"{flops:,.0f} FLOP (XLA cost analysis); a 4000-epoch run: "
-          f"{flops * EPOCHS / 1e9:.2f} GFLOP = {flops * EPOCHS / peak * 1e3:.1f} ms at peak\n")
+    print(
+        f"float32 matmul peak (2048^3, median): {peak / 1e9:.1f} GFLOP/s; one GD step: "
+        f"{flops:,.0f} FLOP (XLA cost analysis); a 4000-epoch run: "
+        f"{flops * EPOCHS / 1e9:.2f} GFLOP = {flops * EPOCHS / peak * 1e3:.1f} ms at peak\n"
+    )
     rows = run_formulations(args.optimizers, args.records, args.repeats)
     lecture_s = {r["optimizer"]: r["run_s"] for r in rows if r["kind"] == "lecture"}
     child_info = None
     if not args.no_flags:
-        cmd = [sys.executable, os.path.abspath(__file__), "--child", "--repeats",
-               str(args.repeats), "--optimizers", *args.optimizers,
-               "--records", *map(str, args.records)]
+        cmd = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--child",
+            "--repeats",
+            str(args.repeats),
+            "--optimizers",
+            *args.optimizers,
+            "--records",
+            *map(str, args.records),
+        ]
         env = dict(os.environ)
         env.pop("XLA_FLAGS", None)
         out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
@@ -285,10 +338,15 @@ def main(argv=None) -> int:
     print(_table(rows, lecture_s, flops, peak))
     if child_info:
         print(f"\n[CLI flags] = XLA_FLAGS={child_info['xla_flags']!r}")
-    bad = [r["name"] for r in rows
-           if (round(r["train_mse"], 6), round(r["val_mse"], 6)) != FIGURES[r["optimizer"]]]
-    print("\nLecture figures (GD/SGD 0.039963/0.042119, Adam 0.035879/0.040869): "
-          + ("reproduced by every row." if not bad else f"NOT reproduced by {bad}"))
+    bad = [
+        r["name"]
+        for r in rows
+        if (round(r["train_mse"], 6), round(r["val_mse"], 6)) != FIGURES[r["optimizer"]]
+    ]
+    print(
+        "\nLecture figures (GD/SGD 0.039963/0.042119, Adam 0.035879/0.040869): "
+        + ("reproduced by every row." if not bad else f"NOT reproduced by {bad}")
+    )
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"peak_flops": peak, "step_flops": flops, "rows": rows}, fh, indent=1)

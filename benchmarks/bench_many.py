@@ -94,13 +94,19 @@ def run_rows(m: int, repeats: int, plain: bool, cli: bool) -> list[dict]:
         fns, init_params, loss_fn, _ = bench_lecture._lecture_fns()
         theta = jax.vmap(init_params)(keys)
         t0 = time.perf_counter()
-        exe = jax.jit(jax.vmap(fns["gd"], in_axes=(0, None, None))).lower(
-            theta, xt, yt).compile()
+        exe = jax.jit(jax.vmap(fns["gd"], in_axes=(0, None, None))).lower(theta, xt, yt).compile()
         compile_s = time.perf_counter() - t0
         times, out = _timed(lambda: exe(theta, xt, yt), repeats)
-        rows.append({"name": "plain vmap of the lecture's train_gd" + suffix, "m": m,
-                     "compile_s": compile_s, "times": times, "mem": _memory(exe),
-                     "val": np.asarray(_val_mse_lecture(out, xv, yv, loss_fn)).tolist()})
+        rows.append(
+            {
+                "name": "plain vmap of the lecture's train_gd" + suffix,
+                "m": m,
+                "compile_s": compile_s,
+                "times": times,
+                "mem": _memory(exe),
+                "val": np.asarray(_val_mse_lecture(out, xv, yv, loss_fn)).tolist(),
+            }
+        )
 
     # Placements, explicit: what ``fit_many``'s options chose before (threads=1 on the first
     # device, vmap or map) and the library's default (``placement_for``).
@@ -130,10 +136,18 @@ def run_rows(m: int, repeats: int, plain: bool, cli: bool) -> list[dict]:
         # program over fewer models).
         part = -(-m // placement.parts)
         exe = _models_executable(spec, cfg, data, keys[:part], placement.batching)
-        rows.append({"name": name + suffix, "m": m, "placement": repr(placement),
-                     "compile_s": first.timings.compile_seconds,
-                     "warm_call_s": warm_s, "times": times, "mem": _memory(exe),
-                     "val": np.asarray(out.result.val_mse[:, 0]).tolist()})
+        rows.append(
+            {
+                "name": name + suffix,
+                "m": m,
+                "placement": repr(placement),
+                "compile_s": first.timings.compile_seconds,
+                "warm_call_s": warm_s,
+                "times": times,
+                "mem": _memory(exe),
+                "val": np.asarray(out.result.val_mse[:, 0]).tolist(),
+            }
+        )
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     for r in rows:
         r["peak_rss"] = rss
@@ -158,21 +172,23 @@ def _models_executable(spec, cfg, data, keys, batching: str):
     if batching == "vmap":
         fn = jax.vmap(train, in_axes=(0, None, 0, 0))
     else:
+
         def fn(k, d, h, p):
             return lax.map(lambda a: train(a[0], d, a[1], a[2]), (k, h, p))
+
     return jax.jit(fn).lower(keys, data, hp, params).compile()
 
 
 def _child(args) -> int:
     from jaxreg.runtime import configure_process
 
-    done = configure_process(compilation_cache=False, fast_cpu=True,
-                             n_cpu_devices=os.cpu_count())
+    done = configure_process(compilation_cache=False, fast_cpu=True, n_cpu_devices=os.cpu_count())
     rows = []
     for m in args.models:
         rows += run_rows(m, args.repeats_for(m), plain=False, cli=True)
-    print(json.dumps({"configured": done, "xla_flags": os.environ.get("XLA_FLAGS", ""),
-                      "rows": rows}))
+    print(
+        json.dumps({"configured": done, "xla_flags": os.environ.get("XLA_FLAGS", ""), "rows": rows})
+    )
     return 0
 
 
@@ -180,8 +196,12 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="M = 64 only")
     p.add_argument("--models", type=int, nargs="+", default=None, help="values of M")
-    p.add_argument("--repeats", type=int, default=None,
-                   help="timed runs after the warm-up (default 3 for M <= 64, else 1)")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed runs after the warm-up (default 3 for M <= 64, else 1)",
+    )
     p.add_argument("--no-cli", action="store_true", help="skip the CLI-settings subprocess")
     p.add_argument("--json", metavar="PATH", help="also write all rows as JSON")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -200,14 +220,21 @@ def main(argv=None) -> int:
 
     print(f"jax {jax.__version__}, {jax.devices()[0].platform}, {os.cpu_count()} CPUs")
     peak, flops = measure_peak(), step_flops()
-    print(f"float32 matmul peak (2048^3, median, all cores): {peak / 1e9:.1f} GFLOP/s; one "
-          f"GD step {flops:,.0f} FLOP\n")
+    print(
+        f"float32 matmul peak (2048^3, median, all cores): {peak / 1e9:.1f} GFLOP/s; one "
+        f"GD step {flops:,.0f} FLOP\n"
+    )
     rows = []
     for m in args.models:
         rows += run_rows(m, args.repeats_for(m), plain=True, cli=False)
     if not args.no_cli:
-        cmd = [sys.executable, os.path.abspath(__file__), "--child", "--models",
-               *map(str, args.models)]
+        cmd = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--child",
+            "--models",
+            *map(str, args.models),
+        ]
         if args.repeats:
             cmd += ["--repeats", str(args.repeats)]
         env = dict(os.environ)
@@ -215,11 +242,20 @@ def main(argv=None) -> int:
         out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
         child = json.loads(out.stdout.strip().splitlines()[-1])
         rows += child["rows"]
-        print(f"[CLI] = XLA_FLAGS={child['xla_flags']!r}, "
-              f"{os.cpu_count()} CPU devices\n")
+        print(f"[CLI] = XLA_FLAGS={child['xla_flags']!r}, {os.cpu_count()} CPU devices\n")
 
-    head = ("M", "formulation", "compile s", "run s (med)", "ms/model", "x plain vmap",
-            "% peak", "max |dval| vs plain", "XLA MiB", "peak RSS MiB")
+    head = (
+        "M",
+        "formulation",
+        "compile s",
+        "run s (med)",
+        "ms/model",
+        "x plain vmap",
+        "% peak",
+        "max |dval| vs plain",
+        "XLA MiB",
+        "peak RSS MiB",
+    )
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for m in args.models:
@@ -230,10 +266,12 @@ def main(argv=None) -> int:
             s = statistics.median(r["times"])
             diff = float(np.max(np.abs(np.asarray(r["val"]) - np.asarray(base["val"]))))
             mem = f"{r['mem'] / 2**20:.1f}" if r["mem"] else "-"
-            print(f"| {m} | {r['name']} | {r['compile_s']:.2f} | {s:.2f} | "
-                  f"{1e3 * s / m:.1f} | {base_s / s:.2f} | "
-                  f"{100 * flops * EPOCHS * m / s / peak:.1f} | {diff:.1e} | {mem} | "
-                  f"{r['peak_rss'] / 2**20:.0f} |")
+            print(
+                f"| {m} | {r['name']} | {r['compile_s']:.2f} | {s:.2f} | "
+                f"{1e3 * s / m:.1f} | {base_s / s:.2f} | "
+                f"{100 * flops * EPOCHS * m / s / peak:.1f} | {diff:.1e} | {mem} | "
+                f"{r['peak_rss'] / 2**20:.0f} |"
+            )
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"peak_flops": peak, "step_flops": flops, "rows": rows}, fh, indent=1)

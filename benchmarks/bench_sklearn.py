@@ -51,25 +51,45 @@ def lecture_table(repeats: int):
     epochs, seed = 4000, 1234
     spec = MLPSpec((1, 10, 10, 10, 1), init="he_normal", bias_init="ones", key_scheme="split")
     key = jax.random.PRNGKey(int(np.random.RandomState(seed).randint(0, 2**31 - 1)))
-    start = [(np.asarray(p.W, np.float64), np.asarray(p.b, np.float64).reshape(-1))
-             for p in init(key, spec)]
+    start = [
+        (np.asarray(p.W, np.float64), np.asarray(p.b, np.float64).reshape(-1))
+        for p in init(key, spec)
+    ]
     rows = []
     for opt in ("sgd", "adam"):
-        jx = MLPRegressor(hidden_layer_sizes=(10, 10, 10), activation="tanh",
-                          init="he_normal", bias_init="ones", optimizer=opt,
-                          learning_rate=1e-3, epochs=epochs, batch_size=None,
-                          standardize=False, random_state=seed)
+        jx = MLPRegressor(
+            hidden_layer_sizes=(10, 10, 10),
+            activation="tanh",
+            init="he_normal",
+            bias_init="ones",
+            optimizer=opt,
+            learning_rate=1e-3,
+            epochs=epochs,
+            batch_size=None,
+            standardize=False,
+            random_state=seed,
+        )
         t0 = time.perf_counter()
         jx.fit(xt, yt[:, 0])
         first = time.perf_counter() - t0
         compile_s = jx.compile_seconds_
         jt = _median_time(lambda jx=jx: jx.fit(xt, yt[:, 0]), repeats)
         j_mse = float(np.mean((jx.predict(xv) - yv[:, 0]) ** 2))
-        sk = SkMLP(hidden_layer_sizes=(10, 10, 10), activation="tanh", solver=opt,
-                   batch_size=400, shuffle=False, max_iter=epochs, tol=0,
-                   n_iter_no_change=epochs, momentum=0,
-                   learning_rate_init=2e-3 if opt == "sgd" else 1e-3, alpha=0,
-                   warm_start=True, random_state=0)
+        sk = SkMLP(
+            hidden_layer_sizes=(10, 10, 10),
+            activation="tanh",
+            solver=opt,
+            batch_size=400,
+            shuffle=False,
+            max_iter=epochs,
+            tol=0,
+            n_iter_no_change=epochs,
+            momentum=0,
+            learning_rate_init=2e-3 if opt == "sgd" else 1e-3,
+            alpha=0,
+            warm_start=True,
+            random_state=0,
+        )
 
         def sk_fit(sk=sk):
             with warnings.catch_warnings():
@@ -105,15 +125,16 @@ def diabetes_table(epochs: int | None = None):
     hidden, n_epochs = jx.hidden_layer_sizes, jx.epochs
     sk = SkMLP(hidden_layer_sizes=hidden, max_iter=n_epochs, random_state=0)
     out = []
-    for name, est in (("jaxreg MLPRegressor (defaults)", jx),
-                      (f"sklearn MLPRegressor (hidden {hidden}, max_iter {n_epochs})", sk),
-                      ("sklearn Ridge(alpha=1.0)", Ridge())):
+    for name, est in (
+        ("jaxreg MLPRegressor (defaults)", jx),
+        (f"sklearn MLPRegressor (hidden {hidden}, max_iter {n_epochs})", sk),
+        ("sklearn Ridge(alpha=1.0)", Ridge()),
+    ):
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             scores = cross_val_score(est, X, y, cv=cv, scoring="r2")
-        out.append((name, float(np.mean(scores)), float(np.std(scores)),
-                    time.perf_counter() - t0))
+        out.append((name, float(np.mean(scores)), float(np.std(scores)), time.perf_counter() - t0))
     return out
 
 
@@ -126,14 +147,31 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     console = Console(width=140)
 
-    t = Table(title="(a) lecture workload, 4000 full-batch epochs, warm fit (median of "
-              f"{args.repeats})")
-    for col in ("optimizer", "jaxreg fit s", "jaxreg compile s", "jaxreg first fit s",
-                "sklearn fit s", "speed-up", "jaxreg val MSE", "sklearn val MSE"):
+    t = Table(
+        title=f"(a) lecture workload, 4000 full-batch epochs, warm fit (median of {args.repeats})"
+    )
+    for col in (
+        "optimizer",
+        "jaxreg fit s",
+        "jaxreg compile s",
+        "jaxreg first fit s",
+        "sklearn fit s",
+        "speed-up",
+        "jaxreg val MSE",
+        "sklearn val MSE",
+    ):
         t.add_column(col, justify="right")
     for opt, jt, cs, first, st, ratio, jm, sm in lecture_table(args.repeats):
-        t.add_row(opt, f"{jt:.4f}", f"{cs:.2f}", f"{first:.2f}", f"{st:.4f}",
-                  f"{ratio:.1f}x", f"{jm:.6f}", f"{sm:.6f}")
+        t.add_row(
+            opt,
+            f"{jt:.4f}",
+            f"{cs:.2f}",
+            f"{first:.2f}",
+            f"{st:.4f}",
+            f"{ratio:.1f}x",
+            f"{jm:.6f}",
+            f"{sm:.6f}",
+        )
     console.print(t)
 
     t = Table(title="(b) diabetes, 5-fold CV R² (KFold shuffle, random_state=0)")

@@ -491,6 +491,77 @@ def test_a_large_table_trains_the_boosting_baseline_on_a_subsample(monkeypatch):
     assert len(lines) == 1 and lines[0].startswith("The network loses on the test rows")
 
 
+def test_the_baselines_run_beside_training_and_their_failure_writes_nothing(
+    tmp_path, diabetes_csv, capsys, monkeypatch
+):
+    from jaxreg.apps import fitcmd
+
+    threads = []
+    baselines = fitcmd._baselines
+
+    def recorded(*args, **kwargs):
+        import threading
+
+        threads.append(threading.current_thread().name)
+        return baselines(*args, **kwargs)
+
+    monkeypatch.setattr(fitcmd, "_baselines", recorded)
+    argv = ["fit", str(diabetes_csv), "--target", "target", "--hidden", "4", "--epochs", "2"]
+    code, out, err = _run([*argv, "--no-report", "--out", str(tmp_path / "m")], capsys)
+    assert code == 0, err
+    assert threads == ["jaxreg-beside-training"]  # not the main thread
+    assert "Ridge baseline (validation)" in out
+
+    def fails(*args, **kwargs):
+        raise ValueError("the baseline failed on purpose")
+
+    monkeypatch.setattr(fitcmd, "_baselines", fails)
+    code, out, err = _run([*argv, "--out", str(tmp_path / "failed")], capsys)
+    assert code == 2
+    assert err.strip().splitlines()[-1] == "jaxreg fit: error: the baseline failed on purpose"
+    assert not (tmp_path / "failed").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no staging left behind
+
+
+def test_the_console_entry_flushes_runs_atexit_and_keeps_the_exit_code(tmp_path, diabetes_csv):
+    # jaxreg.cli.run (the `jaxreg` script, python -m jaxreg) skips the interpreter's
+    # teardown after main: the atexit handlers must still run, every line must reach the
+    # pipe, and the exit code must be main's.
+    from jaxreg.estimator import load
+
+    code = (
+        "import atexit, sys\n"
+        "atexit.register(print, 'atexit ran')\n"
+        "from jaxreg.cli import run\n"
+        "sys.argv = ['jaxreg', *sys.argv[1:]]\n"
+        "run()\n"
+    )
+    argv = [*PROC, "fit", str(diabetes_csv), "--hidden", "4", "--epochs", "2", "--no-report"]
+    env = {**os.environ, "JAXREG_CACHE_DIR": str(tmp_path / "xla")}
+
+    def script(*args):
+        return subprocess.run(
+            [sys.executable, "-c", code, *argv, *args],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            env=env,
+        )
+
+    ok = script("--target", "target", "--out", str(tmp_path / "m"))
+    assert ok.returncode == 0, ok.stderr
+    lines = ok.stdout.splitlines()
+    assert lines[-1] == "atexit ran"
+    assert f"Saved the model to {tmp_path / 'm'}/" in lines
+    assert load(tmp_path / "m").predict(pd.read_csv(diabetes_csv).drop(columns="target")).shape
+    bad = script("--target", "no_such_column", "--out", str(tmp_path / "bad"))
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("jaxreg fit: error: ") and "no_such_column" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+    assert bad.stdout.splitlines()[-1] == "atexit ran"
+    assert not (tmp_path / "bad").exists()
+
+
 def test_several_targets_get_metrics_each_in_their_own_units(tmp_path, capsys):
     from sklearn.metrics import mean_absolute_error, r2_score
 

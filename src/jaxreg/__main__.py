@@ -1,3 +1,3 @@
-from jaxreg.cli import main
+from jaxreg.cli import run
 
-raise SystemExit(main())
+run()

@@ -285,10 +285,22 @@ def run_fit(args: argparse.Namespace) -> int:
     x = _transform(prep, frame.x)
     cv = _cross_validate(args, checked, frame, fit_rows) if args.cv else None
     y_fit = frame.y if len(fit_rows) == n else frame.y[fit_rows]
+    beside = _Beside(
+        _beside_training,
+        x,
+        frame.y,
+        frame.target_names,
+        tr,
+        val,
+        test,
+        args.seed,
+    )
     model = _train(args, checked, _take(x, fit_rows), y_fit, frame.target_names, ckpt)
     interrupts.check()
     _print_timing(model)
-    metrics = _metrics(model, x, frame.y, frame.target_names, tr, val, test, seed=args.seed)
+    metrics = _metrics(
+        model, x, frame.y, frame.target_names, tr, val, test, seed=args.seed, baselines=beside
+    )
     _print_metrics(metrics)
     for line in verdict(metrics):
         print(line)
@@ -874,12 +886,30 @@ def _print_timing(model) -> None:
 HGB_ROWS = 100_000  # HistGradientBoosting baseline: at most this many training rows
 
 
-def _metrics(model, x, y, names, tr, val, test, seed: int = 0) -> dict:
+def _metrics(model, x, y, names, tr, val, test, seed: int = 0, baselines=None) -> dict:
     """Metrics of the network on the validation rows and on the test rows (either may be
-    empty; with neither, the training rows), and of two scikit-learn baselines fitted on
-    the same training rows and preprocessed features, on the test rows (else the
-    validation rows): Ridge on standardized features, and HistGradientBoosting (on a random
-    subsample of ``HGB_ROWS`` rows of a larger table, said in its name)."""
+    empty; with neither, the training rows), then those of the two baselines
+    (``_baselines``; ``baselines``, a ``_Beside`` already computing them, else here)."""
+    import numpy as np
+
+    from jaxreg.report import metrics_by_target
+
+    sets = [("validation", val), ("test", test)]
+    sets = [(w, r) for w, r in sets if len(r)] or [("training", tr)]
+    out = {}
+    for w, r in sets:
+        pred = np.asarray(model.predict(x.iloc[r])).reshape(len(r), -1)
+        out.update(metrics_by_target(f"network ({w})", y[r], pred, names))
+    if baselines is None:
+        return {**out, **_baselines(x, y, names, tr, val, test, seed)}
+    return {**out, **baselines.result()}
+
+
+def _baselines(x, y, names, tr, val, test, seed: int = 0) -> dict:
+    """Metrics of two scikit-learn baselines fitted on the network's training rows and
+    preprocessed features, on the test rows (else the validation rows, else the training
+    rows): Ridge on standardized features, and HistGradientBoosting (on a random subsample
+    of ``HGB_ROWS`` rows of a larger table, said in its name)."""
     import numpy as np
     from sklearn.ensemble import HistGradientBoostingRegressor
     from sklearn.linear_model import Ridge
@@ -890,18 +920,14 @@ def _metrics(model, x, y, names, tr, val, test, seed: int = 0) -> dict:
     from jaxreg.report import metrics_by_target
 
     sets = [("validation", val), ("test", test)]
-    sets = [(w, r) for w, r in sets if len(r)] or [("training", tr)]
-    which, rows = sets[-1]  # the baselines' rows: test, else validation, else training
+    which, rows = ([(w, r) for w, r in sets if len(r)] or [("training", tr)])[-1]
+    features = np.asarray(x, np.float64)  # rows by position, without pandas' indexing
 
     def predict(est, fit_rows):
         target = y[fit_rows] if y.shape[1] > 1 else y[fit_rows, 0]
-        pred = est.fit(x.iloc[fit_rows], target).predict(x.iloc[rows])
+        pred = est.fit(features[fit_rows], target).predict(features[rows])
         return np.asarray(pred).reshape(len(rows), -1)
 
-    out = {}
-    for w, r in sets:
-        pred = np.asarray(model.predict(x.iloc[r])).reshape(len(r), -1)
-        out.update(metrics_by_target(f"network ({w})", y[r], pred, names))
     ridge = predict(make_pipeline(StandardScaler(), Ridge(alpha=1.0)), tr)
     hgb_rows, hgb_name = tr, f"HistGradientBoosting baseline ({which})"
     if len(tr) > HGB_ROWS:
@@ -913,10 +939,51 @@ def _metrics(model, x, y, names, tr, val, test, seed: int = 0) -> dict:
     hgb = HistGradientBoostingRegressor(random_state=seed)
     hgb_pred = predict(hgb if y.shape[1] == 1 else MultiOutputRegressor(hgb), hgb_rows)
     return {
-        **out,
         **metrics_by_target(f"Ridge baseline ({which})", y[rows], ridge, names),
         **metrics_by_target(hgb_name, y[rows], hgb_pred, names),
     }
+
+
+class _Beside:
+    """``fn(*args)`` in a daemon thread while the network compiles and trains: the
+    baselines need neither the network nor, while XLA compiles on one core, the other
+    core. ``result()`` waits for it and raises what it raised; an interrupted command
+    does not wait for it (a daemon thread ends with the process)."""
+
+    def __init__(self, fn, *args) -> None:
+        import threading
+
+        self._out: dict = {}
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(fn, args), name="jaxreg-beside-training", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, fn, args) -> None:
+        try:
+            self._out = fn(*args)
+        except BaseException as exc:  # handed to the main thread by result()
+            self._error = exc
+
+    def result(self) -> dict:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._out
+
+
+def _beside_training(x, y, names, tr, val, test, seed: int) -> dict:
+    """The baselines, computed while the network compiles and trains, on half the cores
+    (one of two), so that the training keeps the rest. (Importing matplotlib here too was
+    measured and left out: pure-Python work contends for the interpreter with the tracing
+    of the training loop, and the compile took longer by what it saved.)"""
+    from threadpoolctl import threadpool_limits
+
+    from jaxreg.runtime import cpu_cores
+
+    with threadpool_limits(limits=max(1, cpu_cores() // 2)):
+        return _baselines(x, y, names, tr, val, test, seed)
 
 
 def verdict(metrics: dict) -> list[str]:
