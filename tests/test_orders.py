@@ -1,11 +1,15 @@
-"""Minibatch orders drawn on the host beyond HOST_SHUFFLE_ROWS: uniform, a function of the
-key alone, padding last, and the same in chunked runs. Dtype-independent, so not part of
-the float64 pass."""
+"""Minibatch orders beyond SORT_SHUFFLE_ROWS (a keyed Feistel permutation): uniform, a
+function of the key alone, padding last, free of host callbacks, and the same in chunked
+runs. Dtype-independent, so not part of the float64 pass."""
+
+import itertools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy.stats import chisquare
 
+from jaxreg import engine
 from jaxreg.data import Dataset
 from jaxreg.engine import TrainConfig, make_engine, make_train
 from jaxreg.model import MLPSpec
@@ -23,17 +27,10 @@ def _data():
     )
 
 
-def test_host_drawn_orders_are_uniform_deterministic_and_keep_padding_last(monkeypatch):
-    """Beyond HOST_SHUFFLE_ROWS the order comes from NumPy on the host: a pure function of
-    the key, the real rows first, the padding in place, every order of 5 rows as likely
-    (chi-square over 6,000 keys, scipy)."""
-    import itertools
-
-    from scipy.stats import chisquare
-
-    from jaxreg import engine
-
-    monkeypatch.setattr(engine, "HOST_SHUFFLE_ROWS", 4)
+def test_feistel_orders_are_uniform_deterministic_and_keep_padding_last(monkeypatch):
+    """Every order of 5 real rows as likely (chi-square over 6,000 keys), the padding rows
+    in place, and the key alone deciding."""
+    monkeypatch.setattr(engine, "SORT_SHUFFLE_ROWS", 4)
     order = jax.jit(jax.vmap(lambda k: engine._shuffled(k, 7, jnp.int32(5))))
     keys = jax.random.split(jax.random.PRNGKey(1), 6_000)
     got = np.asarray(order(keys))
@@ -48,12 +45,39 @@ def test_host_drawn_orders_are_uniform_deterministic_and_keep_padding_last(monke
     assert chisquare(list(seen.values())).pvalue > 1e-3
 
 
-def test_host_drawn_orders_train_the_same_in_chunks(monkeypatch):
-    """The host-drawn order of an epoch depends on its key only: chunked runs equal one."""
-    from jaxreg import engine
+def test_feistel_orders_place_every_row_uniformly():
+    """Over 300 rows (a domain of 512) and 4,000 keys: each row's position is uniform over
+    the deciles (chi-square per row; about as many small p-values as chance gives), and a
+    row is followed by the next row no more often than 1 in 300."""
+    rows = 300
+    order = jax.jit(jax.vmap(lambda k: engine._feistel_order(k, rows, rows)))
+    got = np.asarray(order(jax.random.split(jax.random.PRNGKey(2), 4_000)))
+    np.testing.assert_array_equal(np.sort(got, axis=1), np.broadcast_to(np.arange(rows), got.shape))
+    position = np.argsort(got, axis=1)  # position[k, r]: where row r comes under key k
+    p = np.array(
+        [
+            chisquare(np.bincount(position[:, r] * 10 // rows, minlength=10)).pvalue
+            for r in range(rows)
+        ]
+    )
+    assert p.min() > 1e-5 and np.mean(p < 0.01) < 0.04, (p.min(), np.mean(p < 0.01))
+    successor = np.mean(got[:, 1:] - got[:, :-1] == 1)
+    assert abs(successor - 1 / rows) < 0.5 / rows
 
+
+def test_the_training_loop_of_a_large_table_has_no_host_callback():
+    """JAX's persistent compilation cache refuses executables with host callbacks; the
+    order of more than SORT_SHUFFLE_ROWS rows is computed inside the compiled function."""
+    rows = engine.SORT_SHUFFLE_ROWS + 1
+    text = jax.jit(lambda k: engine._shuffled(k, rows)).lower(KEY).as_text()
+    assert "callback" not in text.lower()
+    assert "stablehlo.sort" not in text  # the O(rows) permutation, not the sort
+
+
+def test_feistel_orders_train_the_same_in_chunks(monkeypatch):
+    """The order of an epoch depends on its key only: chunked runs equal one."""
     data = _data()
-    monkeypatch.setattr(engine, "HOST_SHUFFLE_ROWS", 8)
+    monkeypatch.setattr(engine, "SORT_SHUFFLE_ROWS", 8)
     spec = MLPSpec((2, 7, 1), activation="softplus")  # not compiled by other tests
     cfg = TrainConfig(4, "adam", batch_size=5, sampling="shuffle", record_every=2)
     hp = Hparams(0.05)
