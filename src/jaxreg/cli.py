@@ -45,11 +45,13 @@ def run() -> None:
     """The ``jaxreg`` console script and ``python -m jaxreg``: ``main()``, then the end of
     the process without the interpreter's teardown of every module and object (about
     0.6 s after a fit of a million rows; benchmarks/README.md). The ``atexit`` handlers
-    still run and both streams are flushed first; a distributed run ends normally, so
-    that JAX's coordination client shuts down in order."""
+    still run and both streams are flushed first. A distributed run ends normally, so
+    that JAX's coordination client shuts down in order, and so does a run under a profiler
+    or tracer (``python -m cProfile``, a debugger), which writes its results after this."""
     code = main()
     jax = sys.modules.get("jax")
-    if jax is not None and jax.distributed.is_initialized():
+    distributed = jax is not None and jax.distributed.is_initialized()
+    if distributed or sys.getprofile() is not None or sys.gettrace() is not None:
         sys.exit(code)
     import atexit
 
