@@ -355,16 +355,17 @@ def row_estimator(d: dict, repeats: int, seed: int, threads: int) -> dict:
     from jaxreg.data import bucket_rows
 
     padded = bucket_rows(n)
-    # What its shuffle costs (engine._shuffled: one sort of random keys over the padded
-    # rows, the real ones first), measured apart.
-    from jaxreg.engine import _shuffled
+    # What its shuffle costs (engine._shuffled over the padded rows, the real ones first:
+    # a sort of random keys up to SORT_SHUFFLE_ROWS, a Feistel permutation beyond), apart.
+    from jaxreg.engine import SORT_SHUFFLE_ROWS, _shuffled
 
     sort_s = _jitted_seconds(lambda k: _shuffled(k, padded, n), jax.random.PRNGKey(0))
+    how = "one sort of" if padded <= SORT_SHUFFLE_ROWS else "a Feistel permutation of"
     kinds = sorted({w.category.__name__ for w in caught})
     note = (
         f"{-(-n // BATCH)} steps (last one {n - (n // BATCH) * BATCH or BATCH} rows) in a scan "
-        f"of {-(-padded // BATCH)} over {padded:,} padded rows; its shuffle (one sort of "
-        f"{padded:,} random keys) alone {1e3 * sort_s:.0f} ms; first fit's run {first_run:.2f} s"
+        f"of {-(-padded // BATCH)} over {padded:,} padded rows; its shuffle ({how} "
+        f"{padded:,} rows) alone {1e3 * sort_s:.0f} ms; first fit's run {first_run:.2f} s"
     )
     if kinds:
         note += f"; warnings: {', '.join(kinds)}"
