@@ -134,7 +134,7 @@ spec = MLPSpec((3, 8, 2))
 cases = {  # name: rows, configuration, models, data axis
     "shuffle": (256, TrainConfig(6, "adam", batch_size=32, sampling="shuffle"), 1, 4),
     "lbfgs": (256, TrainConfig(8, "lbfgs"), 1, 4),  # full batch: the objective over shards
-    "host order": (70_000, TrainConfig(1, "adam", batch_size=8192, sampling="shuffle"), 1, 4),
+    "feistel order": (70_000, TrainConfig(1, "adam", batch_size=8192, sampling="shuffle"), 1, 4),
     # two models on a (2 models, 2 data) mesh
     "ensemble": (256, TrainConfig(6, "adam", batch_size=32, sampling="shuffle"), 2, 2),
 }
@@ -159,11 +159,12 @@ print(json.dumps(out))
 
 @pytest.mark.long
 def test_data_parallel_equals_one_device():
-    """Minibatches, L-BFGS (full batch), the host-drawn order and an ensemble on a (models,
-    data) mesh: the same batches in the same order give one device's result to float
-    tolerance, with the rows split over the devices and the gradients all-reduced."""
+    """Minibatches, L-BFGS (full batch), the Feistel order of more than 65,536 rows and an
+    ensemble on a (models, data) mesh: the same batches in the same order give one device's
+    result to float tolerance, with the rows split over the devices and the gradients
+    all-reduced."""
     out = json.loads(_python("import json\n" + textwrap.dedent(_EQUIVALENCE), 4))
-    for name in ("shuffle", "lbfgs", "host order", "ensemble"):
+    for name in ("shuffle", "lbfgs", "feistel order", "ensemble"):
         r = out[name]
         tol = 5e-5 if name == "lbfgs" else 2e-6
         assert r["params"] < tol and r["val"] < tol, (name, r)
