@@ -895,15 +895,20 @@ def _metrics(model, x, y, names, tr, val, test, seed: int = 0, baselines=None) -
 
     from jaxreg.report import metrics_by_target
 
-    sets = [("validation", val), ("test", test)]
-    sets = [(w, r) for w, r in sets if len(r)] or [("training", tr)]
     out = {}
-    for w, r in sets:
+    for w, r in _scored_sets(tr, val, test):
         pred = np.asarray(model.predict(x.iloc[r])).reshape(len(r), -1)
         out.update(metrics_by_target(f"network ({w})", y[r], pred, names))
     if baselines is None:
         return {**out, **_baselines(x, y, names, tr, val, test, seed)}
     return {**out, **baselines.result()}
+
+
+def _scored_sets(tr, val, test) -> list:
+    """The ``(name, rows)`` that metrics are reported on: the validation and test rows
+    that exist, else the training rows."""
+    sets = [(w, r) for w, r in (("validation", val), ("test", test)) if len(r)]
+    return sets or [("training", tr)]
 
 
 def _baselines(x, y, names, tr, val, test, seed: int = 0) -> dict:
@@ -920,8 +925,7 @@ def _baselines(x, y, names, tr, val, test, seed: int = 0) -> dict:
 
     from jaxreg.report import metrics_by_target
 
-    sets = [("validation", val), ("test", test)]
-    which, rows = ([(w, r) for w, r in sets if len(r)] or [("training", tr)])[-1]
+    which, rows = _scored_sets(tr, val, test)[-1]  # test, else validation, else training
     features = np.asarray(x, np.float64)  # rows by position, without pandas' indexing
 
     def predict(est, fit_rows):
