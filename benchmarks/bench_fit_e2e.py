@@ -16,6 +16,10 @@ version reached (epochs, validation R²) so that like is compared with like.
 
     python benchmarks/bench_fit_e2e.py --rev 18f301f --rev worktree        # about 3 minutes
     python benchmarks/bench_fit_e2e.py --rev worktree --extra=--no-report --repeats 5
+    python benchmarks/bench_fit_e2e.py --rev 470b36b@/tmp/venv-old/bin/python --rev worktree
+
+A version written ``REV@PYTHON`` runs under that interpreter (another virtual environment,
+for example with other versions of the dependencies); the others under this one.
 """
 
 from __future__ import annotations
@@ -71,9 +75,11 @@ def _source(rev: str, scratch: str) -> str:
     return os.path.join(folder, "src")
 
 
-def _once(src: str, table: str, out: str, cache: str, extra: list[str], timeout: float) -> dict:
+def _once(
+    src: str, python: str, table: str, out: str, cache: str, extra: list[str], timeout: float
+) -> dict:
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [sys.executable, "-m", "jaxreg", "--cache-dir", cache, "fit", table, "--target", "y"]
+    cmd = [python, "-m", "jaxreg", "--cache-dir", cache, "fit", table, "--target", "y"]
     cmd += ["--out", out, "--quiet", *extra]
     res = bench_bigdata._run(cmd, bench_bigdata._child_env(PYTHONPATH=src), timeout)
     if res["rc"] != 0:
@@ -111,14 +117,15 @@ def main(argv=None) -> int:
     os.makedirs(args.scratch, exist_ok=True)
     table = _table(args.scratch, args.rows)
     extra = args.extra.split()
-    sources = {rev: _source(rev, args.scratch) for rev in revs}
-    caches = {rev: os.path.join(args.scratch, f"xla-{rev}") for rev in revs}
+    pythons = {rev: rev.partition("@")[2] or sys.executable for rev in revs}
+    sources = {rev: _source(rev.partition("@")[0], args.scratch) for rev in revs}
+    caches = {rev: os.path.join(args.scratch, "xla-" + re.sub(r"\W+", "_", rev)) for rev in revs}
     out = os.path.join(args.scratch, "model")
 
     def once(rev: str) -> dict:
         if args.cold:
             shutil.rmtree(caches[rev], ignore_errors=True)
-        return _once(sources[rev], table, out, caches[rev], extra, args.timeout)
+        return _once(sources[rev], pythons[rev], table, out, caches[rev], extra, args.timeout)
 
     if not args.cold:
         for rev in revs:
