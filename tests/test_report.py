@@ -232,3 +232,25 @@ def test_cross_validation_rows_are_mean_and_std_over_the_folds():
     ]
     assert "3-fold cross-validation" in page and "test rows left out, seed 4" in page
     assert _cv_html({"cv": None}) == _cv_html({}) == ""
+
+
+def test_figures_leave_pyplot_and_the_backend_alone(tmp_path):
+    # A report drawn from a notebook must not switch the user's backend or leave figures
+    # open in pyplot: jaxreg's figures are plain matplotlib Figures, saved by Agg.
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from jaxreg import plots
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        opened = plt.get_fignums()
+        fig, ax = plots.figure()
+        ax.plot([0, 1], [1, 0])
+        path = plots.save(fig, tmp_path / "line.png")
+        assert path.read_bytes().startswith(b"\x89PNG")
+        assert matplotlib.get_backend() == "svg"
+        assert plt.get_fignums() == opened
+    finally:
+        matplotlib.use(before)

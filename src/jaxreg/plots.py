@@ -1,10 +1,11 @@
-"""Matplotlib helpers shared by the commands (rank 0): headless backend, atomic PNG writes.
+"""Matplotlib helpers shared by the commands (rank 0): figures outside pyplot, atomic PNG writes.
 
 matplotlib is imported inside the functions, so importing this module is cheap.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import pathlib
 import tempfile
@@ -19,46 +20,46 @@ def _publish(tmp: str, path: pathlib.Path) -> None:
     os.replace(tmp, path)
 
 
+DPI = 110
+
+
 def figure(width: float = 6.4, height: float = 4.2):
-    """A new ``(fig, ax)`` drawn with the non-interactive Agg backend."""
-    import matplotlib
+    """A new ``(fig, ax)``: a matplotlib ``Figure`` made without pyplot, so no global state
+    holds it (nothing to close) and figures can be drawn on several threads; saving it
+    draws it with the Agg backend."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    fig = Figure(figsize=(width, height), layout="constrained")
+    return fig, fig.subplots()
 
-    fig, ax = plt.subplots(figsize=(width, height), layout="constrained")
-    return fig, ax
+
+def png(fig) -> bytes:
+    """``fig`` drawn as PNG."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI)
+    return buffer.getvalue()
 
 
 def save(fig, path) -> pathlib.Path:
-    """Write ``fig`` as PNG to ``path`` atomically (temporary file, then rename) and close it."""
-    import matplotlib.pyplot as plt
+    """Write ``fig`` as PNG to ``path`` atomically (temporary file, then rename)."""
+    return write_bytes(path, png(fig))
 
+
+def write_bytes(path, data: bytes) -> pathlib.Path:
+    """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename)."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=110)
+            fh.write(data)
         _publish(tmp, path)
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)
         raise
-    finally:
-        plt.close(fig)
     return path
 
 
 def write_text(path, text: str) -> pathlib.Path:
-    """Write ``text`` to ``path`` atomically (temporary file in the same folder, then rename)."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        _publish(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return write_bytes(path, text.encode("utf-8"))

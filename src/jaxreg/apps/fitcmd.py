@@ -989,11 +989,9 @@ def _beside_training(x, y, names, tr, val, test, seed: int, report: bool) -> dic
 
     with threadpool_limits(limits=max(1, cpu_cores() // 2)):
         metrics = _baselines(x, y, names, tr, val, test, seed)
-    if report:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot  # noqa: F401
+    if report:  # what the report's figures need (jaxreg.plots)
+        import matplotlib.backends.backend_agg  # noqa: F401
+        import matplotlib.figure  # noqa: F401
     return metrics
 
 
