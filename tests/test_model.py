@@ -87,6 +87,29 @@ def test_apply_matches_numpy(act, ref):
     )
 
 
+@pytest.mark.parametrize("n", [5, 64, 65, 3 * 64 + 7])
+def test_apply_members_in_blocks_matches_each_member_and_numpy(n, monkeypatch):
+    # Beyond PREDICT_BLOCK rows apply_members maps over blocks (padded at the end): each
+    # member's rows as apply gives them, and as NumPy's forward pass.
+    from jaxreg import model
+
+    monkeypatch.setattr(model, "PREDICT_BLOCK", 64)
+    model._members_forward.cache_clear()
+    try:
+        spec = MLPSpec((3, 8, 5, 2))
+        members = [init(jax.random.PRNGKey(k), spec) for k in range(3)]
+        stacked = jax.tree.map(lambda *a: jnp.stack(a), *members)
+        x = np.random.default_rng(n).normal(size=(n, 3)).astype(np.float32)
+        out = np.asarray(model.apply_members(stacked, x))
+        assert out.shape == (3, n, 2)
+        for m, params in enumerate(members):
+            alone = np.asarray(apply(params, x))
+            np.testing.assert_allclose(out[m], alone, rtol=1e-6, atol=1e-6)
+            np.testing.assert_allclose(out[m], numpy_forward(params, x), rtol=1e-5, atol=1e-5)
+    finally:
+        model._members_forward.cache_clear()
+
+
 def test_lane_conversion_is_exact():
     params = init(jax.random.PRNGKey(3), MLPSpec((2, 4, 1)))
     back = from_lanes(to_lanes(params))
