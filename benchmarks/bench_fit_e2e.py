@@ -64,7 +64,13 @@ def _source(rev: str, scratch: str) -> str:
     """The ``src`` folder of ``rev`` (``worktree``: this checkout's)."""
     if rev == "worktree":
         return os.path.join(REPO, "src")
-    folder = os.path.join(scratch, f"src-{rev}")
+    commit = subprocess.run(
+        ["git", "-C", REPO, "rev-parse", "--verify", f"{rev}^{{commit}}"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    folder = os.path.join(scratch, f"src-{commit}")  # by commit: HEAD moves
     if not os.path.isdir(folder):
         os.makedirs(folder + ".tmp", exist_ok=True)
         archive = subprocess.run(
