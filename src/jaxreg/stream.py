@@ -499,12 +499,3 @@ class TableStream:
             yield from emit(bx, by, final=True)
         if not whole:
             self._buffer_rows_now = 0
-
-    def training_blocks(self, transform) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """The training rows in file order, block by block, standardized: for a final pass
-        over every training row."""
-        for start, values in self._blocks():
-            rows = np.arange(start, start + len(values))
-            tr = values[~held_out_mask(rows, self.val_fraction, self.seed)]
-            if len(tr):
-                yield transform(tr)
