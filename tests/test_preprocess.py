@@ -226,3 +226,37 @@ def test_numbers_alone_equal_scikit_learns_median_imputer_and_leave_the_input_al
     assert list(got.columns) == ["p", "q", "r", "i"] and got.index.equals(frame.index)
     pd.testing.assert_frame_equal(frame, kept)
     assert not np.isnan(got.to_numpy()).any()
+
+
+def test_the_direct_numeric_path_equals_the_column_transformer():
+    """Numbers only, no indicator columns: ``transform`` fills the missing values itself;
+    the values, names and order equal the fitted ColumnTransformer's own output, on the fit
+    rows and on new rows missing values where the fit rows had none."""
+    from jaxreg.preprocess import _prepared
+
+    rng = np.random.default_rng(3)
+    n = 200
+    frame = pd.DataFrame(
+        {
+            "b": rng.random(n) > 0.3,
+            "a": rng.normal(size=n),
+            "t": [str(v) if i % 7 else None for i, v in enumerate(rng.integers(0, 9, n))],
+            "i": rng.integers(-5, 5, n),
+        }
+    )
+    frame.loc[::4, "a"] = np.nan
+    new = frame.sample(frac=1.0, random_state=0).copy()
+    new.loc[new.index[:30], "i"] = np.nan  # no missing "i" at fit
+    new = new[["i", "t", "a", "b"]]  # the columns in another order
+    prep = TablePreprocessor().fit(frame)
+    assert prep._plain_medians() is not None  # the direct path is the one under test
+    for rows in (frame, new):
+        got = prep.transform(rows)
+        cols = list(prep.feature_names_in_)
+        ref = prep.transformer_.transform(_prepared(rows[cols], cols, prep.numeric_, []))
+        np.testing.assert_array_equal(got.to_numpy(), np.asarray(ref, np.float64))
+        assert list(got.columns) == list(prep.feature_names_out_)
+        assert got.index.equals(rows.index)
+    # Indicator columns or categories: the ColumnTransformer itself.
+    assert TablePreprocessor(missing_indicator=True).fit(frame)._plain_medians() is None
+    assert TablePreprocessor(categorical=["i"]).fit(frame)._plain_medians() is None

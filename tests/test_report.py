@@ -39,14 +39,15 @@ def _table(n=160):
 
 
 def _recording(seen: dict):
-    """A ``plots.save`` that records each figure's first axes' title and legend texts."""
+    """A ``plots.save`` that records each figure's first axes' title and legend texts (the
+    axes' legend, else the figure's)."""
     from jaxreg import plots
 
     save = plots.save
 
     def recording(fig, path):
         ax = fig.axes[0]
-        legend = ax.get_legend()
+        legend = ax.get_legend() or (fig.legends[0] if fig.legends else None)
         texts = [t.get_text() for t in legend.get_texts()] if legend else []
         seen[str(path).rsplit("/", 1)[-1]] = {"title": ax.get_title(), "legend": texts}
         return save(fig, path)

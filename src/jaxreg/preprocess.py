@@ -311,22 +311,27 @@ class TablePreprocessor(TransformerMixin, BaseEstimator):
         if len(frame) == 0:
             raise ValueError("TablePreprocessor needs at least one row to fit. Got 0 rows.")
         columns = [str(c) for c in frame.columns]
-        prepared = _prepared(frame, columns, numeric, categorical, labels or Labels())
-        # The medians come from pandas (exact, as SimpleImputer's, which takes a masked
-        # sort: 1.4 s against 0.1 s on a million rows); the categories from OneHotEncoder.
-        # Both then build the fitted transformers exactly as a load does (from_dict).
+        labels = labels or Labels()
+        # The medians column by column with NumPy (exact, as SimpleImputer's, which takes a
+        # masked sort: 1.4 s against 0.1 s on a million rows; and no frame of all the
+        # columns, whose copy took 0.17 s more); the categories from OneHotEncoder. Both
+        # then build the fitted transformers exactly as a load does (from_dict).
         encoder = _transformer([], categorical, False, None) if categorical else None
         if encoder is not None:
-            _fit_quietly(encoder, prepared[categorical])
+            _fit_quietly(encoder, _prepared(frame, categorical, [], categorical, labels))
         cats = encoder.named_transformers_["categorical"].categories_ if encoder else []
-        missing = (
-            set(prepared[numeric].columns[prepared[numeric].isna().any()]) if numeric else set()
-        )
+        medians, missing = [], set()
+        for name in numeric:
+            values = _numeric(frame[name], name, labels)
+            if np.isnan(values).any():
+                missing.add(name)
+                values = values[~np.isnan(values)]
+            medians.append(float(np.median(values)))
         learned = {
             "format": FORMAT,
             "columns": columns,
             "numeric": list(numeric),
-            "medians": [float(v) for v in prepared[numeric].median()] if numeric else [],
+            "medians": medians,
             "indicators": [c for c in numeric if c in missing] if self.missing_indicator else [],
             "categorical": [
                 {"name": c, "categories": [v if isinstance(v, str) else None for v in k]}
@@ -364,6 +369,14 @@ class TablePreprocessor(TransformerMixin, BaseEstimator):
 
         check_is_fitted(self, "transformer_")
         frame = _frame(X, self.feature_names_in_)
+        medians = self._plain_medians()
+        if medians is not None:
+            return pd.DataFrame(
+                _imputed(frame, self.numeric_, medians),
+                columns=list(self.feature_names_out_),
+                index=frame.index,
+                copy=False,
+            )
         prepared = _prepared(frame, list(self.feature_names_in_), self.numeric_, self.categorical_)
         self._warn_unknown(prepared)
         with warnings.catch_warnings():
@@ -375,6 +388,20 @@ class TablePreprocessor(TransformerMixin, BaseEstimator):
             columns=list(self.feature_names_out_),
             index=prepared.index,
         )
+
+    def _plain_medians(self) -> np.ndarray | None:
+        """The medians when the transformer only fills missing numbers with them (numeric
+        columns only, no indicator columns, every median a number): its output is then
+        computed directly, the same values without the ColumnTransformer's copies and
+        checks (a million rows x 8: 0.11 -> 0.05 s warm, 0.30 -> 0.08 s on the first call).
+        None otherwise."""
+        if self.categorical_:
+            return None
+        imputer = self.transformer_.named_transformers_["numeric"]
+        medians = np.asarray(imputer.statistics_, np.float64)
+        if getattr(imputer, "indicator_", None) is not None or not np.isfinite(medians).all():
+            return None
+        return medians
 
     def get_feature_names_out(self, input_features=None):
         check_is_fitted(self, "transformer_")
@@ -521,6 +548,19 @@ def _prepared(frame, columns, numeric, categorical, labels: Labels | None = None
         else:
             data[name] = _numeric(frame[name], name, labels)
     return pd.DataFrame(data, index=frame.index)
+
+
+def _imputed(frame, columns, medians) -> np.ndarray:
+    """The numeric ``columns`` of ``frame`` as one float64 array, checked as ``_numeric``
+    checks them, each missing value replaced by its column's median."""
+    labels = Labels()
+    out = np.empty((len(frame), len(columns)), np.float64)
+    for j, name in enumerate(columns):
+        out[:, j] = _numeric(frame[name], name, labels)
+    missing = np.isnan(out)
+    if missing.any():
+        np.copyto(out, np.broadcast_to(medians, out.shape), where=missing)
+    return out
 
 
 def _transformer(numeric, categorical, indicator: bool, categories):

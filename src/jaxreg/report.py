@@ -256,7 +256,9 @@ def _plot_residuals(y, pred, kinds, names, path):
         ax.axhline(0.0, color="black", lw=1, zorder=4)
         ax.set_xlabel(f"predicted {names[j]}")
         ax.set_ylabel("residual (true - predicted)")
-        ax.legend()
+        # Residuals fill the panel, so no corner is free; "best" searched the 20,000
+        # points for one (0.16 s of the figure's 0.28).
+        ax.legend(loc="upper right")
     fig.suptitle("Residuals")
     return plots.save(fig, path)
 
@@ -333,7 +335,9 @@ def _plot_curve(saved, x, base, scatter, j, names, target_names, path):
     ax.set_xlabel(names[j])
     ax.set_ylabel(target_names[0])
     ax.set_title(curve_title(names, j))
-    ax.legend(fontsize="small")
+    # Below the panel: the points may fill every corner, and "best" searched the 20,000
+    # of them for a free one (0.12 s).
+    fig.legend(loc="outside lower center", ncols=2, fontsize="small")
     return plots.save(fig, path)
 
 
@@ -668,7 +672,9 @@ def _render(
     prep = saved.preprocessor
     # Every check and computation before the first file is written: a refused report
     # writes nothing.
-    base = None if x is None else np.median(x, axis=0)
+    # The medians column by column: the same values as np.median(x, axis=0), without its
+    # copy of the whole table (0.11 against 0.18-0.34 s on a million rows).
+    base = None if x is None else np.array([np.median(x[:, j]) for j in range(x.shape[1])])
     j = 0 if x is None else _pick_feature(saved, x, feature, feats, base)
     seed = _seed(run, saved)
     metrics_rows: list[tuple[str, dict]] = []

@@ -558,9 +558,9 @@ def _fit_preprocessor(args, checked, x):
             k = len(c["categories"])
             parts.append(f"{c['name']} ({k} values{' -> one 0/1 column' if k == 2 else ''})")
         print(f"One-hot encoded: {', '.join(parts)}.")
-    na = x[prep.numeric_].isna().sum() if prep.numeric_ else None
-    if na is not None and int(na.sum()):
-        cols = ", ".join(f"{name} ({int(k)})" for name, k in na.items() if k)
+    na = {name: int(x[name].isna().sum()) for name in prep.numeric_}  # no copy of the table
+    if any(na.values()):
+        cols = ", ".join(f"{name} ({k})" for name, k in na.items() if k)
         extra = " with indicator columns" if args.missing_indicator else ""
         print(f"Missing numbers imputed with the training medians{extra}: {cols}.")
     return prep
