@@ -4,6 +4,8 @@ buffer holds the table, a stable hash split, bounded memory, checkpoints and res
 
 from __future__ import annotations
 
+import re
+
 import jax
 import numpy as np
 import pandas as pd
@@ -151,6 +153,24 @@ def test_cli_streams_a_table_over_the_memory_budget(tmp_path, capsys):
     assert code == 0 and "Streaming" in out and "Saved the model" in out
     pred = load(tmp_path / "m").predict(df[["a", "b", "c"]])
     assert np.mean((pred - df.y) ** 2) < np.var(df.y)
+    # The report covers the rows kept in memory (the training sample, the kept held-out
+    # rows) and says so; its network metrics are those the command printed.
+    page = (tmp_path / "m" / "report" / "report.html").read_text()
+    assert "streamed: its" in page and "are a sample (one in" in page
+    printed = re.search(r"network \(validation\)\s*│\s*([-0-9.]+)", out)
+    shown = re.search(r"<td>network, validation rows \((\d+)\)</td><td>([-0-9.]+)</td>", page)
+    assert printed and shown, page[:3000]
+    assert float(shown.group(2)) == pytest.approx(float(printed.group(1)), abs=1e-4)
+    for name in ("loss_curves", "predicted_vs_true", "residuals", "fitted_curve"):
+        assert (tmp_path / "m" / "report" / f"{name}.png").stat().st_size > 0
+    # A later report does not read the streamed table whole: it asks for data.
+    before = (tmp_path / "m" / "model.json").read_bytes()
+    assert main(["report", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "streamed from disk (1,000 rows" in err and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "m" / "model.json").read_bytes() == before
+    assert main(["report", str(tmp_path / "m"), "--data", str(tmp_path / "t.parquet")]) == 0
+    capsys.readouterr()
     # Options that need the table in memory are refused in one line, nothing written.
     code = main([*args, "--out", str(tmp_path / "n"), "--max-memory", "1KB", "--cv", "3"])
     err = capsys.readouterr().err

@@ -614,6 +614,14 @@ def _write_report(
     raw = None
     x: np.ndarray | None
     y: np.ndarray | None
+    if data is None and run.get("streamed"):
+        rows = int(run["streamed"].get("rows") or 0)
+        raise ValueError(
+            f"The model was trained on a table streamed from disk ({rows:,} rows, more than "
+            "its memory budget), which the report would read whole; pass data (a file or "
+            "(x, y) arrays that fit in memory, a sample of the table for example). Its fit "
+            "wrote a report on the rows it kept in memory."
+        )
     if data is None and run.get("data"):
         data = run["data"]
         if not pathlib.Path(data).is_file():

@@ -506,11 +506,29 @@ def _run_fit_streamed(args, checked, stream, out, ckpt) -> int:
         _wait_for_all("jaxreg fit: saved")
         return 0
     with store.ModelWriter(out, overwrite=args.overwrite) as writer:
-        if not args.no_report:
-            print("No report for a streamed table (its plots would need it in memory).")
+        report = None
+        if not args.no_report:  # on the rows kept in memory, as the metrics above
+            from jaxreg.report import write_fit_report
+
+            report = writer.stage_folder()
+            write_fit_report(
+                document.saved,
+                report,
+                x=x,
+                y=y,
+                raw=None,
+                sets=[("training", tr), ("validation", val)],
+                source=(
+                    f"{pathlib.Path(args.data).resolve()}, streamed: its {len(tr):,} training "
+                    f"rows are a sample (one in {stats.stride:,}) and its {len(val):,} "
+                    f"validation rows those kept of the {stats.n_val:,} held out"
+                ),
+            )
         with interrupts.deferred():
-            writer.commit(document, report=None)
+            writer.commit(document, report=report)
             print(f"Saved the model to {out}/")
+            if report is not None:
+                print(f"Report: {out / store.REPORT_LINK / 'report.html'}")
             if args.checkpoint_every is not None or args.resume:
                 _clear_checkpoint(ckpt)
     _wait_for_all("jaxreg fit: saved")
