@@ -181,9 +181,41 @@ def test_cli_streams_a_table_over_the_memory_budget(tmp_path, capsys):
         [*args[:3], str(tmp_path / "text.parquet"), "--target", "y"]
         + ["--out", str(tmp_path / "n"), "--max-memory", "1KB"]
     )
+    err = capsys.readouterr().err  # 1,000 distinct texts: an identifier, as in memory
+    assert code == 2 and "Column 'c' holds more than 100 distinct text values" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "n").exists()
+
+
+def test_cli_streams_text_columns_and_missing_values(tmp_path, capsys):
+    from jaxreg import load
+    from jaxreg.cli import main
+
+    df = _mixed(tmp_path / "t.csv")
+    args = ["--no-cache", "--default-xla", "fit", str(tmp_path / "t.csv"), "--target", "y"]
+    args += ["--max-memory", "1KB", "--epochs", "4", "--missing-indicator"]
+    assert main([*args, "--out", str(tmp_path / "m")]) == 0
+    out = capsys.readouterr().out
+    assert "Streaming" in out and "One-hot encoded: colour (4 values)" in out
+    model = load(tmp_path / "m")  # the preprocessing and the network, one pipeline
+    assert list(model.named_steps["tablepreprocessor"].feature_names_out_)[:4] == [
+        "a",
+        "b",
+        "flag",
+        "missingindicator_a",
+    ]
+    raw = df.drop(columns="y")
+    pred = model.predict(raw)
+    assert np.isfinite(pred).all() and np.mean((pred - df.y) ** 2) < 0.5 * np.var(df.y)
+    assert (tmp_path / "m" / "report" / "report.html").is_file()
+    # A missing target is refused in one line; nothing written.
+    bad = df.copy()
+    bad.loc[5, "y"] = np.nan
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    args[3] = str(tmp_path / "bad.csv")
+    assert main([*args, "--out", str(tmp_path / "n")]) == 2
     err = capsys.readouterr().err
-    assert code == 2 and "Column 'c'" in err and "numeric columns only" in err
-    assert not (tmp_path / "n").exists()
+    assert "Column 'y' of bad.csv has a missing value in row 6: a target must" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "n").exists()
 
 
 def test_parse_size():
@@ -194,3 +226,87 @@ def test_parse_size():
     for bad in ("lots", "-1MB", "0"):
         with pytest.raises(ValueError, match="--max-memory must be a size"):
             parse_size(bad)
+
+
+def _mixed(path, n=3000, seed=0):
+    """A table with a text column (some missing), missing numbers and a bool column."""
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame(
+        {
+            "a": rng.normal(size=n),
+            "colour": rng.choice(["red", "green", "blue"], n),
+            "b": rng.normal(size=n),
+            "flag": rng.random(n) > 0.5,
+        }
+    )
+    df.loc[::7, "a"] = np.nan
+    df.loc[3::11, "colour"] = None
+    df["y"] = np.nan_to_num(df.a) + (df.colour == "red") + df.flag + 0.1 * rng.normal(size=n)
+    if str(path).endswith(".csv"):
+        df.to_csv(path, index=False)
+    else:
+        df.to_parquet(path, row_group_size=700)
+    return df
+
+
+@pytest.mark.parametrize("name", ["t.parquet", "t.csv"])
+def test_text_columns_and_missing_values_stream_through_the_preprocessing(tmp_path, name):
+    """The first pass fits what ``TablePreprocessor.fit`` fits on the whole table (every
+    value sampled here), the statistics are those of its output, and streaming with a
+    buffer that holds the table equals in-memory training on that output bit for bit."""
+    from jaxreg.preprocess import TablePreprocessor
+
+    df = _mixed(tmp_path / name)
+    stream = TableStream(tmp_path / name, "y", val_fraction=0.2, seed=3, block_rows=500)
+    with pytest.raises(ValueError, match="several processes takes numeric feature columns"):
+        TableStream(tmp_path / name, "y", process_count=2).scan(lambda a: a[None])
+    stats = stream.scan()
+    raw = df.drop(columns="y")
+    ref = TablePreprocessor().fit(raw)
+    assert stream.preprocessor.to_dict() == ref.to_dict()
+    assert stream.feature_names == list(ref.feature_names_out_)
+    assert stream.raw_feature_names == ["a", "colour", "b", "flag"]
+    features = ref.transform(raw).to_numpy()
+    val = held_out_mask(np.arange(len(df)), 0.2, 3)
+    train = features[~val]
+    np.testing.assert_allclose(stats.x_mean, train.mean(0), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(stats.x_std, train.std(0), rtol=1e-12)
+    np.testing.assert_array_equal(stats.x_val, features[val])
+    transform = _transform(stream)
+    values = np.concatenate([features, df[["y"]].to_numpy()], axis=1)
+    xt, yt = transform(values[~val])
+    xv, yv = transform(values[val])
+    data = Dataset(xt, yt, xv, yv, np.ones(len(xt), np.float32), np.int32(len(xt)))
+    keys = jax.random.key_data(jax.random.split(jax.random.key(0), 1))
+    cfg = TrainConfig(3, "adam", batch_size=100, sampling="shuffle")
+    spec = MLPSpec((len(stream.feature_names), 8, 1))
+    mem = run(spec, cfg, data, Hparams(1e-2), keys).result
+    got = run_stream(spec, cfg, stream, Hparams(1e-2), keys, transform, chunk_steps=4).result
+    pairs = zip(jax.tree.leaves(mem.params), jax.tree.leaves(got.params), strict=True)
+    for a, b in pairs:
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_streamed_medians_come_from_an_evenly_spaced_sample():
+    """Beyond ``median_rows`` present values, a column's median is the median of every
+    ``2**j``-th present value; categories still come from every row; a column with no
+    value at all is refused."""
+    from jaxreg.preprocess import fit_blocks
+
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=1000)
+    a[rng.random(1000) < 0.3] = np.nan
+    text = rng.choice(["p", "q"], 1000).astype(object)
+    text[-1] = "r"  # one value only in the last block
+    frame = pd.DataFrame({"a": a, "t": text})
+    blocks = [frame.iloc[i : i + 96] for i in range(0, 1000, 96)]
+    prep = fit_blocks(iter(blocks), median_rows=64)
+    present = a[~np.isnan(a)]
+    # 700-odd present values, at most 64 kept: every 16th of them in the end
+    assert 32 < len(present[::16]) <= 64
+    assert prep.to_dict()["medians"] == [float(np.median(present[::16]))]
+    assert prep.to_dict()["categorical"] == [{"name": "t", "categories": ["p", "q", "r"]}]
+    assert fit_blocks(iter(blocks)).to_dict()["medians"] == [float(np.median(present))]
+    empty = [b.assign(a=np.nan) for b in blocks]
+    with pytest.raises(ValueError, match="Column 'a' has no values: every one of its 1000 rows"):
+        fit_blocks(iter(empty))

@@ -441,7 +441,9 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         ``X`` may instead be a ``jaxreg.stream.TableStream`` (with ``y`` None): a Parquet or
         CSV file larger than memory, streamed from disk every epoch (minibatches only; its
         held-out rows are the validation rows; callbacks and checkpoints come after every
-        record point).
+        record point). A stream with text columns or missing values trains on its
+        preprocessing's output: predict raw rows through
+        ``sklearn.pipeline.make_pipeline(stream.preprocessor, model)``.
 
         Args:
           sample_weight: ``(n,)`` non-negative weights: each row's squared error counts in

@@ -476,6 +476,104 @@ class TablePreprocessor(TransformerMixin, BaseEstimator):
         return self
 
 
+MEDIAN_ROWS = 1 << 18  # fit_blocks: the most sampled values a column's median comes from
+
+
+def fit_blocks(
+    frames,
+    *,
+    categorical=None,
+    numeric=None,
+    missing_indicator: bool = False,
+    max_categories: int = MAX_CATEGORIES,
+    labels: Labels | None = None,
+    median_rows: int = MEDIAN_ROWS,
+) -> TablePreprocessor:
+    """A ``TablePreprocessor`` fitted on a table given as ``frames``, blocks of its rows
+    (pandas frames with the same columns, indexed by row number), never held whole:
+    columns judged as ``fit`` judges them from their types (``check_columns``), the
+    categories of every row, and each numeric column's median over an evenly spaced
+    sample of its present values (every value while there are at most ``median_rows``;
+    beyond, every other one of those kept, and so on: between half ``median_rows`` and
+    ``median_rows`` of them).
+    """
+    import pandas as pd
+
+    labels = labels or Labels()
+    numeric_cols: list[str] = []
+    categorical_cols: list[str] = []
+    columns: list[str] = []
+    counts: dict[str, dict[str | None, int]] = {}
+    kept: dict[str, list[np.ndarray]] = {}
+    seen: dict[str, int] = {}
+    stride: dict[str, int] = {}
+    missing: set[str] = set()
+    n = 0
+    for i, frame in enumerate(frames):
+        frame = frame.rename(columns=str)
+        if i == 0:  # the kinds from the types alone, as the frame of no rows has them
+            numeric_cols, categorical_cols = check_columns(
+                frame.iloc[:0], categorical, numeric, max_categories, labels
+            )
+            columns = [str(c) for c in frame.columns]
+            counts = {c: {} for c in categorical_cols}
+            kept = {c: [] for c in numeric_cols}
+            seen = dict.fromkeys(numeric_cols, 0)
+            stride = dict.fromkeys(numeric_cols, 1)
+        n += len(frame)
+        for name in categorical_cols:
+            tally = pd.Series(_text(frame[name])).value_counts(dropna=False)
+            for v, c in zip(tally.index, tally.to_numpy(), strict=True):
+                key = v if isinstance(v, str) else None
+                counts[name][key] = counts[name].get(key, 0) + int(c)
+            distinct = sum(1 for key in counts[name] if key is not None)
+            if distinct > max_categories:
+                raise ValueError(
+                    f"Column {name!r} holds more than {max_categories} distinct text values "
+                    f"(more than {labels.max_categories} {max_categories}); it looks like an "
+                    f"identifier: leave it out of {labels.features}, or name it in "
+                    f"{labels.categorical} to one-hot encode it anyway."
+                )
+        for name in numeric_cols:
+            values = _numeric(frame[name], name, labels)
+            present = values[~np.isnan(values)]
+            if len(present) < len(values):
+                missing.add(name)
+            positions = seen[name] + np.arange(len(present))
+            kept[name].append(present[positions % stride[name] == 0])
+            seen[name] += len(present)
+            if sum(len(a) for a in kept[name]) > median_rows:
+                kept[name] = [np.concatenate(kept[name])[::2]]
+                stride[name] *= 2
+    if not columns:
+        raise ValueError("TablePreprocessor needs at least one row to fit. Got 0 rows.")
+    medians = []
+    for name in numeric_cols:
+        if seen[name] == 0:
+            raise ValueError(
+                f"Column {name!r} has no values: every one of its {n} rows is missing; "
+                f"leave it out of {labels.features}."
+            )
+        medians.append(float(np.median(np.concatenate(kept[name]))))
+    learned = {
+        "format": FORMAT,
+        "columns": columns,
+        "numeric": numeric_cols,
+        "medians": medians,
+        "indicators": [c for c in numeric_cols if c in missing] if missing_indicator else [],
+        "categorical": [
+            {
+                "name": c,
+                "categories": sorted(k for k in counts[c] if k is not None)
+                + ([None] if None in counts[c] else []),
+            }
+            for c in categorical_cols
+        ],
+        "max_categories": int(max_categories),
+    }
+    return TablePreprocessor.from_dict(learned)
+
+
 def _fitted(d: dict):
     """``(transformer, columns, numeric, categorical)``: the fitted ``ColumnTransformer``
     that the plain data ``d`` describes (what ``fit`` learned, or a stored model's).

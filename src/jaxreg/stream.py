@@ -1,5 +1,5 @@
 """Tables larger than memory: a Parquet or CSV file read in blocks (``pyarrow``), never
-whole. Rank 1: imports validate and data.
+whole. Rank 2: imports validate, data and (for text columns and missing values) preprocess.
 
 ``TableStream(path, target)`` is what ``MLPRegressor.fit`` streams from (and ``jaxreg fit
 --max-memory``). One pass over the file (``scan``) counts the rows, computes the scaler
@@ -71,6 +71,10 @@ def parse_size(text: str | int, what: str = "--max-memory") -> int:
     return value
 
 
+class _NeedsPreprocessing(Exception):
+    """A feature column holds text or a missing value: the scan fits the preprocessing."""
+
+
 @dataclass
 class StreamStats:
     """What the scan learned: rows, the scalers' statistics (float64), the held-out rows
@@ -98,8 +102,10 @@ class TableStream:
     Args:
       path: the file.
       target: the target column name, or a list of them.
-      features: feature columns (None: every other column). Streaming takes numeric
-        columns without missing values (one-line errors name the column and row).
+      features: feature columns (None: every other column). Numeric columns without
+        missing values stream as they are; text columns and missing values go through
+        the preprocessing below. The targets must be numeric and complete (one-line errors
+        name the column and row).
       val_fraction: the fraction of rows held out (by a hash of the row index and
         ``seed``), for validation and early stopping.
       seed: the split's seed.
@@ -112,6 +118,15 @@ class TableStream:
       process_index, process_count: this process's share of a multi-process run: Parquet
         row group ``g`` (CSV block ``g``) is read by process ``g % process_count`` alone;
         ``scan(gather)`` combines the statistics of every share.
+      categorical, numeric, missing_indicator, max_categories: as ``TablePreprocessor``'s.
+        When the features need it (a text column, a missing value, or one of these
+        given), a first pass fits a ``TablePreprocessor`` (``preprocessor`` afterwards):
+        the categories from every row, each column's median from an evenly spaced sample
+        of at most ``MEDIAN_ROWS`` rows (all of them in a smaller table); every block is
+        then read through it, and ``feature_names`` become its output columns. One
+        process only.
+      labels: how messages name the options and rows (``preprocess.Labels``; the CLI
+        passes its flags); default the parameters and the file's row numbers.
     """
 
     path: Any
@@ -125,6 +140,11 @@ class TableStream:
     sample_rows: int = 1 << 14
     process_index: int = 0
     process_count: int = 1
+    categorical: Sequence[str] | None = None
+    numeric: Sequence[str] | None = None
+    missing_indicator: bool = False
+    max_categories: int | None = None
+    labels: Any = None
     stats: StreamStats | None = None
     # the most rows this stream has held at once (buffer + block + held rows): a test's
     # proof that the table is never materialized
@@ -160,6 +180,9 @@ class TableStream:
         )
         if not self.feature_names:
             raise ValueError(f"{self.path.name} has no feature columns besides the target(s).")
+        self.raw_feature_names = list(self.feature_names)
+        self.preprocessor: Any = None  # a fitted TablePreprocessor when the features need one
+        validate.boolean(owner, "missing_indicator", self.missing_indicator)
         self._columns = self.feature_names + self.targets
         self._buffer_rows_now = 0  # rows in the shuffle buffer now
         self._held_rows_now = 0  # held-out rows kept
@@ -187,6 +210,8 @@ class TableStream:
             self.path,
             read_options=pcsv.ReadOptions(block_size=1 << 22),
             parse_options=pcsv.ParseOptions(delimiter=delimiter),
+            # an empty text cell is missing, as pandas reads it (and numbers' cells already)
+            convert_options=pcsv.ConvertOptions(strings_can_be_null=True),
         )
 
     def numeric_complete(self) -> bool:
@@ -233,7 +258,29 @@ class TableStream:
     def _blocks(self, groups: Sequence[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """``(first row index, values (r, d + k) float64)`` blocks of at most
         ``block_rows`` rows of this process's share: the given Parquet row groups in that
-        order (its own in file order by default); CSV: its own blocks in file order."""
+        order (its own in file order by default); CSV: its own blocks in file order. The
+        features through ``preprocessor`` when there is one."""
+        for start, batch in self._batches(groups):
+            if self.preprocessor is None:
+                values = self._numeric(batch, start)
+            else:
+                x = self.preprocessor.transform(self._frame(batch, start)).to_numpy(np.float64)
+                y = self._numeric(batch.select(self.targets), start)
+                values = np.concatenate([x, y], axis=1)
+            self._held(len(values))
+            self.rows_read += len(values)
+            yield start, values
+
+    def _frame(self, batch, start: int):
+        """The raw feature columns of ``batch`` as a pandas frame indexed by file row."""
+        import pandas as pd
+
+        frame = batch.select(self.raw_feature_names).to_pandas()
+        frame.index = pd.RangeIndex(start, start + batch.num_rows)
+        return frame
+
+    def _batches(self, groups: Sequence[int] | None = None) -> Iterator[tuple[int, Any]]:
+        """``(first row index, pyarrow record batch of the used columns)``, as ``_blocks``."""
         if self.parquet:
             import pyarrow.parquet as pq
 
@@ -245,7 +292,7 @@ class TableStream:
                 for batch in f.iter_batches(
                     batch_size=self.block_rows, row_groups=[g], columns=self._columns
                 ):
-                    yield start, self._numeric(batch, start)
+                    yield start, batch
                     start += batch.num_rows
         else:
             start = unit = 0
@@ -254,7 +301,7 @@ class TableStream:
                 for off in range(0, batch.num_rows, self.block_rows):
                     part = batch.slice(off, self.block_rows)
                     if self.mine(unit):
-                        yield start, self._numeric(part, start)
+                        yield start, part
                     start += part.num_rows
                     unit += 1
 
@@ -264,18 +311,30 @@ class TableStream:
 
         cols = []
         for name, col in zip(batch.schema.names, batch.columns, strict=True):
-            if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
+            plain = pa.types.is_integer(col.type) or pa.types.is_floating(col.type)
+            if (not plain or col.null_count) and self._can_preprocess(name):
+                raise _NeedsPreprocessing(name)
+            # what cannot be preprocessed: a target, or any column of a multi-process run
+            rule = (
+                "a target must hold numbers"
+                if name in self.targets
+                else "streaming with several processes takes numeric feature columns "
+                "without missing values (one process preprocesses text and missing values)"
+            )
+            if not plain:
                 raise ValueError(
-                    f"Column {name!r} of {self.path.name} holds {col.type} values: streaming "
-                    "(the table exceeds the memory budget) takes numeric columns only; "
-                    "encode text columns first or give more memory (--max-memory)."
+                    f"Column {name!r} of {self.path.name} holds {col.type} values: {rule}."
                 )
             if col.null_count:
                 row = start + int(pc.index(pc.is_null(col), True).as_py())
                 raise ValueError(
                     f"Column {name!r} of {self.path.name} has a missing value in row "
-                    f"{row + 1}: streaming takes complete rows; fill or drop them first, or "
-                    "give more memory (--max-memory) to impute in memory."
+                    f"{row + 1}: {rule}"
+                    + (
+                        ", every one of them (drop such rows first)."
+                        if name in self.targets
+                        else "."
+                    )
                 )
             cols.append(col.to_numpy(zero_copy_only=False).astype(np.float64, copy=False))
         values = np.stack(cols, axis=1) if cols else np.zeros((batch.num_rows, 0))
@@ -285,9 +344,14 @@ class TableStream:
                 f"Column {batch.schema.names[c]!r} of {self.path.name} has the value "
                 f"{values[r, c]} in row {start + r + 1}: only finite numbers can be trained on."
             )
-        self._held(len(values))
-        self.rows_read += len(values)
         return values
+
+    def _can_preprocess(self, name: str) -> bool:
+        """Whether a text or missing value in column ``name`` calls for the preprocessing
+        (a feature column, one process, none fitted yet) rather than an error."""
+        return (
+            self.preprocessor is None and self.process_count == 1 and name in self.raw_feature_names
+        )
 
     def _held(self, extra: int) -> None:
         held = extra + self._buffer_rows_now + self._held_rows_now
@@ -296,14 +360,58 @@ class TableStream:
     # ------------------------------------------------------------ the scan
 
     def scan(self, gather: Callable[[np.ndarray], np.ndarray] | None = None) -> StreamStats:
+        """The statistics (``_scan``), after the preprocessing's own pass when the features
+        need one: asked for (``categorical``, ``numeric``, ``missing_indicator``), or found
+        (a text or missing value in a feature column ends the scan, which then starts
+        again through the fitted preprocessor). Cached."""
+        if self.stats is not None:
+            return self.stats
+        asked = self.categorical or self.numeric or self.missing_indicator
+        if asked and self.preprocessor is None:
+            self._fit_preprocessor()
+        try:
+            return self._scan(gather)
+        except _NeedsPreprocessing:
+            self._held_rows_now = 0
+            self._fit_preprocessor()
+            return self._scan(gather)
+
+    def _fit_preprocessor(self) -> None:
+        """The preprocessing's pass over the raw feature columns (``preprocess.fit_blocks``):
+        ``preprocessor`` fitted, ``feature_names`` its output columns."""
+        from jaxreg.preprocess import MAX_CATEGORIES, Labels, fit_blocks
+
+        if self.process_count > 1:
+            raise ValueError(
+                f"Streaming {self.path.name} with several processes takes numeric feature "
+                "columns without missing values: text columns and missing values are "
+                "preprocessed in one process only."
+            )
+        labels = self.labels or Labels(where=lambda row: f"row {row + 1} of {self.path.name}")
+
+        def frames():
+            for start, batch in self._batches():
+                self._held(batch.num_rows)
+                self.rows_read += batch.num_rows
+                yield self._frame(batch, start)
+
+        self.preprocessor = fit_blocks(
+            frames(),
+            categorical=self.categorical,
+            numeric=self.numeric,
+            missing_indicator=self.missing_indicator,
+            max_categories=MAX_CATEGORIES if self.max_categories is None else self.max_categories,
+            labels=labels,
+        )
+        self.feature_names = [str(c) for c in self.preprocessor.feature_names_out_]
+
+    def _scan(self, gather: Callable[[np.ndarray], np.ndarray] | None = None) -> StreamStats:
         """One pass: row counts, the training rows' mean and population std (float64,
         combined block by block with Chan's update), the held-out rows and the history
-        sample. Cached. In a multi-process run, ``gather(a)`` stacks every process's ``a``
+        sample. In a multi-process run, ``gather(a)`` stacks every process's ``a``
         (``jax.experimental.multihost_utils.process_allgather``): the counts and statistics
         are combined across the shares (the held-out and sample rows stay each process's
         own)."""
-        if self.stats is not None:
-            return self.stats
         d = len(self.feature_names)
         total_rows = sum(r for _, r in self.row_groups()) if self.parquet else None
         n = n_train = n_val = 0

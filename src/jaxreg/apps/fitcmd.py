@@ -402,6 +402,11 @@ def _stream_if_too_big(args, checked):
         checked["features"],
         val_fraction=args.val_fraction,
         seed=args.seed,
+        categorical=checked["categorical"],
+        numeric=checked["numeric"],
+        missing_indicator=args.missing_indicator,
+        max_categories=args.max_categories,
+        labels=_prep_labels(args.data),
     )
     width = len(stream.feature_names) + len(stream.targets)
     if rows * width * 4 <= budget:
@@ -426,9 +431,6 @@ def _stream_if_too_big(args, checked):
         for flag, on in (
             ("--cv", args.cv),
             ("--test-fraction", args.test_fraction),
-            ("--categorical", checked["categorical"]),
-            ("--numeric", checked["numeric"]),
-            ("--missing-indicator", args.missing_indicator),
             ("--drop-na", args.drop_na),
             ("--data-parallel", args.data_parallel and not multi),
         )
@@ -457,7 +459,7 @@ def _run_fit_streamed(args, checked, stream, out, ckpt) -> int:
     stream.process_index, stream.process_count = jax.process_index(), jax.process_count()
     stats = stream.scan(gather_processes)
     print(
-        f"Streaming {args.data}: {stats.n_rows:,} rows, {len(stream.feature_names)} feature "
+        f"Streaming {args.data}: {stats.n_rows:,} rows, {len(stream.raw_feature_names)} feature "
         f"column(s) -> target(s) {', '.join(stream.targets)}; {stats.n_train:,} training and "
         f"{stats.n_val:,} held-out rows (by a hash of the row number; "
         f"{len(stats.x_val):,} kept for validation), a shuffle buffer of "
@@ -472,6 +474,9 @@ def _run_fit_streamed(args, checked, stream, out, ckpt) -> int:
     interrupts.check()
     _print_timing(model)
     names = list(stream.targets)
+    prep = stream.preprocessor
+    if prep is not None:
+        _say_preprocessing(prep, None)
     x = pd.DataFrame(np.concatenate([stats.x_sample, stats.x_val]), columns=stream.feature_names)
     y = np.concatenate([stats.y_sample, stats.y_val])
     tr = np.arange(len(stats.x_sample))
@@ -484,12 +489,16 @@ def _run_fit_streamed(args, checked, stream, out, ckpt) -> int:
     _print_metrics(metrics)
     for line in verdict(metrics):
         print(line)
+    if prep is not None:
+        from sklearn.pipeline import Pipeline
+
+        fitted = Pipeline([("tablepreprocessor", prep), ("mlpregressor", model)])
     document = model_document(
-        model,
+        model if prep is None else fitted,
         run={
             "data": str(pathlib.Path(args.data).resolve()),
             "targets": names,
-            "features": list(stream.feature_names),
+            "features": list(stream.raw_feature_names),
             "streamed": {
                 "rows": stats.n_rows,
                 "held_out": stats.n_val,
@@ -569,6 +578,15 @@ def _fit_preprocessor(args, checked, x):
     """The preprocessor fitted on the rows that train the model (test rows excluded); says
     what it encodes and imputes."""
     prep = _make_preprocessor(args, checked).fit(x, labels=_prep_labels(args.data))
+    # the missing values counted per column, without a copy of the table
+    _say_preprocessing(prep, {name: int(x[name].isna().sum()) for name in prep.numeric_})
+    return prep
+
+
+def _say_preprocessing(prep, missing: dict[str, int] | None) -> None:
+    """Print what ``prep`` one-hot encodes and which columns it imputes (with ``missing``,
+    their counts of missing values; else those that had any when it was fitted, from a
+    streamed table)."""
     d = prep.to_dict()
     if d["categorical"]:
         parts = []
@@ -576,12 +594,10 @@ def _fit_preprocessor(args, checked, x):
             k = len(c["categories"])
             parts.append(f"{c['name']} ({k} values{' -> one 0/1 column' if k == 2 else ''})")
         print(f"One-hot encoded: {', '.join(parts)}.")
-    na = {name: int(x[name].isna().sum()) for name in prep.numeric_}  # no copy of the table
-    if any(na.values()):
-        cols = ", ".join(f"{name} ({k})" for name, k in na.items() if k)
-        extra = " with indicator columns" if args.missing_indicator else ""
+    extra = " with indicator columns" if d["indicators"] else ""
+    if missing is not None and any(missing.values()):
+        cols = ", ".join(f"{name} ({k})" for name, k in missing.items() if k)
         print(f"Missing numbers imputed with the training medians{extra}: {cols}.")
-    return prep
 
 
 def _transform(model, x, predict: bool = False):
