@@ -171,6 +171,12 @@ def test_cli_streams_a_table_over_the_memory_budget(tmp_path, capsys):
     assert (tmp_path / "m" / "model.json").read_bytes() == before
     assert main(["report", str(tmp_path / "m"), "--data", str(tmp_path / "t.parquet")]) == 0
     capsys.readouterr()
+    # The budget is compared with every used column: 1,000 rows x 4 take 16 KB, more than
+    # 12 KB (the target and one feature alone would fit).
+    assert main([*args, "--out", str(tmp_path / "w"), "--max-memory", "12KB", "--epochs", "1"]) == 0
+    assert "Streaming" in capsys.readouterr().out
+    assert main([*args, "--out", str(tmp_path / "v"), "--max-memory", "17KB", "--epochs", "1"]) == 0
+    assert "Streaming" not in capsys.readouterr().out
     # Options that need the table in memory are refused in one line, nothing written.
     code = main([*args, "--out", str(tmp_path / "n"), "--max-memory", "1KB", "--cv", "3"])
     err = capsys.readouterr().err

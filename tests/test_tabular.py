@@ -116,3 +116,17 @@ def test_drop_na_drops_and_counts_rows(tmp_path):
     q = _csv(tmp_path, "a,y\n1,\n,2\n", name="e.csv")
     with pytest.raises(ValueError, match="no rows left after dropping the 2 row"):
         tabular.load_xy(q, ["y"], drop_na=True)
+
+
+def test_column_names_read_only_the_schema_or_the_header(tmp_path):
+    from jaxreg.tabular import column_names
+
+    frame = pd.DataFrame({"a b": [1.0, 2.0], "c,d": ["x", "y"], "y": [0.5, 1.5]})
+    frame.to_parquet(tmp_path / "t.parquet")
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    frame.to_csv(tmp_path / "t.tsv", index=False, sep="\t")
+    for name in ("t.parquet", "t.csv", "t.tsv"):
+        assert column_names(tmp_path / name) == ["a b", "c,d", "y"], name
+    (tmp_path / "t.json").write_text("{}")
+    assert column_names(tmp_path / "t.json") is None
+    assert column_names(tmp_path / "missing.csv") is None

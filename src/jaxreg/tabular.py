@@ -563,6 +563,27 @@ def row_namer(path):
     return lambda i: _where(int(i), fmt)
 
 
+def column_names(path) -> list[str] | None:
+    """The column names of a Parquet file (its schema) or a CSV/TSV file (its header line,
+    read with the ``csv`` module), before anything else is read; None when it cannot tell
+    (another format, a compressed or damaged file)."""
+    import csv
+
+    p = pathlib.Path(path)
+    try:
+        fmt = detect_format(p)
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            return [str(n) for n in pq.read_schema(p).names]
+        if fmt not in ("csv", "tsv"):
+            return None
+        with open(p, newline="", encoding="utf-8-sig") as f:
+            return next(csv.reader(f, delimiter="\t" if fmt == "tsv" else ","))
+    except Exception:  # the read that follows reports it
+        return None
+
+
 def estimate_rows(path) -> int | None:
     """About how many data rows ``path`` holds, cheaply and before anything is read: a
     Parquet file's metadata, or a text file's size over the mean length of its first lines

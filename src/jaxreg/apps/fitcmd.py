@@ -391,8 +391,15 @@ def _stream_if_too_big(args, checked):
     ):
         return None
     multi = jax.process_count() > 1
-    # The narrowest a row can be: the targets and the features named (or one column).
-    if rows * 4 * (len(args.target) + len(checked["features"] or [None])) <= budget and not multi:
+    # The used columns as the file names them (a Parquet schema, a text file's header):
+    # the features named, else every column but the targets. A name the file lacks is the
+    # in-memory read's to report.
+    names = tabular.column_names(args.data)
+    wanted = list(args.target) + list(checked["features"] or [])
+    if names is None or any(c not in names for c in wanted):
+        return None
+    used = len(wanted) if checked["features"] else len(names)
+    if rows * used * 4 <= budget and not multi:
         return None
     from jaxreg.stream import TableStream
 
