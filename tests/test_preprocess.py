@@ -228,10 +228,19 @@ def test_numbers_alone_equal_scikit_learns_median_imputer_and_leave_the_input_al
     assert not np.isnan(got.to_numpy()).any()
 
 
-def test_the_direct_numeric_path_equals_the_column_transformer():
-    """Numbers only, no indicator columns: ``transform`` fills the missing values itself;
-    the values, names and order equal the fitted ColumnTransformer's own output, on the fit
-    rows and on new rows missing values where the fit rows had none."""
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"missing_indicator": True},
+        {"categorical": ["i"]},
+        {"categorical": ["i"], "missing_indicator": True},
+    ],
+)
+def test_the_direct_path_equals_the_column_transformer(params):
+    """``transform`` computes the fitted ColumnTransformer's output itself: the values,
+    names and order equal its own, on the fit rows and on new rows with values missing
+    where the fit rows had none and categories fit never saw (all zeros, one warning)."""
     from jaxreg.preprocess import _prepared
 
     rng = np.random.default_rng(3)
@@ -242,21 +251,33 @@ def test_the_direct_numeric_path_equals_the_column_transformer():
             "a": rng.normal(size=n),
             "t": [str(v) if i % 7 else None for i, v in enumerate(rng.integers(0, 9, n))],
             "i": rng.integers(-5, 5, n),
+            "c": rng.choice(["red", "green", "blue"], n),
+            "s": rng.choice(["yes", "no"], n),  # two categories: one 0/1 column
         }
     )
     frame.loc[::4, "a"] = np.nan
+    frame.loc[5::9, "c"] = None  # a missing value: a category of its own
     new = frame.sample(frac=1.0, random_state=0).copy()
+    new["i"] = new["i"].astype(float)
     new.loc[new.index[:30], "i"] = np.nan  # no missing "i" at fit
-    new = new[["i", "t", "a", "b"]]  # the columns in another order
-    prep = TablePreprocessor().fit(frame)
-    assert prep._plain_medians() is not None  # the direct path is the one under test
+    new.loc[new.index[30:33], "c"] = "mauve"  # unseen
+    new = new[["i", "t", "c", "a", "s", "b"]]  # the columns in another order
+    prep = TablePreprocessor(**params).fit(frame)
+    cols = list(prep.feature_names_in_)
     for rows in (frame, new):
-        got = prep.transform(rows)
-        cols = list(prep.feature_names_in_)
-        ref = prep.transformer_.transform(_prepared(rows[cols], cols, prep.numeric_, []))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            got = prep.transform(rows)
+            assert prep._direct(rows[cols]) is not None  # the path under test
+        warned = [w for w in caught if "'mauve'" in str(w.message)]
+        assert len(warned) == (0 if rows is frame else 2)  # transform's, then _direct's
+        assert all(w.category is UnknownCategoryWarning for w in warned)
+        assert warned[:1] == [] or warned[0].filename == __file__  # at the caller
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = prep.transformer_.transform(
+                _prepared(rows[cols], cols, prep.numeric_, prep.categorical_)
+            )
         np.testing.assert_array_equal(got.to_numpy(), np.asarray(ref, np.float64))
         assert list(got.columns) == list(prep.feature_names_out_)
         assert got.index.equals(rows.index)
-    # Indicator columns or categories: the ColumnTransformer itself.
-    assert TablePreprocessor(missing_indicator=True).fit(frame)._plain_medians() is None
-    assert TablePreprocessor(categorical=["i"]).fit(frame)._plain_medians() is None
