@@ -427,10 +427,10 @@ class TablePreprocessor(TransformerMixin, BaseEstimator):
                     onehot = np.delete(onehot, int(drops[i]), axis=1)
                 parts.append(onehot)
                 unseen = {v for v, k in zip(spelled, lookup[:-1], strict=True) if k < 0}
-                missing = nan_code < 0 and bool((codes < 0).any())
-                if unseen or missing:
+                absent = nan_code < 0 and bool((codes < 0).any())
+                if unseen or absent:
                     count = int((column < 0).sum())
-                    _warn_unseen(name, unseen, missing, count, stacklevel=5)
+                    _warn_unseen(name, unseen, absent, count, stacklevel=5)
         return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
 
     def get_feature_names_out(self, input_features=None):
