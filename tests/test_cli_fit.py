@@ -523,6 +523,48 @@ def test_the_baselines_run_beside_training_and_their_failure_writes_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no staging left behind
 
 
+def test_a_convergence_warning_stays_one_line_when_the_baselines_restore_the_filters(
+    tmp_path, diabetes_csv, capsys, monkeypatch
+):
+    """scikit-learn's checks in the baselines' thread save and restore Python's (global)
+    warning filters. Here that thread saves them before the training starts recording and
+    restores them while it records, as it may by chance: the training's ConvergenceWarning
+    must still be one recorded line (under this suite's "error" filter it was raised)."""
+    import threading
+    import warnings
+
+    from jaxreg import MLPRegressor
+    from jaxreg.apps import fitcmd
+
+    entered, fitting, left = threading.Event(), threading.Event(), threading.Event()
+    baselines, train, fit = fitcmd._baselines, fitcmd._train, MLPRegressor.fit
+
+    def restoring(*args, **kwargs):
+        with warnings.catch_warnings():  # as sklearn.utils.validation.check_array does
+            entered.set()
+            fitting.wait(60)
+        left.set()
+        return baselines(*args, **kwargs)
+
+    def train_after(*args, **kwargs):
+        entered.wait(60)
+        return train(*args, **kwargs)
+
+    def fit_after(self, *args, **kwargs):  # inside the training's recording
+        fitting.set()
+        left.wait(60)
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(fitcmd, "_baselines", restoring)
+    monkeypatch.setattr(fitcmd, "_train", train_after)
+    monkeypatch.setattr(MLPRegressor, "fit", fit_after)
+    argv = ["fit", str(diabetes_csv), "--target", "target", "--hidden", "4", "--epochs", "2"]
+    code, out, err = _run([*argv, "--no-report", "--out", str(tmp_path / "m")], capsys)
+    assert code == 0, err
+    assert entered.is_set() and left.is_set()
+    assert "Warning: Stochastic Optimizer: Maximum iterations (2) reached" in err
+
+
 def test_the_console_entry_flushes_runs_atexit_and_keeps_the_exit_code(tmp_path, diabetes_csv):
     # jaxreg.cli.run (the `jaxreg` script, python -m jaxreg) skips the interpreter's
     # teardown after main: the atexit handlers must still run, every line must reach the

@@ -17,6 +17,7 @@ Every bad input (a file, a column, an option) is found before anything is writte
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import pathlib
 import sys
@@ -225,6 +226,21 @@ def _warning(text: str) -> None:
         print(f"Warning: {text}", file=sys.stderr)
 
 
+@contextlib.contextmanager
+def _warnings_as_lines():
+    """Record the warnings of the block (ConvergenceWarning each time) and print each as one
+    line (``_warning``) when it ends."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        yield
+    for w in caught:
+        _warning(str(w.message))
+
+
 def run_fit(args: argparse.Namespace) -> int:
     checked = _check_fit_args(args)
     if not _writes():
@@ -285,23 +301,28 @@ def run_fit(args: argparse.Namespace) -> int:
     x = _transform(prep, frame.x)
     cv = _cross_validate(args, checked, frame, fit_rows) if args.cv else None
     y_fit = frame.y if len(fit_rows) == n else frame.y[fit_rows]
-    beside = _Beside(
-        _beside_training,
-        x,
-        frame.y,
-        frame.target_names,
-        tr,
-        val,
-        test,
-        args.seed,
-        _writes() and not args.no_report,
-    )
-    model = _train(args, checked, _take(x, fit_rows), y_fit, frame.target_names, ckpt)
-    interrupts.check()
-    _print_timing(model)
-    metrics = _metrics(
-        model, x, frame.y, frame.target_names, tr, val, test, seed=args.seed, baselines=beside
-    )
+    # Python's warning filters are one global list, and scikit-learn's checks in the
+    # baselines' thread save and restore it (warnings.catch_warnings): recording from
+    # before that thread starts to after it ends keeps training's ConvergenceWarning a
+    # recorded line whichever list a restore leaves in place.
+    with _warnings_as_lines():
+        beside = _Beside(
+            _beside_training,
+            x,
+            frame.y,
+            frame.target_names,
+            tr,
+            val,
+            test,
+            args.seed,
+            _writes() and not args.no_report,
+        )
+        model = _train(args, checked, _take(x, fit_rows), y_fit, frame.target_names, ckpt)
+        interrupts.check()
+        _print_timing(model)
+        metrics = _metrics(
+            model, x, frame.y, frame.target_names, tr, val, test, seed=args.seed, baselines=beside
+        )
     _print_metrics(metrics)
     for line in verdict(metrics):
         print(line)
