@@ -316,3 +316,17 @@ def test_streamed_medians_come_from_an_evenly_spaced_sample():
     empty = [b.assign(a=np.nan) for b in blocks]
     with pytest.raises(ValueError, match="Column 'a' has no values: every one of its 1000 rows"):
         fit_blocks(iter(empty))
+
+
+def test_a_csv_value_of_another_type_than_its_first_block_is_one_line(tmp_path):
+    """pyarrow types a CSV column from its first block (4 MiB): a later value of another
+    type is a one-line error naming the column."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(250_000, 3)).round(5), columns=["a", "b", "y"])
+    frame["a"] = frame["a"].astype(object)
+    frame.loc[240_000, "a"] = "abc"  # beyond the first 4 MiB
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    assert (tmp_path / "t.csv").stat().st_size > 5 * 2**20
+    stream = TableStream(tmp_path / "t.csv", "y")
+    with pytest.raises(ValueError, match=r"invalid value 'abc' \(column 'a'\)\. A streamed CSV"):
+        stream.scan()

@@ -296,7 +296,7 @@ class TableStream:
                     start += batch.num_rows
         else:
             start = unit = 0
-            for batch in self._csv_reader():
+            for batch in self._csv_blocks():
                 batch = batch.select(self._columns)
                 for off in range(0, batch.num_rows, self.block_rows):
                     part = batch.slice(off, self.block_rows)
@@ -304,6 +304,31 @@ class TableStream:
                         yield start, part
                     start += part.num_rows
                     unit += 1
+
+    def _csv_blocks(self) -> Iterator[Any]:
+        """The CSV file's record batches; a value that does not fit the type its column
+        took from the first block is one line naming the column (pyarrow names its
+        position)."""
+        import re
+
+        import pyarrow as pa
+
+        reader = self._csv_reader()
+        names = reader.schema.names
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                return
+            except pa.ArrowInvalid as exc:
+                found = re.search(r"CSV column #(\d+)", str(exc))
+                column = f" (column {names[int(found.group(1))]!r})" if found else ""
+                raise ValueError(
+                    f"{self.path.name}: {str(exc).strip()}{column}. A streamed CSV file's "
+                    "columns keep the types read from its first 4 MiB: give each column "
+                    "one kind of value, or convert the file to Parquet."
+                ) from None
+            yield batch
 
     def _numeric(self, batch, start: int) -> np.ndarray:
         import pyarrow as pa
