@@ -222,6 +222,12 @@ def test_cli_streams_text_columns_and_missing_values(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "Column 'y' of bad.csv has a missing value in row 6: a target must" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "n").exists()
+    # --drop-na leaves out that row and every row missing a feature, as in memory.
+    assert main([*args, "--drop-na", "--out", str(tmp_path / "d")]) == 0
+    incomplete = int((~bad.notna().all(axis=1)).sum())
+    assert (
+        f"Dropped {incomplete} row(s) with missing values (--drop-na)." in capsys.readouterr().out
+    )
 
 
 def test_parse_size():
@@ -330,3 +336,27 @@ def test_a_csv_value_of_another_type_than_its_first_block_is_one_line(tmp_path):
     stream = TableStream(tmp_path / "t.csv", "y")
     with pytest.raises(ValueError, match=r"invalid value 'abc' \(column 'a'\)\. A streamed CSV"):
         stream.scan()
+
+
+@pytest.mark.parametrize("name", ["t.parquet", "t.csv"])
+def test_drop_na_leaves_out_incomplete_rows_and_keeps_the_file_rows_split(tmp_path, name):
+    """With drop_na a row missing a feature or its target is left out; the others keep the
+    held-out assignment of their row in the file, and the statistics are theirs."""
+    df = _table(tmp_path / "full.parquet", n=2000)
+    df.loc[::9, "a"] = np.nan
+    df.loc[4::31, "y"] = np.nan
+    if name.endswith(".csv"):
+        df.to_csv(tmp_path / name, index=False)
+    else:
+        df.to_parquet(tmp_path / name, row_group_size=300)
+    with pytest.raises(ValueError, match="Column 'y' of .* has a missing value in row 5"):
+        TableStream(tmp_path / name, "y").scan()
+    stats = TableStream(tmp_path / name, "y", val_fraction=0.25, seed=2, drop_na=True).scan()
+    complete = df.notna().all(axis=1).to_numpy()
+    val = held_out_mask(np.arange(len(df)), 0.25, 2)
+    train = df.to_numpy()[complete & ~val]
+    assert stats.n_dropped == int((~complete).sum()) > 0
+    assert (stats.n_rows, stats.n_train) == (int(complete.sum()), len(train))
+    np.testing.assert_array_equal(stats.x_val, df[["a", "b", "c"]].to_numpy()[complete & val])
+    np.testing.assert_allclose(stats.x_mean, train[:, :3].mean(0), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(stats.y_std, train[:, 3:].std(0), rtol=1e-12)

@@ -93,6 +93,7 @@ class StreamStats:
     y_sample: np.ndarray
     stride: int
     n_train_local: int = 0  # this process's share (all of them in one process)
+    n_dropped: int = 0  # rows left out for a missing value (drop_na), all processes
 
 
 @dataclass
@@ -125,6 +126,9 @@ class TableStream:
         of at most ``MEDIAN_ROWS`` rows (all of them in a smaller table); every block is
         then read through it, and ``feature_names`` become its output columns. One
         process only.
+      drop_na: leave out every row with a missing value in a used column (a feature or a
+        target; NaN or empty), as ``jaxreg fit --drop-na`` does in memory; the split
+        stays the file rows' (``StreamStats.n_dropped`` counts them).
       labels: how messages name the options and rows (``preprocess.Labels``; the CLI
         passes its flags); default the parameters and the file's row numbers.
     """
@@ -144,6 +148,7 @@ class TableStream:
     numeric: Sequence[str] | None = None
     missing_indicator: bool = False
     max_categories: int | None = None
+    drop_na: bool = False
     labels: Any = None
     stats: StreamStats | None = None
     # the most rows this stream has held at once (buffer + block + held rows): a test's
@@ -183,6 +188,8 @@ class TableStream:
         self.raw_feature_names = list(self.feature_names)
         self.preprocessor: Any = None  # a fitted TablePreprocessor when the features need one
         validate.boolean(owner, "missing_indicator", self.missing_indicator)
+        validate.boolean(owner, "drop_na", self.drop_na)
+        self._dropped_now = 0  # rows left out by drop_na in the current pass
         self._columns = self.feature_names + self.targets
         self._buffer_rows_now = 0  # rows in the shuffle buffer now
         self._held_rows_now = 0  # held-out rows kept
@@ -255,32 +262,64 @@ class TableStream:
         """Whether row group (CSV block) ``unit`` is this process's to read."""
         return unit % self.process_count == self.process_index
 
-    def _blocks(self, groups: Sequence[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
-        """``(first row index, values (r, d + k) float64)`` blocks of at most
+    def _blocks(
+        self, groups: Sequence[int] | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(row indices in the file, values (r, d + k) float64)`` blocks of at most
         ``block_rows`` rows of this process's share: the given Parquet row groups in that
         order (its own in file order by default); CSV: its own blocks in file order. The
         features through ``preprocessor`` when there is one."""
-        for start, batch in self._batches(groups):
+        for rows, batch in self._batches(groups):
             if self.preprocessor is None:
-                values = self._numeric(batch, start)
+                values = self._numeric(batch, rows)
             else:
-                x = self.preprocessor.transform(self._frame(batch, start)).to_numpy(np.float64)
-                y = self._numeric(batch.select(self.targets), start)
+                x = self.preprocessor.transform(self._frame(batch, rows)).to_numpy(np.float64)
+                y = self._numeric(batch.select(self.targets), rows)
                 values = np.concatenate([x, y], axis=1)
             self._held(len(values))
             self.rows_read += len(values)
-            yield start, values
+            yield rows, values
 
-    def _frame(self, batch, start: int):
+    def _frame(self, batch, rows: np.ndarray):
         """The raw feature columns of ``batch`` as a pandas frame indexed by file row."""
         import pandas as pd
 
         frame = batch.select(self.raw_feature_names).to_pandas()
-        frame.index = pd.RangeIndex(start, start + batch.num_rows)
+        frame.index = pd.Index(rows)
         return frame
 
-    def _batches(self, groups: Sequence[int] | None = None) -> Iterator[tuple[int, Any]]:
-        """``(first row index, pyarrow record batch of the used columns)``, as ``_blocks``."""
+    def _batches(self, groups: Sequence[int] | None = None) -> Iterator[tuple[np.ndarray, Any]]:
+        """``(row indices in the file, pyarrow record batch of the used columns)``, as
+        ``_blocks``; with ``drop_na``, the rows with a missing value left out."""
+        for start, batch in self._raw_batches(groups):
+            rows = np.arange(start, start + batch.num_rows)
+            if self.drop_na:
+                keep = self._complete(batch)
+                if not keep.all():
+                    import pyarrow as pa
+
+                    self._dropped_now += int((~keep).sum())
+                    batch, rows = batch.filter(pa.array(keep)), rows[keep]
+            yield rows, batch
+
+    @staticmethod
+    def _complete(batch) -> np.ndarray:
+        """Which rows of ``batch`` have a value in every column (no null, no float NaN)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        keep = np.ones(batch.num_rows, bool)
+        for col in batch.columns:
+            if col.null_count:
+                keep &= np.asarray(pc.is_valid(col).to_numpy(zero_copy_only=False), bool)
+            if pa.types.is_floating(col.type):
+                keep &= ~np.asarray(
+                    pc.fill_null(pc.is_nan(col), False).to_numpy(zero_copy_only=False), bool
+                )
+        return keep
+
+    def _raw_batches(self, groups: Sequence[int] | None = None) -> Iterator[tuple[int, Any]]:
+        """``(first row index, pyarrow record batch of the used columns)``."""
         if self.parquet:
             import pyarrow.parquet as pq
 
@@ -330,7 +369,7 @@ class TableStream:
                 ) from None
             yield batch
 
-    def _numeric(self, batch, start: int) -> np.ndarray:
+    def _numeric(self, batch, rows: np.ndarray) -> np.ndarray:
         import pyarrow as pa
         import pyarrow.compute as pc
 
@@ -351,7 +390,7 @@ class TableStream:
                     f"Column {name!r} of {self.path.name} holds {col.type} values: {rule}."
                 )
             if col.null_count:
-                row = start + int(pc.index(pc.is_null(col), True).as_py())
+                row = int(rows[int(pc.index(pc.is_null(col), True).as_py())])
                 raise ValueError(
                     f"Column {name!r} of {self.path.name} has a missing value in row "
                     f"{row + 1}: {rule}"
@@ -367,7 +406,7 @@ class TableStream:
             r, c = (int(v) for v in np.argwhere(~np.isfinite(values))[0])
             raise ValueError(
                 f"Column {batch.schema.names[c]!r} of {self.path.name} has the value "
-                f"{values[r, c]} in row {start + r + 1}: only finite numbers can be trained on."
+                f"{values[r, c]} in row {int(rows[r]) + 1}: only finite numbers can be trained on."
             )
         return values
 
@@ -415,10 +454,10 @@ class TableStream:
         labels = self.labels or Labels(where=lambda row: f"row {row + 1} of {self.path.name}")
 
         def frames():
-            for start, batch in self._batches():
+            for rows, batch in self._batches():
                 self._held(batch.num_rows)
                 self.rows_read += batch.num_rows
-                yield self._frame(batch, start)
+                yield self._frame(batch, rows)
 
         self.preprocessor = fit_blocks(
             frames(),
@@ -447,8 +486,8 @@ class TableStream:
         sample: list[np.ndarray] = []
         stride = max(1, math.ceil((total_rows or 0) / self.sample_rows)) if total_rows else 0
         seen_train = 0
-        for start, values in self._blocks():
-            rows = np.arange(start, start + len(values))
+        self._dropped_now = 0
+        for rows, values in self._blocks():
             val = held_out_mask(rows, self.val_fraction, self.seed)
             tr = values[~val]
             if len(tr):
@@ -475,12 +514,14 @@ class TableStream:
             if not stride and sum(len(a) for a in sample) > 4 * self.sample_rows:
                 sample = [np.concatenate(sample)[::2]]  # CSV: thin to every other row
         n_train_local = n_train
+        dropped = self._dropped_now
         if self.process_count > 1:
             if gather is None:
                 raise ValueError("TableStream.scan needs gather in a multi-process run.")
             width = len(mean)
-            shares = np.asarray(gather(np.concatenate([[n, n_train, n_val], mean, m2])))
+            shares = np.asarray(gather(np.concatenate([[n, n_train, n_val], mean, m2, [dropped]])))
             n, n_train, n_val = (int(v) for v in shares[:, :3].sum(axis=0))
+            dropped = int(shares[:, -1].sum())
             mean, m2, count = np.zeros(width), np.zeros(width), 0
             for share in shares:  # Chan's update, in process order
                 c = int(share[1])
@@ -489,7 +530,7 @@ class TableStream:
                 delta = share[3 : 3 + width] - mean
                 total = count + c
                 mean = mean + delta * (c / total)
-                m2 = m2 + share[3 + width :] + delta**2 * (count * c / total)
+                m2 = m2 + share[3 + width : 3 + 2 * width] + delta**2 * (count * c / total)
                 count = total
         if n_train == 0:
             raise ValueError(
@@ -517,6 +558,7 @@ class TableStream:
             hs[:, d:],
             stride,
             n_train_local,
+            dropped,
         )
         return self.stats
 
@@ -603,8 +645,7 @@ class TableStream:
             yield from emit(cached[1], cached[2], final=True)
             return
         for g in sequence:
-            for start, values in self._blocks([g] if self.parquet else None):
-                rows = np.arange(start, start + len(values))
+            for rows, values in self._blocks([g] if self.parquet else None):
                 tr = values[~held_out_mask(rows, self.val_fraction, self.seed)]
                 x, y = transform(tr)
                 pending_x.append(x)

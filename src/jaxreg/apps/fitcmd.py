@@ -434,6 +434,7 @@ def _stream_if_too_big(args, checked):
         numeric=checked["numeric"],
         missing_indicator=args.missing_indicator,
         max_categories=args.max_categories,
+        drop_na=args.drop_na,
         labels=_prep_labels(args.data),
     )
     width = len(stream.feature_names) + len(stream.targets)
@@ -459,7 +460,6 @@ def _stream_if_too_big(args, checked):
         for flag, on in (
             ("--cv", args.cv),
             ("--test-fraction", args.test_fraction),
-            ("--drop-na", args.drop_na),
             ("--data-parallel", args.data_parallel and not multi),
         )
         if on
@@ -502,6 +502,8 @@ def _run_fit_streamed(args, checked, stream, out, ckpt) -> int:
     interrupts.check()
     _print_timing(model)
     names = list(stream.targets)
+    if stats.n_dropped:
+        print(f"Dropped {stats.n_dropped} row(s) with missing values (--drop-na).")
     prep = stream.preprocessor
     if prep is not None:
         _say_preprocessing(prep, None)
