@@ -430,15 +430,49 @@ class TableStream:
         again through the fitted preprocessor). Cached."""
         if self.stats is not None:
             return self.stats
-        asked = self.categorical or self.numeric or self.missing_indicator
-        if asked and self.preprocessor is None:
-            self._fit_preprocessor()
+        self.prepare()
         try:
             return self._scan(gather)
         except _NeedsPreprocessing:
             self._held_rows_now = 0
             self._fit_preprocessor()
             return self._scan(gather)
+
+    def prepare(self) -> TableStream:
+        """Fit the preprocessing now when the features need it as far as the file tells
+        before it is read (a column that is not numbers in the Parquet schema or in the
+        types of the CSV's first block, a Parquet null count) or when it was asked for
+        (``categorical``, ``numeric``, ``missing_indicator``): ``feature_names`` are then
+        final, for sizing the buffers by them. ``scan`` does it too."""
+        if self.preprocessor is None and self.stats is None:
+            asked = self.categorical or self.numeric or self.missing_indicator
+            if asked or self._schema_needs_preprocessing():
+                self._fit_preprocessor()
+        return self
+
+    def _schema_needs_preprocessing(self) -> bool:
+        import pyarrow as pa
+
+        if self.parquet:
+            import pyarrow.parquet as pq
+
+            f = pq.ParquetFile(self.path)
+            schema = f.schema_arrow
+        else:
+            schema = self._csv_reader().schema
+        for name in self.raw_feature_names:
+            t = schema.field(name).type
+            if not (pa.types.is_integer(t) or pa.types.is_floating(t)):
+                return True
+        if self.parquet and not self.drop_na:
+            meta = f.metadata
+            index = {meta.schema.column(j).name: j for j in range(meta.num_columns)}
+            for g in range(meta.num_row_groups):
+                for name in self.raw_feature_names:
+                    stats = meta.row_group(g).column(index[name]).statistics
+                    if stats is not None and stats.has_null_count and stats.null_count:
+                        return True
+        return False
 
     def _fit_preprocessor(self) -> None:
         """The preprocessing's pass over the raw feature columns (``preprocess.fit_blocks``):

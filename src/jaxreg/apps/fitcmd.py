@@ -449,12 +449,6 @@ def _stream_if_too_big(args, checked):
         )
         if not multi or needs_whole or not stream.numeric_complete():
             return None
-    # The shuffle buffer, a block being read and the held-out rows share the budget
-    # (a buffered row is held about four times over: raw, standardized, permuted, batched).
-    row = width * 8
-    stream.buffer_rows = max(1 << 14, budget // (row * 4))
-    stream.block_rows = max(1 << 12, min(1 << 16, stream.buffer_rows // 8))
-    stream.held_rows = max(1 << 12, min(1 << 18, budget // (row * 8)))
     unused = [
         flag
         for flag, on in (
@@ -485,13 +479,22 @@ def _run_fit_streamed(args, checked, stream, out, ckpt) -> int:
 
     # Several processes: each reads its own row groups; the statistics are combined.
     stream.process_index, stream.process_count = jax.process_index(), jax.process_count()
+    # The preprocessing first where the file shows it is needed: the buffers are then sized
+    # by the columns the network gets (one-hot encoding widens a row). The shuffle buffer,
+    # a block being read and the held-out rows share the budget (a buffered row is held
+    # about four times over: raw, standardized, permuted, batched).
+    budget = _memory_budget(args)
+    row = (len(stream.prepare().feature_names) + len(stream.targets)) * 8
+    stream.buffer_rows = max(1 << 14, budget // (row * 4))
+    stream.block_rows = max(1 << 12, min(1 << 16, stream.buffer_rows // 8))
+    stream.held_rows = max(1 << 12, min(1 << 18, budget // (row * 8)))
     stats = stream.scan(gather_processes)
     print(
         f"Streaming {args.data}: {stats.n_rows:,} rows, {len(stream.raw_feature_names)} feature "
         f"column(s) -> target(s) {', '.join(stream.targets)}; {stats.n_train:,} training and "
         f"{stats.n_val:,} held-out rows (by a hash of the row number; "
         f"{len(stats.x_val):,} kept for validation), a shuffle buffer of "
-        f"{stream.buffer_rows:,} rows (--max-memory {_memory_budget(args) / 2**20:,.0f} MiB)"
+        f"{stream.buffer_rows:,} rows (--max-memory {budget / 2**20:,.0f} MiB)"
         + (
             f"; each of the {stream.process_count} processes reads only its own row groups."
             if stream.process_count > 1
