@@ -177,6 +177,11 @@ def test_cli_streams_a_table_over_the_memory_budget(tmp_path, capsys):
     assert "Streaming" in capsys.readouterr().out
     assert main([*args, "--out", str(tmp_path / "v"), "--max-memory", "17KB", "--epochs", "1"]) == 0
     assert "Streaming" not in capsys.readouterr().out
+    # Test rows: held out by the same hash, scored apart.
+    test_args = ["--max-memory", "1KB", "--epochs", "1", "--test-fraction", "0.2"]
+    assert main([*args, "--out", str(tmp_path / "t"), *test_args]) == 0
+    out = capsys.readouterr().out
+    assert "test rows (by a hash" in out and "│ network (test)" in out
     # Options that need the table in memory are refused in one line, nothing written.
     code = main([*args, "--out", str(tmp_path / "n"), "--max-memory", "1KB", "--cv", "3"])
     err = capsys.readouterr().err
@@ -360,3 +365,27 @@ def test_drop_na_leaves_out_incomplete_rows_and_keeps_the_file_rows_split(tmp_pa
     np.testing.assert_array_equal(stats.x_val, df[["a", "b", "c"]].to_numpy()[complete & val])
     np.testing.assert_allclose(stats.x_mean, train[:, :3].mean(0), rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(stats.y_std, train[:, 3:].std(0), rtol=1e-12)
+
+
+def test_test_rows_are_held_out_by_the_same_hash_and_never_trained_on(tmp_path):
+    """test_fraction holds out the rows whose hash falls in [val, val + test): kept for
+    scoring, left out of the statistics and of every epoch's minibatches."""
+    df = _table(tmp_path / "t.parquet", n=3000, row_group_size=500)
+    stream = TableStream(tmp_path / "t.parquet", "y", val_fraction=0.2, test_fraction=0.15, seed=4)
+    stats = stream.scan()
+    rows = np.arange(len(df))
+    val = held_out_mask(rows, 0.2, 4)
+    test = held_out_mask(rows, 0.35, 4) & ~val
+    train = df.to_numpy()[~val & ~test]
+    assert (stats.n_val, stats.n_test, stats.n_train) == (val.sum(), test.sum(), len(train))
+    assert 0.1 < test.mean() < 0.2
+    np.testing.assert_array_equal(stats.x_test, df[["a", "b", "c"]].to_numpy()[test])
+    np.testing.assert_array_equal(stats.x_val, df[["a", "b", "c"]].to_numpy()[val])
+    np.testing.assert_allclose(stats.x_mean, train[:, :3].mean(0), rtol=1e-12, atol=1e-15)
+    seen = [
+        x[w > 0]
+        for x, _, w in stream.batches(64, lambda n, i: np.arange(n), lambda v: (v[:, :3], v[:, 3:]))
+    ]
+    np.testing.assert_array_equal(np.sort(np.concatenate(seen)[:, 0]), np.sort(train[:, 0]))
+    with pytest.raises(ValueError, match="'test_fraction' parameter of TableStream must be below"):
+        TableStream(tmp_path / "t.parquet", "y", val_fraction=0.5, test_fraction=0.5)

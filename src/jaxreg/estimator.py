@@ -738,6 +738,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
                 "stream": str(stream.path),
                 "rows": stats.n_rows,
                 "val_fraction": stream.val_fraction,
+                "test_fraction": stream.test_fraction,
                 "split_seed": stream.seed,
                 "params": {key: repr(v) for key, v in sorted(p.items())},
                 "spec": repr(spec),

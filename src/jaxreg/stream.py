@@ -94,6 +94,9 @@ class StreamStats:
     stride: int
     n_train_local: int = 0  # this process's share (all of them in one process)
     n_dropped: int = 0  # rows left out for a missing value (drop_na), all processes
+    n_test: int = 0  # test rows (test_fraction), never trained on nor watched
+    x_test: np.ndarray | None = None  # (<= held_rows, d) float64, kept test rows
+    y_test: np.ndarray | None = None
 
 
 @dataclass
@@ -109,6 +112,9 @@ class TableStream:
         name the column and row).
       val_fraction: the fraction of rows held out (by a hash of the row index and
         ``seed``), for validation and early stopping.
+      test_fraction: a further fraction held out by the same hash (the rows whose hash
+        falls in ``[val_fraction, val_fraction + test_fraction)``), never trained on nor
+        watched: ``StreamStats.x_test`` keeps up to ``held_rows`` of them.
       seed: the split's seed.
       buffer_rows: rows of the shuffle buffer (the most rows held at once, besides one
         block being read, the minibatches in flight and the held-out rows).
@@ -138,6 +144,7 @@ class TableStream:
     features: Sequence[str] | None = None
     val_fraction: float = 0.1
     seed: int = 0
+    test_fraction: float = 0.0
     buffer_rows: int = 1 << 20
     block_rows: int = 1 << 16
     held_rows: int = 1 << 18
@@ -163,6 +170,14 @@ class TableStream:
         if not self.targets or not all(isinstance(t, str) for t in self.targets):
             raise validate.bad(owner, "target", "a column name or a list of them", self.target)
         validate.real(owner, "val_fraction", self.val_fraction, low=0, high=1, high_open=True)
+        validate.real(owner, "test_fraction", self.test_fraction, low=0, high=1, high_open=True)
+        if self.val_fraction + self.test_fraction >= 1:
+            raise validate.bad(
+                owner,
+                "test_fraction",
+                f"below 1 - val_fraction = {1 - self.val_fraction:g} (training rows must remain)",
+                self.test_fraction,
+            )
         for name in ("buffer_rows", "block_rows", "held_rows", "sample_rows"):
             validate.integer(owner, name, getattr(self, name), low=1)
         suffix = self.path.suffix.lower()
@@ -517,13 +532,17 @@ class TableStream:
         m2 = np.zeros_like(mean)
         held: list[np.ndarray] = []
         held_count = 0
+        tests: list[np.ndarray] = []
+        test_count = n_test = 0
         sample: list[np.ndarray] = []
         stride = max(1, math.ceil((total_rows or 0) / self.sample_rows)) if total_rows else 0
         seen_train = 0
         self._dropped_now = 0
         for rows, values in self._blocks():
             val = held_out_mask(rows, self.val_fraction, self.seed)
-            tr = values[~val]
+            out = held_out_mask(rows, self.val_fraction + self.test_fraction, self.seed)
+            test = out & ~val
+            tr = values[~out]
             if len(tr):
                 bm = tr.mean(axis=0)
                 bm2 = ((tr - bm) ** 2).sum(axis=0)
@@ -543,7 +562,13 @@ class TableStream:
                 held.append(take)
                 held_count += len(take)
                 self._held_rows_now = held_count
+            if test.any() and test_count < self.held_rows:
+                take = values[test][: self.held_rows - test_count]
+                tests.append(take)
+                test_count += len(take)
+                self._held_rows_now = held_count + test_count
             n_val += int(val.sum())
+            n_test += int(test.sum())
             n += len(values)
             if not stride and sum(len(a) for a in sample) > 4 * self.sample_rows:
                 sample = [np.concatenate(sample)[::2]]  # CSV: thin to every other row
@@ -553,9 +578,11 @@ class TableStream:
             if gather is None:
                 raise ValueError("TableStream.scan needs gather in a multi-process run.")
             width = len(mean)
-            shares = np.asarray(gather(np.concatenate([[n, n_train, n_val], mean, m2, [dropped]])))
+            shares = np.asarray(
+                gather(np.concatenate([[n, n_train, n_val], mean, m2, [dropped, n_test]]))
+            )
             n, n_train, n_val = (int(v) for v in shares[:, :3].sum(axis=0))
-            dropped = int(shares[:, -1].sum())
+            dropped, n_test = (int(v) for v in shares[:, -2:].sum(axis=0))
             mean, m2, count = np.zeros(width), np.zeros(width), 0
             for share in shares:  # Chan's update, in process order
                 c = int(share[1])
@@ -573,6 +600,7 @@ class TableStream:
             )
         width = d + len(self.targets)
         hv = np.concatenate(held) if held else np.zeros((0, width))
+        ht = np.concatenate(tests) if tests else np.zeros((0, width))
         hs = np.concatenate(sample) if sample else np.zeros((0, width))
         if not stride:
             stride = max(1, math.ceil(len(hs) / self.sample_rows))
@@ -593,6 +621,9 @@ class TableStream:
             stride,
             n_train_local,
             dropped,
+            n_test,
+            ht[:, :d],
+            ht[:, d:],
         )
         return self.stats
 
@@ -680,7 +711,8 @@ class TableStream:
             return
         for g in sequence:
             for rows, values in self._blocks([g] if self.parquet else None):
-                tr = values[~held_out_mask(rows, self.val_fraction, self.seed)]
+                out = held_out_mask(rows, self.val_fraction + self.test_fraction, self.seed)
+                tr = values[~out]
                 x, y = transform(tr)
                 pending_x.append(x)
                 pending_y.append(y)

@@ -430,6 +430,7 @@ def _stream_if_too_big(args, checked):
         checked["features"],
         val_fraction=args.val_fraction,
         seed=args.seed,
+        test_fraction=args.test_fraction,
         categorical=checked["categorical"],
         numeric=checked["numeric"],
         missing_indicator=args.missing_indicator,
@@ -453,7 +454,6 @@ def _stream_if_too_big(args, checked):
         flag
         for flag, on in (
             ("--cv", args.cv),
-            ("--test-fraction", args.test_fraction),
             ("--data-parallel", args.data_parallel and not multi),
         )
         if on
@@ -492,8 +492,10 @@ def _run_fit_streamed(args, checked, stream, out, ckpt) -> int:
     print(
         f"Streaming {args.data}: {stats.n_rows:,} rows, {len(stream.raw_feature_names)} feature "
         f"column(s) -> target(s) {', '.join(stream.targets)}; {stats.n_train:,} training and "
-        f"{stats.n_val:,} held-out rows (by a hash of the row number; "
-        f"{len(stats.x_val):,} kept for validation), a shuffle buffer of "
+        f"{stats.n_val:,} held-out rows"
+        + (f" and {stats.n_test:,} test rows" if stats.n_test else "")
+        + f" (by a hash of the row number; {len(stats.x_val):,} kept for validation), "
+        f"a shuffle buffer of "
         f"{stream.buffer_rows:,} rows (--max-memory {budget / 2**20:,.0f} MiB)"
         + (
             f"; each of the {stream.process_count} processes reads only its own row groups."
@@ -510,14 +512,21 @@ def _run_fit_streamed(args, checked, stream, out, ckpt) -> int:
     prep = stream.preprocessor
     if prep is not None:
         _say_preprocessing(prep, None)
-    x = pd.DataFrame(np.concatenate([stats.x_sample, stats.x_val]), columns=stream.feature_names)
-    y = np.concatenate([stats.y_sample, stats.y_val])
-    tr = np.arange(len(stats.x_sample))
-    val = np.arange(len(stats.x_sample), len(x))
-    metrics = _metrics(model, x, y, names, tr, val, val[:0], seed=args.seed)
+    parts_x = [stats.x_sample, stats.x_val, stats.x_test]
+    parts_y = [stats.y_sample, stats.y_val, stats.y_test]
+    x = pd.DataFrame(np.concatenate(parts_x), columns=stream.feature_names)
+    y = np.concatenate(parts_y)
+    ends = np.cumsum([len(a) for a in parts_x])
+    tr, val, test = np.arange(ends[0]), np.arange(ends[0], ends[1]), np.arange(ends[1], ends[2])
+    metrics = _metrics(model, x, y, names, tr, val, test, seed=args.seed)
+    kept = f"the {len(val):,} kept held-out rows" + (
+        f" and the {len(test):,} kept test rows (of {stats.n_test:,}, never seen in training)"
+        if len(test)
+        else ""
+    )
     print(
         f"The baselines trained on a sample of {len(tr):,} training rows (one in "
-        f"{stats.stride:,}); all scores are on the {len(val):,} kept held-out rows."
+        f"{stats.stride:,}); all scores are on {kept}."
     )
     _print_metrics(metrics)
     for line in verdict(metrics):
@@ -535,6 +544,7 @@ def _run_fit_streamed(args, checked, stream, out, ckpt) -> int:
             "streamed": {
                 "rows": stats.n_rows,
                 "held_out": stats.n_val,
+                "test_rows": stats.n_test,
                 "buffer_rows": stream.buffer_rows,
                 "max_memory": _memory_budget(args),
             },
@@ -559,11 +569,16 @@ def _run_fit_streamed(args, checked, stream, out, ckpt) -> int:
                 x=x,
                 y=y,
                 raw=None,
-                sets=[("training", tr), ("validation", val)],
+                sets=[("training", tr), ("validation", val), ("test", test)],
                 source=(
                     f"{pathlib.Path(args.data).resolve()}, streamed: its {len(tr):,} training "
                     f"rows are a sample (one in {stats.stride:,}) and its {len(val):,} "
                     f"validation rows those kept of the {stats.n_val:,} held out"
+                    + (
+                        f", its {len(test):,} test rows those kept of {stats.n_test:,}"
+                        if len(test)
+                        else ""
+                    )
                 ),
             )
         with interrupts.deferred():
