@@ -129,7 +129,8 @@ class TableStream:
         When the features need it (a text column, a missing value, or one of these
         given), a first pass fits a ``TablePreprocessor`` (``preprocessor`` afterwards):
         the categories from every row, each column's median from an evenly spaced sample
-        of at most ``MEDIAN_ROWS`` rows (all of them in a smaller table); every block is
+        of at most ``MEDIAN_ROWS`` (and ``held_rows``) values (all of them in a smaller
+        table); every block is
         then read through it, and ``feature_names`` become its output columns. One
         process only.
       drop_na: leave out every row with a missing value in a used column (a feature or a
@@ -492,7 +493,7 @@ class TableStream:
     def _fit_preprocessor(self) -> None:
         """The preprocessing's pass over the raw feature columns (``preprocess.fit_blocks``):
         ``preprocessor`` fitted, ``feature_names`` its output columns."""
-        from jaxreg.preprocess import MAX_CATEGORIES, Labels, fit_blocks
+        from jaxreg.preprocess import MAX_CATEGORIES, MEDIAN_ROWS, Labels, fit_blocks
 
         if self.process_count > 1:
             raise ValueError(
@@ -515,6 +516,8 @@ class TableStream:
             missing_indicator=self.missing_indicator,
             max_categories=MAX_CATEGORIES if self.max_categories is None else self.max_categories,
             labels=labels,
+            # each column's sample no larger than the held-out rows kept: within the budget
+            median_rows=min(MEDIAN_ROWS, self.held_rows),
         )
         self.feature_names = [str(c) for c in self.preprocessor.feature_names_out_]
 

@@ -484,10 +484,16 @@ def _run_fit_streamed(args, checked, stream, out, ckpt) -> int:
     # a block being read and the held-out rows share the budget (a buffered row is held
     # about four times over: raw, standardized, permuted, batched).
     budget = _memory_budget(args)
-    row = (len(stream.prepare().feature_names) + len(stream.targets)) * 8
-    stream.buffer_rows = max(1 << 14, budget // (row * 4))
-    stream.block_rows = max(1 << 12, min(1 << 16, stream.buffer_rows // 8))
-    stream.held_rows = max(1 << 12, min(1 << 18, budget // (row * 8)))
+
+    def size() -> None:
+        row = (len(stream.feature_names) + len(stream.targets)) * 8
+        stream.buffer_rows = max(1 << 14, budget // (row * 4))
+        stream.block_rows = max(1 << 12, min(1 << 16, stream.buffer_rows // 8))
+        stream.held_rows = max(1 << 12, min(1 << 18, budget // (row * 8)))
+
+    size()  # by the file's columns: the preprocessing pass's blocks and median samples
+    stream.prepare()
+    size()  # by the columns the network gets
     stats = stream.scan(gather_processes)
     print(
         f"Streaming {args.data}: {stats.n_rows:,} rows, {len(stream.raw_feature_names)} feature "
