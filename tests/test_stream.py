@@ -151,6 +151,7 @@ def test_cli_streams_a_table_over_the_memory_budget(tmp_path, capsys):
     code = main([*args, "--out", str(tmp_path / "m"), "--max-memory", "1KB", "--epochs", "3"])
     out = capsys.readouterr().out
     assert code == 0 and "Streaming" in out and "Saved the model" in out
+    assert "(--max-memory 1.0 KiB)" in out
     pred = load(tmp_path / "m").predict(df[["a", "b", "c"]])
     assert np.mean((pred - df.y) ** 2) < np.var(df.y)
     # The report covers the rows kept in memory (the training sample, the kept held-out

@@ -461,10 +461,15 @@ def _stream_if_too_big(args, checked):
     if unused:
         raise _usage(
             f"{unused[0]} is not available when the table is streamed: its {rows:,} rows x "
-            f"{width} columns take {rows * width * 4 / 2**20:,.0f} MiB as float32, more than "
-            f"--max-memory ({budget / 2**20:,.0f} MiB). Raise --max-memory or drop {unused[0]}."
+            f"{width} columns take {_size(rows * width * 4)} as float32, more than "
+            f"--max-memory ({_size(budget)}). Raise --max-memory or drop {unused[0]}."
         )
     return stream
+
+
+def _size(n: int) -> str:
+    """Bytes as MiB, or KiB below one MiB (a test's small budget is not "0 MiB")."""
+    return f"{n / 2**20:,.0f} MiB" if n >= 2**20 else f"{n / 2**10:,.1f} KiB"
 
 
 def _run_fit_streamed(args, checked, stream, out, ckpt) -> int:
@@ -502,7 +507,7 @@ def _run_fit_streamed(args, checked, stream, out, ckpt) -> int:
         + (f" and {stats.n_test:,} test rows" if stats.n_test else "")
         + f" (by a hash of the row number; {len(stats.x_val):,} kept for validation), "
         f"a shuffle buffer of "
-        f"{stream.buffer_rows:,} rows (--max-memory {budget / 2**20:,.0f} MiB)"
+        f"{stream.buffer_rows:,} rows (--max-memory {_size(budget)})"
         + (
             f"; each of the {stream.process_count} processes reads only its own row groups."
             if stream.process_count > 1
