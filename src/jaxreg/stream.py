@@ -242,23 +242,40 @@ class TableStream:
         says without being read (Parquet types and null counts; False for text files)."""
         if not self.parquet:
             return False
+        counts, complete = self._parquet_nulls(self._columns)
+        return self._numbers_typed(self._columns) and complete and not any(counts.values())
+
+    def _numbers_typed(self, names: Sequence[str]) -> bool:
+        """Whether the file types every column of ``names`` as numbers (the Parquet schema,
+        or the types pyarrow read from a CSV's first block)."""
         import pyarrow as pa
+
+        if self.parquet:
+            import pyarrow.parquet as pq
+
+            schema = pq.ParquetFile(self.path).schema_arrow
+        else:
+            schema = self._csv_reader().schema
+        types = [schema.field(name).type for name in names]
+        return all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in types)
+
+    def _parquet_nulls(self, names: Sequence[str]) -> tuple[dict[str, int], bool]:
+        """Each column's missing values that the Parquet metadata counts over the row
+        groups, and whether every row group counted them (without reading the file)."""
         import pyarrow.parquet as pq
 
-        f = pq.ParquetFile(self.path)
-        schema = f.schema_arrow
-        for name in self._columns:
-            t = schema.field(name).type
-            if not (pa.types.is_integer(t) or pa.types.is_floating(t)):
-                return False
-        meta = f.metadata
+        meta = pq.ParquetFile(self.path).metadata
         index = {meta.schema.column(j).name: j for j in range(meta.num_columns)}
+        counts = dict.fromkeys(names, 0)
+        complete = True
         for g in range(meta.num_row_groups):
-            for name in self._columns:
+            for name in names:
                 stats = meta.row_group(g).column(index[name]).statistics
-                if stats is None or not stats.has_null_count or stats.null_count:
-                    return False
-        return True
+                if stats is None or not stats.has_null_count:
+                    complete = False
+                else:
+                    counts[name] += stats.null_count
+        return counts, complete
 
     def row_groups(self) -> list[tuple[int, int]]:
         """``(first row, rows)`` of each Parquet row group (one unit for CSV)."""
@@ -467,28 +484,11 @@ class TableStream:
         return self
 
     def _schema_needs_preprocessing(self) -> bool:
-        import pyarrow as pa
-
-        if self.parquet:
-            import pyarrow.parquet as pq
-
-            f = pq.ParquetFile(self.path)
-            schema = f.schema_arrow
-        else:
-            schema = self._csv_reader().schema
-        for name in self.raw_feature_names:
-            t = schema.field(name).type
-            if not (pa.types.is_integer(t) or pa.types.is_floating(t)):
-                return True
-        if self.parquet and not self.drop_na:
-            meta = f.metadata
-            index = {meta.schema.column(j).name: j for j in range(meta.num_columns)}
-            for g in range(meta.num_row_groups):
-                for name in self.raw_feature_names:
-                    stats = meta.row_group(g).column(index[name]).statistics
-                    if stats is not None and stats.has_null_count and stats.null_count:
-                        return True
-        return False
+        if not self._numbers_typed(self.raw_feature_names):
+            return True
+        if not self.parquet or self.drop_na:
+            return False
+        return any(self._parquet_nulls(self.raw_feature_names)[0].values())
 
     def _fit_preprocessor(self) -> None:
         """The preprocessing's pass over the raw feature columns (``preprocess.fit_blocks``):
