@@ -5,10 +5,13 @@ matplotlib is imported inside the functions, so importing this module is cheap.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import pathlib
 import tempfile
+from collections.abc import Iterator
+from typing import BinaryIO
 
 
 def _publish(tmp: str, path: pathlib.Path) -> None:
@@ -47,17 +50,26 @@ def save(fig, path) -> pathlib.Path:
 
 def write_bytes(path, data: bytes) -> pathlib.Path:
     """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    with writing(path) as fh:
+        fh.write(data)
+    return pathlib.Path(path)
+
+
+@contextlib.contextmanager
+def writing(path) -> Iterator[BinaryIO]:
+    """A binary file to write ``path``'s new content into, block by block: a temporary file
+    of jaxreg's own in the same folder, renamed over ``path`` when the block ends and
+    removed when it raises, so ``path`` holds the old content or the whole new one."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            yield fh
         _publish(tmp, path)
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)
         raise
-    return path
 
 
 def write_text(path, text: str) -> pathlib.Path:

@@ -38,14 +38,28 @@ from sklearn.utils.validation import check_is_fitted
 
 from jaxreg import validate
 
-__all__ = ["SCHEMA", "TablePreprocessor", "UnknownCategoryWarning", "check_columns"]
+__all__ = [
+    "SCHEMA",
+    "TablePreprocessor",
+    "UnknownCategoryWarning",
+    "check_columns",
+    "unseen_message",
+]
 
 FORMAT = 1
 MAX_CATEGORIES = 100
 
 
 class UnknownCategoryWarning(UserWarning):
-    """A value that ``fit`` never saw in a categorical column (encoded as all zeros)."""
+    """A value that ``fit`` never saw in a categorical column (encoded as all zeros).
+
+    ``column``, ``values`` (a frozenset of the values as text), ``missing`` (missing values
+    that ``fit`` never saw) and ``rows`` say which, when ``transform`` raised it."""
+
+    column: str = ""
+    values: frozenset[str] = frozenset()
+    missing: bool = False
+    rows: int = 0
 
 
 _NAME = {"type": "string"}
@@ -675,17 +689,31 @@ def _prepared(frame, columns, numeric, categorical, labels: Labels | None = None
 
 def _warn_unseen(name: str, unseen: set[str], missing: bool, rows: int, stacklevel: int) -> None:
     """The one warning of a categorical column's values (and missing values, when fit saw
-    none) that fit never saw, ``rows`` rows of them."""
-    shown = sorted(unseen) + (["<missing>"] if missing else [])
-    if not shown:
+    none) that fit never saw, ``rows`` rows of them. The warning carries them as
+    ``column``, ``values``, ``missing`` and ``rows``, so a caller that transforms a table in
+    blocks can merge the blocks' warnings into one (``unseen_message``)."""
+    if not unseen and not missing:
         return
+    warning = UnknownCategoryWarning(unseen_message(name, unseen, missing, rows))
+    warning.column, warning.values, warning.missing, warning.rows = (
+        name,
+        frozenset(unseen),
+        missing,
+        rows,
+    )
+    # stacklevel: the caller of transform (wrapped by set_output)
+    warnings.warn(warning, stacklevel=stacklevel)
+
+
+def unseen_message(name: str, unseen, missing: bool, rows: int) -> str:
+    """The text of an ``UnknownCategoryWarning``: the first five values ``fit`` never saw in
+    column ``name`` (``<missing>`` for missing values it never saw), and in how many rows."""
+    shown = sorted(unseen) + (["<missing>"] if missing else [])
     more = f" and {len(shown) - 5} more" if len(shown) > 5 else ""
     listed = ", ".join(s if s == "<missing>" else repr(s) for s in shown[:5])
-    warnings.warn(
+    return (
         f"Column {name!r} holds {len(shown)} value(s) not seen in fit ({listed}{more}) in "
-        f"{rows} row(s); they are encoded as all zeros.",
-        UnknownCategoryWarning,
-        stacklevel=stacklevel,  # the caller of transform (wrapped by set_output)
+        f"{rows} row(s); they are encoded as all zeros."
     )
 
 

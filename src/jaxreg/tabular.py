@@ -10,7 +10,9 @@ pandas is imported inside the functions, so importing this module is cheap.
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -23,9 +25,12 @@ __all__ = [
     "Labels",
     "Table",
     "detect_format",
+    "features_of",
+    "frame_of",
     "load_features",
     "load_frame",
     "load_xy",
+    "read_blocks",
     "read_table",
     "estimate_rows",
     "row_namer",
@@ -74,44 +79,36 @@ def read_table(path, *, encoding: str = "utf-8"):
     """Read a CSV/TSV/Parquet file into a ``pandas.DataFrame`` with one-line errors."""
     import pandas as pd
 
+    p, fmt, _ = _opened(path, encoding)
+    with _read_errors(p, path, fmt, encoding):
+        if fmt == "parquet":
+            df = pd.read_parquet(p)
+        else:
+            df = pd.read_csv(p, sep=_SEP[fmt], encoding=encoding, skipinitialspace=True)
+    return _checked(df, path)
+
+
+_SEP = {"csv": ",", "tsv": "\t"}
+
+
+def _opened(path, encoding: str) -> tuple[pathlib.Path, str, list[str]]:
+    """The file, its format and its column names, after the checks every read makes first:
+    it exists, is not empty, and its header (or schema) names each column once."""
+    import pandas as pd
+
     p = files.existing(path, "Data file", folder=False)
     fmt = detect_format(p)
     if p.stat().st_size == 0:
         raise ValueError(f"Data file {str(path)!r} is empty (0 bytes).")
     if fmt == "parquet":
-        _check_unique(_parquet_names(p), path, "schema")
-        try:
-            df = pd.read_parquet(p)
-        except ImportError as exc:
-            raise ValueError(f"Reading Parquet needs pyarrow: {exc}") from None
-        except Exception as exc:  # pyarrow raises several types for a damaged file
-            raise ValueError(
-                f"Data file {str(path)!r} is not a readable Parquet file: {_first_line(exc)}"
-            ) from None
-    else:
-        sep = "\t" if fmt == "tsv" else ","
-        try:
-            df = pd.read_csv(p, sep=sep, encoding=encoding, skipinitialspace=True)
-        except UnicodeDecodeError as exc:
-            raise ValueError(_decode_message(p, path, encoding, exc)) from None
-        except UnicodeError as exc:  # e.g. a UTF-16 file without a byte order mark
-            raise ValueError(
-                f"Data file {str(path)!r} cannot be read as {encoding} text: {_first_line(exc)}."
-            ) from None
-        except LookupError:
-            raise ValueError(f"Unknown text encoding {encoding!r} for {str(path)!r}.") from None
-        except pd.errors.EmptyDataError:
-            raise ValueError(
-                f"Data file {str(path)!r} is empty: it has no header and no rows."
-            ) from None
-        except pd.errors.ParserError as exc:
-            raise ValueError(
-                f"Data file {str(path)!r} is not valid {fmt.upper()}: {_first_line(exc)}"
-            ) from None
+        names = _parquet_names(p)
+        _check_unique(names, path, "schema")
+        return p, fmt, names
+    with _read_errors(p, path, fmt, encoding):
         # pandas renames a repeated header name 'a' to 'a.1': read the header as written.
         header = pd.read_csv(
             p,
-            sep=sep,
+            sep=_SEP[fmt],
             encoding=encoding,
             skipinitialspace=True,
             header=None,
@@ -119,7 +116,48 @@ def read_table(path, *, encoding: str = "utf-8"):
             dtype=str,
             keep_default_na=False,
         )
-        _check_unique(header.iloc[0].tolist() if len(header) else [], path, "header")
+    names = [str(n) for n in header.iloc[0].tolist()] if len(header) else []
+    _check_unique(names, path, "header")
+    return p, fmt, names
+
+
+@contextlib.contextmanager
+def _read_errors(p: pathlib.Path, path, fmt: str, encoding: str) -> Iterator[None]:
+    """The readers' exceptions as one-line ``ValueError``s naming the file."""
+    import pandas as pd
+
+    if fmt == "parquet":
+        try:
+            yield
+        except ImportError as exc:
+            raise ValueError(f"Reading Parquet needs pyarrow: {exc}") from None
+        except Exception as exc:  # pyarrow raises several types for a damaged file
+            raise ValueError(
+                f"Data file {str(path)!r} is not a readable Parquet file: {_first_line(exc)}"
+            ) from None
+        return
+    try:
+        yield
+    except UnicodeDecodeError as exc:
+        raise ValueError(_decode_message(p, path, encoding, exc)) from None
+    except UnicodeError as exc:  # e.g. a UTF-16 file without a byte order mark
+        raise ValueError(
+            f"Data file {str(path)!r} cannot be read as {encoding} text: {_first_line(exc)}."
+        ) from None
+    except LookupError:
+        raise ValueError(f"Unknown text encoding {encoding!r} for {str(path)!r}.") from None
+    except pd.errors.EmptyDataError:
+        raise ValueError(
+            f"Data file {str(path)!r} is empty: it has no header and no rows."
+        ) from None
+    except pd.errors.ParserError as exc:
+        raise ValueError(
+            f"Data file {str(path)!r} is not valid {fmt.upper()}: {_first_line(exc)}"
+        ) from None
+
+
+def _checked(df, path):
+    """``df`` with string column names, or a ValueError when it has no columns or rows."""
     df.columns = [str(c) for c in df.columns]
     if df.shape[1] == 0:
         raise ValueError(f"Data file {str(path)!r} has no columns.")
@@ -128,6 +166,51 @@ def read_table(path, *, encoding: str = "utf-8"):
             f"Data file {str(path)!r} has a header but no data rows (columns: {_list(df.columns)})."
         )
     return df
+
+
+def read_blocks(path, columns, block_rows: int, *, encoding: str = "utf-8") -> Iterator[Any]:
+    """The file's ``columns`` as ``pandas.DataFrame`` blocks of at most ``block_rows`` rows,
+    in file order, each indexed by its rows' 0-based position among the file's data rows:
+    what ``read_table(path)[columns]`` holds, without the whole table in memory. Parquet
+    through pyarrow's batches, text through pandas' chunked reader (the same parser as
+    ``read_table``; each block infers its own column types). One-line errors as
+    ``read_table``'s; a column not in the file is one."""
+    import pandas as pd
+
+    p, fmt, names = _opened(path, encoding)
+    columns = [str(c) for c in columns]
+    if names:
+        _check_columns(pd.DataFrame(columns=names), columns, str(path), "the columns read")
+    start = 0
+    with _read_errors(p, path, fmt, encoding), contextlib.ExitStack() as stack:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            reader = stack.enter_context(pq.ParquetFile(p))
+            parts: Iterator[Any] = (
+                b.to_pandas() for b in reader.iter_batches(batch_size=block_rows, columns=columns)
+            )
+        else:
+            parts = stack.enter_context(
+                pd.read_csv(
+                    p,
+                    sep=_SEP[fmt],
+                    encoding=encoding,
+                    skipinitialspace=True,
+                    usecols=columns,
+                    chunksize=block_rows,
+                )
+            )
+        for part in parts:
+            part.columns = [str(c) for c in part.columns]
+            part = part[columns]
+            part.index = pd.RangeIndex(start, start + len(part))
+            start += len(part)
+            yield part
+    if start == 0:
+        raise ValueError(
+            f"Data file {str(path)!r} has a header but no data rows (columns: {_list(columns)})."
+        )
 
 
 def _parquet_names(p: pathlib.Path) -> list[str]:
@@ -259,9 +342,10 @@ class Labels(NamedTuple):
 
 
 def _numeric_column(
-    df, name: str, path: str, fmt: str, role: str, labels: Labels = Labels()
+    df, name: str, path: str, fmt: str, role: str, labels: Labels = Labels(), offset: int = 0
 ) -> np.ndarray:
-    """Column ``name`` as float64 (NaN where missing), or a ValueError naming a bad value."""
+    """Column ``name`` as float64 (NaN where missing), or a ValueError naming a bad value
+    (``df``'s first row is the file's data row ``offset``)."""
     import pandas as pd
 
     col = df[name]
@@ -275,7 +359,7 @@ def _numeric_column(
         i = int(np.argmax(bad))
         raise ValueError(
             f"{role} column {name!r} in {path!r} must be numeric. Got "
-            f"{col.iloc[i]!r} in {_where(i, fmt)}; encode it as numbers"
+            f"{col.iloc[i]!r} in {_where(offset + i, fmt)}; encode it as numbers"
             f"{f' or leave it out of {labels.features}' if role == 'Feature' else ''}"
             "."
         )
@@ -327,11 +411,27 @@ def _select(
 
 
 def _arrays(
-    df, path, fmt, features, targets, drop_na, min_rows, dtype, check_target, labels: Labels
+    df,
+    path,
+    fmt,
+    features,
+    targets,
+    drop_na,
+    min_rows,
+    dtype,
+    check_target,
+    labels: Labels,
+    offset: int = 0,
 ):
-    x = np.column_stack([_numeric_column(df, c, path, fmt, "Feature", labels) for c in features])
+    """The numeric features and targets of ``df`` (whose first row is the file's data row
+    ``offset``), checked; ``min_rows=0`` accepts a block left empty by ``drop_na``."""
+    x = np.column_stack(
+        [_numeric_column(df, c, path, fmt, "Feature", labels, offset) for c in features]
+    )
     y = (
-        np.column_stack([_numeric_column(df, c, path, fmt, "Target", labels) for c in targets])
+        np.column_stack(
+            [_numeric_column(df, c, path, fmt, "Target", labels, offset) for c in targets]
+        )
         if targets
         else None
     )
@@ -342,7 +442,7 @@ def _arrays(
         r, c = (int(v) for v in np.argwhere(inf)[0])
         raise ValueError(
             f"Column {names[c]!r} in {path!r} holds an infinite value "
-            f"({float(both[r, c])}) in {_where(r, fmt)}; values must be finite."
+            f"({float(both[r, c])}) in {_where(offset + r, fmt)}; values must be finite."
         )
     na = np.isnan(both)
     na_rows = na.any(axis=1)
@@ -352,13 +452,14 @@ def _arrays(
         c = int(np.argmax(na[r]))
         raise ValueError(
             f"{path!r} has {n_na} row(s) with missing values (NaN or empty) in "
-            f"the columns used, the first in {_where(r, fmt)}, column "
+            f"the columns used, the first in {_where(offset + r, fmt)}, column "
             f"{names[c]!r}; drop them with {labels.drop_na}."
         )
     rows = np.flatnonzero(~na_rows)
     x = x[rows]
     y = None if y is None else y[rows]
-    _check_kept(path, len(rows), n_na, min_rows)
+    if min_rows:
+        _check_kept(path, len(rows), n_na, min_rows)
     if check_target and y is not None:
         for j, name in enumerate(targets):
             if np.all(y[:, j] == y[0, j]):
@@ -441,6 +542,34 @@ def load_features(
     which makes a missing one an error); otherwise ``Table.y`` is None.
     """
     df = read_table(path, encoding=encoding)
+    return features_of(
+        df,
+        path,
+        features,
+        targets,
+        drop_na=drop_na,
+        dtype=dtype,
+        require_targets=require_targets,
+        labels=labels,
+    )
+
+
+def features_of(
+    df,
+    path,
+    features,
+    targets=(),
+    *,
+    drop_na: bool = False,
+    dtype=np.float32,
+    require_targets: bool = False,
+    labels: Labels = Labels(),
+    offset: int = 0,
+    min_rows: int = 1,
+) -> Table:
+    """``load_features`` of a table already read: ``df`` holds the file's data rows from
+    ``offset`` on (a block of ``read_blocks``, which passes ``min_rows=0``); ``Table.rows``
+    count from ``df``'s first row."""
     path = str(path)
     fmt = detect_format(path)
     targets = [str(t) for t in (targets or [])]
@@ -450,7 +579,17 @@ def load_features(
         df, targets, list(features), path, labels, features_from="the model's features"
     )
     x, y, rows, n_na = _arrays(
-        df, path, fmt, features, targets, drop_na, 1, dtype, check_target=False, labels=labels
+        df,
+        path,
+        fmt,
+        features,
+        targets,
+        drop_na,
+        min_rows,
+        dtype,
+        check_target=False,
+        labels=labels,
+        offset=offset,
     )
     return Table(x, y, features, targets, rows, n_na, path)
 
@@ -495,10 +634,39 @@ def load_frame(
     ``row_namer(path)`` names them in messages.
     Without ``require_targets`` the targets are read only when every one is in the file.
     """
+    df = read_table(path, encoding=encoding)
+    return frame_of(
+        df,
+        path,
+        targets,
+        features,
+        drop_na=drop_na,
+        min_rows=min_rows,
+        require_targets=require_targets,
+        check_target=check_target,
+        labels=labels,
+    )
+
+
+def frame_of(
+    df,
+    path,
+    targets,
+    features=None,
+    *,
+    drop_na: bool = False,
+    min_rows: int = 2,
+    require_targets: bool = True,
+    check_target: bool = True,
+    labels: Labels = Labels(),
+    offset: int = 0,
+) -> Frame:
+    """``load_frame`` of a table already read: ``df`` holds the file's data rows from
+    ``offset`` on (a block of ``read_blocks``, which passes ``min_rows=0``); ``Frame.rows``
+    count from ``df``'s first row, and the frame's index stays ``df``'s."""
     import pandas as pd
 
     targets = [targets] if isinstance(targets, str) else [str(t) for t in (targets or [])]
-    df = read_table(path, encoding=encoding)
     path = str(path)
     fmt = detect_format(path)
     if not require_targets and not all(t in df.columns for t in targets):
@@ -516,18 +684,20 @@ def load_frame(
                 r = int(np.argmax(inf))
                 raise ValueError(
                     f"Column {name!r} in {path!r} holds an infinite value "
-                    f"({float(values[r])}) in {_where(r, fmt)}; values must be finite."
+                    f"({float(values[r])}) in {_where(offset + r, fmt)}; values must be finite."
                 )
     y = None
     keep = np.ones(len(df), bool)
     if targets:
-        y = np.column_stack([_numeric_column(df, c, path, fmt, "Target", labels) for c in targets])
+        y = np.column_stack(
+            [_numeric_column(df, c, path, fmt, "Target", labels, offset) for c in targets]
+        )
         inf = np.isinf(y)
         if inf.any():
             r, c = (int(v) for v in np.argwhere(inf)[0])
             raise ValueError(
                 f"Target column {targets[c]!r} in {path!r} holds an infinite value "
-                f"({y[r, c]}) in {_where(r, fmt)}; values must be finite."
+                f"({y[r, c]}) in {_where(offset + r, fmt)}; values must be finite."
             )
         missing_y = np.isnan(y).any(axis=1)
         if missing_y.any() and not drop_na:
@@ -535,14 +705,16 @@ def load_frame(
             c = int(np.argmax(np.isnan(y[r])))
             raise ValueError(
                 f"{path!r} has {int(missing_y.sum())} row(s) with a missing target, the first "
-                f"in {_where(r, fmt)}, column {targets[c]!r}; drop them with {labels.drop_na}."
+                f"in {_where(offset + r, fmt)}, column {targets[c]!r}; drop them with "
+                f"{labels.drop_na}."
             )
         keep &= ~missing_y
     if drop_na:
         keep &= ~x.isna().any(axis=1).to_numpy()
     rows = np.flatnonzero(keep)
     n_dropped = len(df) - len(rows)
-    _check_kept(path, len(rows), n_dropped, min_rows)
+    if min_rows:
+        _check_kept(path, len(rows), n_dropped, min_rows)
     x = x.iloc[rows]  # the index is still the file's 0-based data row: messages name it
     if y is not None:
         y = y[rows]

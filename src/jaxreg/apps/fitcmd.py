@@ -1170,6 +1170,9 @@ def run_predict(args: argparse.Namespace) -> int:
     targets = list(
         getattr(net, "target_names_in_", None) or [f"y{i}" for i in range(net.n_outputs_)]
     )
+    block_rows = _predict_block_rows(args, model, targets)
+    if block_rows is not None:
+        return _predict_blocks(args, model, targets, block_rows)
     if net is not model:  # a raw table through the stored preprocessing
         frame = tabular.load_frame(
             args.data,
@@ -1252,12 +1255,20 @@ def _kept_columns(args, n_rows: int, targets: list[str]) -> dict:
     from jaxreg import tabular
 
     df = tabular.read_table(args.data, encoding=args.encoding)
+    _check_keep(args, list(df.columns), targets)
+    assert len(df) == n_rows  # the file's data rows, as the features were read
+    return {col: df[col].to_numpy() for col in keep}
+
+
+def _check_keep(args, columns: list[str], targets: list[str]) -> None:
+    """``--keep`` names columns of the file, each once, none an output column."""
+    keep = args.keep or []
     outputs = set(targets) | {f"{t}_std" for t in targets}
     for col in keep:
-        if col not in df.columns:
+        if col not in columns:
             raise _usage(
                 f"--keep must name a column of {args.data!r}. Got {col!r}; its columns are "
-                f"{list(map(str, df.columns))}."
+                f"{list(map(str, columns))}."
             )
         if col in outputs:
             raise _usage(
@@ -1266,8 +1277,151 @@ def _kept_columns(args, n_rows: int, targets: list[str]) -> dict:
             )
     if len(set(keep)) != len(keep):
         raise _usage(f"--keep must name each column once. Got {keep!r}.")
-    assert len(df) == n_rows  # the file's data rows, as the features were read
-    return {col: df[col].to_numpy() for col in keep}
+
+
+def _model_features(args, model) -> list[str]:
+    """The columns the model reads: its feature names, or for a model fitted without
+    them, every column of the file (as many as it has features)."""
+    from jaxreg import tabular
+
+    first = model[0] if hasattr(model, "steps") else model
+    feats = getattr(first, "feature_names_in_", None)
+    if feats is not None:
+        return [str(f) for f in feats]
+    names = tabular.column_names(args.data) or []
+    if len(names) != model.n_features_in_:
+        raise _usage(
+            f"The model has no feature names, so DATA must have exactly its "
+            f"{model.n_features_in_} feature column(s). Got {len(names)} column(s) in "
+            f"{args.data!r}."
+        )
+    return [str(n) for n in names]
+
+
+def _predict_block_rows(args, model, targets: list[str]) -> int | None:
+    """Rows per block when the columns read and written, as float64, exceed --max-memory
+    (the file's rows from its metadata, or estimated from a text file's first lines);
+    None to predict the table at once. A block holds about an eighth of the budget."""
+    from jaxreg import tabular
+
+    rows = tabular.estimate_rows(args.data)
+    if rows is None:
+        return None
+    first = model[0] if hasattr(model, "steps") else model
+    width = int(first.n_features_in_) + len(args.keep or []) + len(targets) * (2 if args.std else 1)
+    budget = _memory_budget(args)
+    if rows * width * 8 <= budget:
+        return None
+    return int(min(max(budget // (width * 8 * 8), 256), 1 << 20))
+
+
+def _predict_blocks(args, model, targets: list[str], block_rows: int) -> int:
+    """``jaxreg predict`` of a table larger than the memory budget: read, predict and write
+    one block of rows at a time. The output is the in-memory path's, row for row; each
+    unseen-category warning is one line for the whole table."""
+    import warnings
+
+    import numpy as np
+    import pandas as pd
+
+    from jaxreg import tabular
+    from jaxreg.preprocess import UnknownCategoryWarning, unseen_message
+
+    raw = hasattr(model, "steps")  # a raw table through the stored preprocessing
+    feats = _model_features(args, model)
+    keep = args.keep or []
+    if keep:
+        _check_keep(args, tabular.column_names(args.data) or keep, targets)
+    columns = feats + [k for k in keep if k not in feats]
+    unseen: dict[str, list] = {}  # column -> [values, missing, rows]
+    others: dict[str, None] = {}  # other warnings' texts, in order, once each
+    n_rows = n_dropped = 0
+    with _prediction_output(args.out) as write:
+        for block in tabular.read_blocks(args.data, columns, block_rows, encoding=args.encoding):
+            offset = int(block.index[0])
+            if raw:
+                part = tabular.frame_of(
+                    block,
+                    args.data,
+                    [],
+                    feats,
+                    drop_na=args.drop_na,
+                    min_rows=0,
+                    require_targets=False,
+                    check_target=False,
+                    labels=_labels(),
+                    offset=offset,
+                )
+                x, rows, dropped = part.x, part.rows, part.n_dropped
+            else:
+                table = tabular.features_of(
+                    block,
+                    args.data,
+                    feats,
+                    drop_na=args.drop_na,
+                    dtype=np.float64,
+                    labels=_labels(),
+                    offset=offset,
+                    min_rows=0,
+                )
+                x = pd.DataFrame(table.x, columns=feats)
+                rows, dropped = table.rows, table.n_dropped
+            cols = {k: block[k].to_numpy() for k in keep}
+            mean = std = np.zeros((0, len(targets)))
+            if len(rows):
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", UnknownCategoryWarning)
+                    mean, std = model.predict(x, return_std=True)
+                for w in caught:
+                    if isinstance(w.message, UnknownCategoryWarning) and w.message.column:
+                        seen = unseen.setdefault(w.message.column, [set(), False, 0])
+                        seen[0] |= w.message.values
+                        seen[1] = seen[1] or w.message.missing
+                        seen[2] += w.message.rows
+                    else:
+                        others[str(w.message)] = None
+            mean = np.asarray(mean).reshape(len(rows), len(targets))
+            std = np.asarray(std).reshape(len(rows), len(targets))
+            for j, name in enumerate(targets):
+                cols[name] = np.full(len(block), np.nan)
+                cols[name][rows] = mean[:, j]
+                if args.std:
+                    cols[f"{name}_std"] = np.full(len(block), np.nan)
+                    cols[f"{name}_std"][rows] = std[:, j]
+            text = pd.DataFrame(cols).to_csv(index=False, header=n_rows == 0, float_format="%.9g")
+            write(text)
+            n_rows += len(block)
+            n_dropped += dropped
+        if n_dropped == n_rows:
+            raise _usage(
+                f"{args.data!r} has no rows left after dropping the {n_dropped} row(s) with "
+                "missing values."
+            )
+    for name, (values, missing, count) in unseen.items():
+        _warning(unseen_message(name, values, missing, count))
+    for text in others:
+        _warning(text)
+    if n_dropped:
+        print(
+            f"{n_dropped} row(s) with missing features got empty predictions (--drop-na).",
+            file=sys.stderr,
+        )
+    if args.out is not None:
+        print(f"Wrote {n_rows} prediction row(s) to {args.out} ({block_rows} rows at a time)")
+    return 0
+
+
+@contextlib.contextmanager
+def _prediction_output(out):
+    """``write(text)`` for the blocks of predictions: to stdout as they come, or to a
+    temporary file that replaces ``out`` only when every block is written."""
+    if out is None:
+        yield sys.stdout.write
+        return
+    from jaxreg.plots import writing
+
+    with writing(out) as fh:
+        yield lambda text: fh.write(text.encode("utf-8"))
 
 
 # ------------------------------------------------------------------ report

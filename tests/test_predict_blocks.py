@@ -1,0 +1,192 @@
+"""``jaxreg predict`` of a table larger than ``--max-memory``: read, predicted and written
+one block of rows at a time, with the same output as the whole table at once, bounded
+blocks, one warning per column for the whole table, and nothing replaced when a late block
+fails. ``tabular.read_blocks`` against ``read_table``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jaxreg import MLPRegressor, TablePreprocessor, save, tabular
+from jaxreg.cli import main
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+PROC = ["--no-cache", "--default-xla"]
+ROWS = 3000
+SMALL = "16KB"  # 256-row blocks (the least) for every model below
+
+
+def _table(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame(
+        {
+            "id": [f"r{seed}-{i}" for i in range(n)],
+            "a": rng.normal(size=n),
+            "b": rng.normal(size=n),
+            "c": rng.choice(["x", "y", "z"], n),
+        }
+    )
+    df["y"] = np.sin(df["a"]) + 0.5 * df["b"] + (df["c"] == "x") + rng.normal(0, 0.1, n)
+    return df
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """A pipeline with preprocessing (a text column, missing numbers) and a bare network
+    on numbers, each an ensemble of two (so ``--std`` has values), saved."""
+    from sklearn.pipeline import make_pipeline
+
+    root = tmp_path_factory.mktemp("models")
+    df = _table(400, 0)
+    df.loc[::9, "a"] = np.nan
+    settings = {"hidden_layer_sizes": (8,), "epochs": 30, "random_state": 0, "n_ensemble": 2}
+    pipe = make_pipeline(TablePreprocessor(), MLPRegressor(**settings))
+    pipe.fit(df[["a", "b", "c"]], df["y"])
+    save(pipe, root / "pipe")
+    complete = df.dropna()
+    net = MLPRegressor(**settings).fit(complete[["a", "b"]], complete["y"])
+    save(net, root / "net")
+    return root
+
+
+def _new_table(tmp_path, suffix: str) -> tuple[str, pd.DataFrame]:
+    df = _table(ROWS, 1)
+    df.loc[::11, "a"] = np.nan
+    df.loc[[5, 900, 2999], "c"] = "w"  # unseen by fit, in three different blocks
+    df.loc[1500, "c"] = "v"
+    path = tmp_path / f"new{suffix}"
+    if suffix == ".parquet":
+        df.to_parquet(path, row_group_size=700)
+    else:
+        df.to_csv(path, index=False)
+    return str(path), df
+
+
+def _predict(args, capsys):
+    code = main([*PROC, "predict", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_blocks_predict_what_the_whole_table_predicts(
+    tmp_path, capsys, models, suffix, monkeypatch
+):
+    data, df = _new_table(tmp_path, suffix)
+    seen = []
+    read_blocks = tabular.read_blocks
+
+    def spy(*args, **kwargs):
+        for block in read_blocks(*args, **kwargs):
+            seen.append(len(block))
+            yield block
+
+    common = [str(models / "pipe"), data, "--keep", "id", "--std"]
+    code, _, err_whole = _predict([*common, "--out", str(tmp_path / "whole.csv")], capsys)
+    assert code == 0 and not seen
+    monkeypatch.setattr(tabular, "read_blocks", spy)
+    code, out, err_blocks = _predict(
+        [*common, "--out", str(tmp_path / "blocks.csv"), "--max-memory", SMALL], capsys
+    )
+    assert code == 0, err_blocks
+    assert "(256 rows at a time)" in out
+    assert max(seen) == 256 and sum(seen) == ROWS  # never more than a block at once
+    whole = pd.read_csv(tmp_path / "whole.csv")
+    blocks = pd.read_csv(tmp_path / "blocks.csv")
+    assert list(blocks.columns) == ["id", "y", "y_std"]
+    pd.testing.assert_series_equal(blocks["id"], df["id"])
+    np.testing.assert_array_equal(blocks["y"], whole["y"])
+    np.testing.assert_allclose(blocks["y_std"], whole["y_std"], rtol=1e-6)
+    # one warning line for the whole table, the same as the whole table's
+    warned = [ln for ln in err_blocks.splitlines() if ln.startswith("Warning:")]
+    assert warned == [ln for ln in err_whole.splitlines() if ln.startswith("Warning:")]
+    assert warned == [
+        "Warning: Column 'c' holds 2 value(s) not seen in fit ('v', 'w') in 4 row(s); they "
+        "are encoded as all zeros."
+    ]
+    # the model itself on the whole frame: the reference
+    from jaxreg import load
+    from jaxreg.preprocess import UnknownCategoryWarning
+
+    with pytest.warns(UnknownCategoryWarning):
+        want = load(models / "pipe").predict(df[["a", "b", "c"]])
+    np.testing.assert_allclose(blocks["y"], want, rtol=1e-6, atol=1e-7)
+
+
+def test_blocks_to_stdout_with_dropped_rows(tmp_path, capsys, models):
+    data, df = _new_table(tmp_path, ".parquet")
+    common = [str(models / "net"), data, "--drop-na"]
+    code, whole, err_whole = _predict(common, capsys)
+    assert code == 0
+    code, blocks, err_blocks = _predict([*common, "--max-memory", SMALL], capsys)
+    assert code == 0
+    assert blocks == whole
+    dropped = int(df["a"].isna().sum())
+    assert f"{dropped} row(s) with missing features got empty predictions" in err_blocks
+    got = pd.read_csv(__import__("io").StringIO(blocks))
+    assert got["y"].isna().to_numpy().tolist() == df["a"].isna().tolist()
+
+
+def test_a_bad_value_in_a_late_block_replaces_nothing(tmp_path, capsys, models):
+    df = _table(ROWS, 2)[["id", "a", "b"]].astype({"a": object})
+    df.loc[2500, "a"] = "n/a?"
+    data = tmp_path / "bad.csv"
+    df.to_csv(data, index=False)
+    out = tmp_path / "preds.csv"
+    out.write_text("the old predictions\n")
+    code, printed, err = _predict(
+        [str(models / "net"), str(data), "--out", str(out), "--max-memory", SMALL], capsys
+    )
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1
+    assert "'a'" in lines[0] and "row 2501 (line 2502 of the file)" in lines[0]
+    assert "'n/a?'" in lines[0]
+    assert out.read_text() == "the old predictions\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv", "preds.csv"]
+
+
+def test_every_row_dropped_is_refused_and_replaces_nothing(tmp_path, capsys, models):
+    df = _table(600, 3)[["a", "b"]]
+    df.loc[:, "a"] = np.nan
+    data = tmp_path / "empty.parquet"
+    df.to_parquet(data)
+    out = tmp_path / "preds.csv"
+    out.write_text("old\n")
+    code, _, err = _predict(
+        [str(models / "net"), str(data), "--drop-na", "--out", str(out), "--max-memory", "1KB"],
+        capsys,
+    )
+    assert code == 2 and "no rows left" in err and len(err.strip().splitlines()) == 1
+    assert out.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.parquet", "preds.csv"]
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv", ".tsv"])
+def test_read_blocks_is_read_table_in_pieces(tmp_path, suffix):
+    df = _table(1000, 4)
+    df.loc[::13, "b"] = np.nan
+    path = tmp_path / f"t{suffix}"
+    if suffix == ".parquet":
+        df.to_parquet(path, row_group_size=300)
+    else:
+        df.to_csv(path, index=False, sep="\t" if suffix == ".tsv" else ",")
+    cols = ["c", "b", "id"]
+    parts = list(tabular.read_blocks(path, cols, 128))
+    assert [len(p) for p in parts] == [128] * 7 + [104]
+    assert [int(p.index[0]) for p in parts] == list(range(0, 1000, 128))
+    pd.testing.assert_frame_equal(pd.concat(parts), tabular.read_table(path)[cols])
+    with pytest.raises(ValueError, match=r"Column\(s\) 'nope'"):
+        next(tabular.read_blocks(path, ["a", "nope"], 128))
+
+
+def test_read_blocks_names_an_undecodable_byte(tmp_path):
+    path = tmp_path / "latin.csv"
+    path.write_bytes("a,b\n1,caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="cannot be read as utf-8 text"):
+        list(tabular.read_blocks(path, ["a", "b"], 10))
+    (block,) = tabular.read_blocks(path, ["a", "b"], 10, encoding="latin-1")
+    assert block["b"].tolist() == ["café"]
