@@ -1301,7 +1301,8 @@ def _model_features(args, model) -> list[str]:
 def _predict_block_rows(args, model, targets: list[str]) -> int | None:
     """Rows per block when the columns read and written, as float64, exceed --max-memory
     (the file's rows from its metadata, or estimated from a text file's first lines);
-    None to predict the table at once. A block holds about an eighth of the budget."""
+    None to predict the table at once. A block's values take a sixteenth of the budget:
+    reading, predicting and formatting it take about that many times as much."""
     from jaxreg import tabular
 
     rows = tabular.estimate_rows(args.data)
@@ -1312,7 +1313,7 @@ def _predict_block_rows(args, model, targets: list[str]) -> int | None:
     budget = _memory_budget(args)
     if rows * width * 8 <= budget:
         return None
-    return int(min(max(budget // (width * 8 * 8), 256), 1 << 20))
+    return int(min(max(budget // (width * 8 * 16), 256), 1 << 20))
 
 
 def _predict_blocks(args, model, targets: list[str], block_rows: int) -> int:
