@@ -190,3 +190,37 @@ def test_read_blocks_names_an_undecodable_byte(tmp_path):
         list(tabular.read_blocks(path, ["a", "b"], 10))
     (block,) = tabular.read_blocks(path, ["a", "b"], 10, encoding="latin-1")
     assert block["b"].tolist() == ["café"]
+
+
+@pytest.mark.parametrize("limit", [None, SMALL])
+def test_predictions_to_parquet(tmp_path, capsys, models, limit):
+    """``--out *.parquet`` writes Parquet (whole or in blocks): the same values as CSV, the
+    kept column with its own type."""
+    data, df = _new_table(tmp_path, ".parquet")
+    more = [] if limit is None else ["--max-memory", limit]
+    common = [str(models / "pipe"), data, "--keep", "id", "--std", *more]
+    assert _predict([*common, "--out", str(tmp_path / "p.csv")], capsys)[0] == 0
+    code, out, err = _predict([*common, "--out", str(tmp_path / "p.parquet")], capsys)
+    assert code == 0, err
+    got = pd.read_parquet(tmp_path / "p.parquet")
+    want = pd.read_csv(tmp_path / "p.csv")
+    assert list(got.columns) == ["id", "y", "y_std"] and len(got) == ROWS
+    pd.testing.assert_series_equal(got["id"], df["id"])
+    np.testing.assert_allclose(got["y"], want["y"], rtol=1e-8)  # the CSV's 9 digits
+    np.testing.assert_allclose(got["y_std"], want["y_std"], rtol=1e-8)
+
+
+def test_a_kept_column_that_changes_type_between_blocks_is_refused(tmp_path, capsys, models):
+    df = _table(ROWS, 5)[["id", "a", "b"]]
+    df["id"] = np.arange(ROWS).astype(object)
+    df.loc[2000, "id"] = "x-2000"  # pandas reads later blocks' ids as text
+    data = tmp_path / "ids.csv"
+    df.to_csv(data, index=False)
+    out = tmp_path / "p.parquet"
+    code, _, err = _predict(
+        [str(models / "net"), str(data), "--keep", "id", "--out", str(out), "--max-memory", SMALL],
+        capsys,
+    )
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "column 'id' reads as int64 in the first block" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ids.csv"]

@@ -1202,19 +1202,15 @@ def run_predict(args: argparse.Namespace) -> int:
             cols[f"{name}_std"] = s
     import pandas as pd
 
-    text = pd.DataFrame(cols).to_csv(index=False, float_format="%.9g")
     if n_dropped:
         print(
             f"{n_dropped} row(s) with missing features got empty predictions (--drop-na).",
             file=sys.stderr,
         )
-    if args.out is None:
-        sys.stdout.write(text)
-    else:
-        from jaxreg.plots import write_text
-
-        path = write_text(args.out, text)
-        print(f"Wrote {n_rows} prediction row(s) to {path}")
+    with _prediction_output(args.out) as write:
+        write(pd.DataFrame(cols))
+    if args.out is not None:
+        print(f"Wrote {n_rows} prediction row(s) to {args.out}")
     return 0
 
 
@@ -1389,8 +1385,7 @@ def _predict_blocks(args, model, targets: list[str], block_rows: int) -> int:
                 if args.std:
                     cols[f"{name}_std"] = np.full(len(block), np.nan)
                     cols[f"{name}_std"][rows] = std[:, j]
-            text = pd.DataFrame(cols).to_csv(index=False, header=n_rows == 0, float_format="%.9g")
-            write(text)
+            write(pd.DataFrame(cols))
             n_rows += len(block)
             n_dropped += dropped
         if n_dropped == n_rows:
@@ -1414,15 +1409,65 @@ def _predict_blocks(args, model, targets: list[str], block_rows: int) -> int:
 
 @contextlib.contextmanager
 def _prediction_output(out):
-    """``write(text)`` for the blocks of predictions: to stdout as they come, or to a
-    temporary file that replaces ``out`` only when every block is written."""
+    """``write(frame)`` for the predictions, one frame (or block of rows) after another: as
+    CSV to stdout as they come; or to ``out``, as Parquet when its name ends in ``.parquet``
+    or ``.pq`` and as CSV otherwise, through a temporary file that replaces ``out`` only
+    when every block is written."""
     if out is None:
-        yield sys.stdout.write
+        yield _csv_writer(sys.stdout.write)
         return
     from jaxreg.plots import writing
 
     with writing(out) as fh:
-        yield lambda text: fh.write(text.encode("utf-8"))
+        if pathlib.Path(out).suffix.lower() not in (".parquet", ".pq"):
+            yield _csv_writer(lambda text: fh.write(text.encode("utf-8")))
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        writers: list = []
+
+        def parquet(frame) -> None:
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            if not writers:
+                writers.append(pq.ParquetWriter(fh, table.schema))
+            schema = writers[0].schema
+            if not table.schema.equals(schema, check_metadata=False):
+                try:
+                    table = table.cast(schema)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                    name, was, now = next(
+                        (f.name, f.type, table.schema.field(f.name).type)
+                        for f in schema
+                        if table.schema.field(f.name).type != f.type
+                    )
+                    raise _usage(
+                        f"--out {out!r}: column {name!r} reads as {was} in the first block "
+                        f"of rows and as {now} in a later one, and a Parquet column has one "
+                        "type; give the column one kind of value, or write CSV."
+                    ) from None
+            writers[0].write_table(table)
+
+        try:
+            yield parquet
+        except BaseException:
+            for writer in writers:  # its temporary file is removed next
+                with contextlib.suppress(Exception):
+                    writer.close()
+            raise
+        for writer in writers:
+            writer.close()
+
+
+def _csv_writer(write):
+    """``write(frame)`` of CSV text, the header with the first frame only."""
+    first = [True]
+
+    def csv(frame) -> None:
+        write(frame.to_csv(index=False, header=first[0], float_format="%.9g"))
+        first[0] = False
+
+    return csv
 
 
 # ------------------------------------------------------------------ report
