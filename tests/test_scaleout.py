@@ -208,8 +208,19 @@ table = np.load(sys.argv[4])
 out["streamed"] = model.predict(table[:1000, :3])
 out["rows_read"] = stream.rows_read
 out["stats"] = np.concatenate([stream.stats.x_mean, stream.stats.x_std, stream.stats.y_std])
+# Text columns and missing values: the preprocessing pass split over the processes too.
+from jaxreg.runner import gather_processes
+
+mixed = TableStream(sys.argv[3].replace("t.parquet", "mixed.parquet"), "y", val_fraction=0.2,
+                    seed=1, block_rows=500, missing_indicator=True,
+                    process_index=jax.process_index(), process_count=jax.process_count())
+mixed.scan(gather_processes)
+out["mixed_stats"] = np.concatenate([mixed.stats.x_mean, mixed.stats.x_std])
+out["mixed_rows_read"] = mixed.rows_read
+result = {k: np.asarray(v, float).tolist() for k, v in out.items()}
+result["mixed_prep"] = mixed.preprocessor.to_dict()
 with open(sys.argv[5], "w") as f:
-    json.dump({k: np.asarray(v, float).tolist() for k, v in out.items()}, f)
+    json.dump(result, f)
 # The command line in the same processes (jax.distributed is already running).
 from jaxreg.cli import main
 
@@ -236,6 +247,14 @@ def test_two_processes_agree_with_one_device(tmp_path, capsys):
     table[:, 3] = np.sin(table[:, :3]).sum(1) + 0.1 * table[:, 3]
     frame = pd.DataFrame(table, columns=["a", "b", "c", "y"])
     frame.to_parquet(tmp_path / "t.parquet", row_group_size=1500)
+    mixed = frame.assign(kind=rng.choice(["u", "v", "w"], len(frame)))
+    mixed.loc[mixed.index % 7 == 3, "a"] = np.nan
+    mixed.loc[11_000, "kind"] = "in-the-last-row-group"
+    mixed.to_parquet(tmp_path / "mixed.parquet", row_group_size=1500)
+    alone_stream = TableStream(
+        tmp_path / "mixed.parquet", "y", val_fraction=0.2, seed=1, missing_indicator=True
+    )
+    alone = alone_stream.scan()
     frame.iloc[:400].to_csv(tmp_path / "t.csv", index=False)
     np.save(tmp_path / "t.npy", table)
     one = TableStream(tmp_path / "t.parquet", "y", val_fraction=0.2, seed=1).scan()
@@ -266,6 +285,15 @@ def test_two_processes_agree_with_one_device(tmp_path, capsys):
     assert got["rows_read"] == 6000 * 3
     np.testing.assert_allclose(
         got["stats"], np.concatenate([one.x_mean, one.x_std, one.y_std]), rtol=1e-13
+    )
+    # Text columns and missing values: each process passed over its half for the
+    # preprocessing and again for the scan; both got one process's preprocessing (exact
+    # medians: every value is in the samples) and statistics.
+    assert got["mixed_rows_read"] == 6000 * 2
+    assert outs[1]["mixed_prep"] == got["mixed_prep"]
+    assert got["mixed_prep"] == alone_stream.preprocessor.to_dict()
+    np.testing.assert_allclose(
+        got["mixed_stats"], np.concatenate([alone.x_mean, alone.x_std]), rtol=1e-12
     )
     y = table[:1000, 3]
     r2 = 1 - np.mean((np.asarray(got["streamed"]) - y) ** 2) / np.var(y)

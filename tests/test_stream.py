@@ -330,6 +330,83 @@ def test_streamed_medians_come_from_an_evenly_spaced_sample():
         fit_blocks(iter(empty))
 
 
+def _in_two_shares(shares, **kwargs):
+    """``fit_blocks`` of each share in its own thread, as two processes would run it: a
+    ``gather`` that stacks both threads' arrays. Returns each share's result (a
+    preprocessor or the exception it raised)."""
+    import threading
+
+    from jaxreg.preprocess import fit_blocks
+
+    barrier = threading.Barrier(2, timeout=60)
+    slots: list = [None, None]
+    results: list = [None, None]
+
+    def gather_for(i):
+        def gather(a):
+            slots[i] = np.asarray(a)
+            barrier.wait()
+            out = np.stack(slots)
+            barrier.wait()
+            return out
+
+        return gather
+
+    def run(i):
+        try:
+            results[i] = fit_blocks(iter(shares[i]), gather=gather_for(i), **kwargs)
+        except Exception as exc:  # the test compares it
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_shares_of_the_table_combine_into_the_whole_tables_preprocessing():
+    """Two processes' shares (rows split unevenly, by blocks) give both the preprocessing of
+    the whole table: the categories of both, the exact medians while each share's sample
+    holds all its values; beyond, each share's evenly spaced sample counted by its stride;
+    an error in one share is raised in both."""
+    from jaxreg.preprocess import fit_blocks
+
+    rng = np.random.default_rng(6)
+    n = 1500
+    a = rng.normal(size=n)
+    a[rng.random(n) < 0.2] = np.nan
+    b = rng.exponential(size=n)
+    text = rng.choice(["p", "q"], n).astype(object)
+    text[1200] = "only-in-the-second"
+    text[5] = None
+    frame = pd.DataFrame({"a": a, "b": b, "t": text})
+    blocks = [frame.iloc[i : i + 100] for i in range(0, n, 100)]
+    shares = [blocks[:4], blocks[4:]]  # 400 and 1100 rows
+    whole = fit_blocks(iter(blocks), missing_indicator=True).to_dict()
+    for got in _in_two_shares(shares, missing_indicator=True):
+        assert got.to_dict() == whole
+    assert whole["medians"] == [float(np.nanmedian(a)), float(np.median(b))]
+    assert whole["categorical"][0]["categories"] == ["only-in-the-second", "p", "q", None]
+
+    # Samples of at most 64 values: the first share keeps every 8th of its present values
+    # of 'a' (about 320), the second every 16th (about 880): each of those stands for 2.
+    got = _in_two_shares(shares, median_rows=64)
+    columns = [pd.concat(share)["a"].to_numpy() for share in shares]
+    kept = [v[~np.isnan(v)] for v in columns]
+    assert len(kept[0][::8]) <= 64 < len(kept[0][::4]) and len(kept[1][::16]) <= 64
+    reference = np.median(np.concatenate([kept[0][::8], np.repeat(kept[1][::16], 2)]))
+    assert got[0].to_dict()["medians"][0] == float(reference)
+    assert got[1].to_dict() == got[0].to_dict()
+
+    worded = blocks[6].astype({"b": object})
+    worded.loc[650, "b"] = "a word"
+    got = _in_two_shares([blocks[:4], [*blocks[4:6], worded, *blocks[7:]]])
+    assert all(isinstance(r, ValueError) for r in got), got
+    assert str(got[0]) == str(got[1]) and "'a word'" in str(got[0]), got
+
+
 def test_a_csv_value_of_another_type_than_its_first_block_is_one_line(tmp_path):
     """pyarrow types a CSV column from its first block (4 MiB): a later value of another
     type is a one-line error naming the column."""

@@ -30,6 +30,7 @@ the network::
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -526,6 +527,7 @@ def fit_blocks(
     max_categories: int = MAX_CATEGORIES,
     labels: Labels | None = None,
     median_rows: int = MEDIAN_ROWS,
+    gather: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> TablePreprocessor:
     """A ``TablePreprocessor`` fitted on a table given as ``frames``, blocks of its rows
     (pandas frames with the same columns, indexed by row number), never held whole:
@@ -534,13 +536,37 @@ def fit_blocks(
     sample of its present values (every value while there are at most ``median_rows``;
     beyond, every other one of those kept, and so on: between half ``median_rows`` and
     ``median_rows`` of them).
+
+    Several processes each pass their own share of the rows and ``gather`` (every
+    process's array stacked, as ``runner.gather_processes``): each process's counts and
+    samples are then combined, every process gets the same preprocessor, and an error in
+    any share is raised in every process. A sample kept every ``s``-th value stands for
+    ``s`` values in the combined median, so the median is exact while each share's sample
+    holds all of its values.
     """
+    try:
+        part = _share(frames, categorical, numeric, max_categories, labels or Labels(), median_rows)
+    except ValueError as exc:
+        if gather is None:
+            raise
+        part = {"error": str(exc)}
+    parts = [part] if gather is None else _gathered(part, gather)
+    errors = [p["error"] for p in parts if "error" in p]
+    if errors:
+        raise ValueError(errors[0])
+    return _combined(parts, missing_indicator, max_categories, labels or Labels())
+
+
+def _share(frames, categorical, numeric, max_categories: int, labels: Labels, median_rows: int):
+    """One share's pass over its frames: the columns and their kinds (None without a
+    row), each categorical column's value counts (missing values under ``None``), each
+    numeric column's evenly spaced sample of its present values with its stride and count,
+    the columns with a missing value, and the rows."""
     import pandas as pd
 
-    labels = labels or Labels()
     numeric_cols: list[str] = []
     categorical_cols: list[str] = []
-    columns: list[str] = []
+    columns: list[str] | None = None
     counts: dict[str, dict[str | None, int]] = {}
     kept: dict[str, list[np.ndarray]] = {}
     seen: dict[str, int] = {}
@@ -565,14 +591,7 @@ def fit_blocks(
             for v, c in zip(tally.index, tally.to_numpy(), strict=True):
                 key = None if pd.isna(v) else _spelling(v)
                 counts[name][key] = counts[name].get(key, 0) + int(c)
-            distinct = sum(1 for key in counts[name] if key is not None)
-            if distinct > max_categories:
-                raise ValueError(
-                    f"Column {name!r} holds more than {max_categories} distinct text values "
-                    f"(more than {labels.max_categories} {max_categories}); it looks like an "
-                    f"identifier: leave it out of {labels.features}, or name it in "
-                    f"{labels.categorical} to one-hot encode it anyway."
-                )
+            _check_distinct(name, counts[name], max_categories, labels)
         for name in numeric_cols:
             values = _numeric(frame[name], name, labels)
             present = values[~np.isnan(values)]
@@ -584,16 +603,87 @@ def fit_blocks(
             if sum(len(a) for a in kept[name]) > median_rows:
                 kept[name] = [np.concatenate(kept[name])[::2]]
                 stride[name] *= 2
-    if not columns:
+    return {
+        "columns": columns,
+        "numeric": numeric_cols,
+        "categorical": categorical_cols,
+        "counts": {c: [[k, v] for k, v in t.items()] for c, t in counts.items()},
+        "samples": {c: np.concatenate(kept[c]) if kept[c] else np.zeros(0) for c in kept},
+        "strides": stride,
+        "seen": seen,
+        "missing": sorted(missing),
+        "n": n,
+    }
+
+
+def _check_distinct(name: str, counts: dict, max_categories: int, labels: Labels) -> None:
+    distinct = sum(1 for key in counts if key is not None)
+    if distinct > max_categories:
+        raise ValueError(
+            f"Column {name!r} holds more than {max_categories} distinct text values "
+            f"(more than {labels.max_categories} {max_categories}); it looks like an "
+            f"identifier: leave it out of {labels.features}, or name it in "
+            f"{labels.categorical} to one-hot encode it anyway."
+        )
+
+
+def _gathered(part: dict, gather: Callable[[np.ndarray], np.ndarray]) -> list[dict]:
+    """Every process's ``part`` (JSON, sent as bytes padded to the longest), in process
+    order."""
+    import json
+
+    def plain(a):  # the samples: Python floats round-trip float64 in JSON
+        return a.tolist() if isinstance(a, np.ndarray) else a
+
+    raw = np.frombuffer(json.dumps(part, default=plain).encode("utf-8"), np.uint8)
+    lengths = np.asarray(gather(np.array([len(raw)], np.int64))).reshape(-1)
+    padded = np.zeros(int(lengths.max()), np.uint8)
+    padded[: len(raw)] = raw
+    every = np.asarray(gather(padded))
+    return [json.loads(bytes(every[i, : int(m)]).decode("utf-8")) for i, m in enumerate(lengths)]
+
+
+def _combined(parts: list[dict], missing_indicator: bool, max_categories: int, labels: Labels):
+    """The ``TablePreprocessor`` of the shares ``parts`` together."""
+    shares = [p for p in parts if p["columns"] is not None]
+    if not shares:
         raise ValueError("TablePreprocessor needs at least one row to fit. Got 0 rows.")
+    first = shares[0]
+    columns, numeric_cols, categorical_cols = (
+        first["columns"],
+        first["numeric"],
+        first["categorical"],
+    )
+    for p in shares[1:]:
+        if (p["numeric"], p["categorical"]) != (numeric_cols, categorical_cols):
+            raise ValueError(
+                "The processes' shares of the table give its columns different kinds: "
+                f"numeric {numeric_cols} and categorical {categorical_cols} in one, numeric "
+                f"{p['numeric']} and categorical {p['categorical']} in another; name them "
+                f"with {labels.categorical} and {labels.numeric}."
+            )
+    n = sum(p["n"] for p in shares)
+    counts: dict[str, dict[str | None, int]] = {c: {} for c in categorical_cols}
+    for p in shares:
+        for name, pairs in p["counts"].items():
+            for key, c in pairs:
+                counts[name][key] = counts[name].get(key, 0) + int(c)
+    for name in categorical_cols:
+        _check_distinct(name, counts[name], max_categories, labels)
     medians = []
     for name in numeric_cols:
-        if seen[name] == 0:
+        if sum(p["seen"][name] for p in shares) == 0:
             raise ValueError(
                 f"Column {name!r} has no values: every one of its {n} rows is missing; "
                 f"leave it out of {labels.features}."
             )
-        medians.append(float(np.median(np.concatenate(kept[name]))))
+        medians.append(
+            _weighted_median(
+                [np.asarray(p["samples"][name], np.float64) for p in shares],
+                [int(p["strides"][name]) for p in shares],
+            )
+        )
+    missing = {c for p in shares for c in p["missing"]}
     learned = {
         "format": FORMAT,
         "columns": columns,
@@ -611,6 +701,23 @@ def fit_blocks(
         "max_categories": int(max_categories),
     }
     return TablePreprocessor.from_dict(learned)
+
+
+def _weighted_median(samples: list[np.ndarray], strides: list[int]) -> float:
+    """``np.median`` of the samples with each value of ``samples[i]`` counted
+    ``strides[i] // min(strides)`` times (a share sampled every ``s``-th value stands for
+    ``s`` values), without building the repeated array."""
+    unit = min(s for a, s in zip(samples, strides, strict=True) if len(a))
+    values = np.concatenate(samples)
+    weights = np.concatenate(
+        [np.full(len(a), s // unit, np.int64) for a, s in zip(samples, strides, strict=True)]
+    )
+    order = np.argsort(values, kind="stable")
+    values, cum = values[order], np.cumsum(weights[order])
+    total = int(cum[-1])
+    # the repeated array's elements (total - 1) // 2 and total // 2, as np.median takes them
+    lo, hi = (values[np.searchsorted(cum, p, side="right")] for p in ((total - 1) // 2, total // 2))
+    return float((lo + hi) / 2) if lo != hi else float(lo)
 
 
 def _fitted(d: dict):

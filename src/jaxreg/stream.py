@@ -130,9 +130,12 @@ class TableStream:
         given), a first pass fits a ``TablePreprocessor`` (``preprocessor`` afterwards):
         the categories from every row, each column's median from an evenly spaced sample
         of at most ``MEDIAN_ROWS`` (and ``held_rows``) values (all of them in a smaller
-        table); every block is
-        then read through it, and ``feature_names`` become its output columns. One
-        process only.
+        table); every block is then read through it, and ``feature_names`` become its
+        output columns. Several processes each pass over their own share and combine the
+        counts and samples (``prepare(gather)``/``scan(gather)``); they decide that the
+        features need it before reading (the Parquet schema and null counts, the types of
+        a CSV file's first block, or one of these given), where one process also finds
+        a text or missing value as it reads.
       drop_na: leave out every row with a missing value in a used column (a feature or a
         target; NaN or empty), as ``jaxreg fit --drop-na`` does in memory; the split
         stays the file rows' (``StreamStats.n_dropped`` counts them).
@@ -412,11 +415,13 @@ class TableStream:
             if (not plain or col.null_count) and self._can_preprocess(name):
                 raise _NeedsPreprocessing(name)
             # what cannot be preprocessed: a target, or any column of a multi-process run
+            numeric = self.labels.numeric if self.labels is not None else "numeric"
             rule = (
                 "a target must hold numbers"
                 if name in self.targets
-                else "streaming with several processes takes numeric feature columns "
-                "without missing values (one process preprocesses text and missing values)"
+                else "several processes choose the preprocessing before reading the file "
+                "(from the Parquet schema and null counts, or the types of a CSV file's "
+                f"first block), so name the column in {numeric} to have it preprocessed"
             )
             if not plain:
                 raise ValueError(
@@ -463,15 +468,15 @@ class TableStream:
         again through the fitted preprocessor). Cached."""
         if self.stats is not None:
             return self.stats
-        self.prepare()
+        self.prepare(gather)
         try:
             return self._scan(gather)
-        except _NeedsPreprocessing:
+        except _NeedsPreprocessing:  # one process only (``_can_preprocess``)
             self._held_rows_now = 0
             self._fit_preprocessor()
             return self._scan(gather)
 
-    def prepare(self) -> TableStream:
+    def prepare(self, gather: Callable[[np.ndarray], np.ndarray] | None = None) -> TableStream:
         """Fit the preprocessing now when the features need it as far as the file tells
         before it is read (a column that is not numbers in the Parquet schema or in the
         types of the CSV's first block, a Parquet null count) or when it was asked for
@@ -480,7 +485,7 @@ class TableStream:
         if self.preprocessor is None and self.stats is None:
             asked = self.categorical or self.numeric or self.missing_indicator
             if asked or self._schema_needs_preprocessing():
-                self._fit_preprocessor()
+                self._fit_preprocessor(gather)
         return self
 
     def _schema_needs_preprocessing(self) -> bool:
@@ -490,16 +495,17 @@ class TableStream:
             return False
         return any(self._parquet_nulls(self.raw_feature_names)[0].values())
 
-    def _fit_preprocessor(self) -> None:
+    def _fit_preprocessor(self, gather: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         """The preprocessing's pass over the raw feature columns (``preprocess.fit_blocks``):
-        ``preprocessor`` fitted, ``feature_names`` its output columns."""
+        ``preprocessor`` fitted, ``feature_names`` its output columns. Several processes
+        each read their own share and combine their counts and samples through ``gather``
+        (required then)."""
         from jaxreg.preprocess import MAX_CATEGORIES, MEDIAN_ROWS, Labels, fit_blocks
 
-        if self.process_count > 1:
+        if self.process_count > 1 and gather is None:
             raise ValueError(
-                f"Streaming {self.path.name} with several processes takes numeric feature "
-                "columns without missing values: text columns and missing values are "
-                "preprocessed in one process only."
+                "TableStream.prepare needs gather (jaxreg.runner.gather_processes) in a run "
+                f"of {self.process_count} processes: each reads only its share of the table."
             )
         labels = self.labels or Labels(where=lambda row: f"row {row + 1} of {self.path.name}")
 
@@ -518,6 +524,7 @@ class TableStream:
             labels=labels,
             # each column's sample no larger than the held-out rows kept: within the budget
             median_rows=min(MEDIAN_ROWS, self.held_rows),
+            gather=gather if self.process_count > 1 else None,
         )
         self.feature_names = [str(c) for c in self.preprocessor.feature_names_out_]
 

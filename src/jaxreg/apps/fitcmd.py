@@ -497,7 +497,7 @@ def _run_fit_streamed(args, checked, stream, out, ckpt) -> int:
         stream.held_rows = max(1 << 12, min(1 << 18, budget // (row * 8)))
 
     size()  # by the file's columns: the preprocessing pass's blocks and median samples
-    stream.prepare()
+    stream.prepare(gather_processes)
     size()  # by the columns the network gets
     stats = stream.scan(gather_processes)
     print(
