@@ -276,8 +276,6 @@ def test_text_columns_and_missing_values_stream_through_the_preprocessing(tmp_pa
 
     df = _mixed(tmp_path / name)
     stream = TableStream(tmp_path / name, "y", val_fraction=0.2, seed=3, block_rows=500)
-    with pytest.raises(ValueError, match="several processes takes numeric feature columns"):
-        TableStream(tmp_path / name, "y", process_count=2).scan(lambda a: a[None])
     stats = stream.scan()
     raw = df.drop(columns="y")
     ref = TablePreprocessor().fit(raw)
@@ -328,6 +326,20 @@ def test_streamed_medians_come_from_an_evenly_spaced_sample():
     empty = [b.assign(a=np.nan) for b in blocks]
     with pytest.raises(ValueError, match="Column 'a' has no values: every one of its 1000 rows"):
         fit_blocks(iter(empty))
+
+
+def test_several_processes_name_a_missing_value_the_file_did_not_announce(tmp_path):
+    """Several processes choose the preprocessing before reading: a CSV file whose first
+    block types every column as numbers, with a missing value, is one line naming the
+    column and the option that has it preprocessed."""
+    df = pd.DataFrame({"a": np.arange(300.0), "b": np.ones(300), "y": np.arange(300.0)})
+    df.loc[250, "a"] = np.nan
+    df.to_csv(tmp_path / "t.csv", index=False)
+    stream = TableStream(tmp_path / "t.csv", "y", process_count=2)
+    with pytest.raises(ValueError, match=r"Column 'a' of t.csv has a missing value in row 251: "
+                       r"several processes choose the preprocessing before reading the file "
+                       r".*name the column in numeric"):  # fmt: skip
+        stream.scan(lambda a: np.stack([a, a]))
 
 
 def _in_two_shares(shares, **kwargs):
