@@ -101,6 +101,24 @@ def test_predictions_match_a_numpy_forward_pass(fitted):
     assert model.validation_loss_curve_ is None
 
 
+def test_predictions_beyond_one_chunk_are_each_rows_own(fitted, monkeypatch):
+    """Beyond ``PREDICT_CHUNK`` rows the forward pass runs chunk by chunk: every row gets
+    what it gets predicted alone (bit for bit) and what NumPy's forward pass gives, the
+    ensemble's spread included."""
+    from jaxreg import estimator
+
+    model, X, _ = fitted
+    monkeypatch.setattr(estimator, "PREDICT_CHUNK", 32)  # 40 rows: a chunk and a part
+    many = np.concatenate([X, X[::-1], X[:7]])  # 87 rows: two full chunks and a part
+    members = model._predict_members(many)
+    assert members.shape == (1, 87, 1)
+    for i in (0, 31, 32, 63, 64, 86):
+        np.testing.assert_array_equal(members[:, i], model._predict_members(many[i : i + 1])[:, 0])
+    np.testing.assert_allclose(
+        model.predict(many), _numpy_forward(model, many)[:, 0], rtol=1e-5, atol=1e-5
+    )
+
+
 def test_multi_output_predicts_2d():
     X, y = _data(k=2)
     model = MLPRegressor(**BASE).fit(X, y)
