@@ -427,39 +427,39 @@ def _arrays(
 ):
     """The numeric features and targets of ``df`` (whose first row is the file's data row
     ``offset``), checked; ``min_rows=0`` accepts a block left empty by ``drop_na``."""
-    x = np.column_stack(
-        [_numeric_column(df, c, path, fmt, "Feature", labels, offset) for c in features]
-    )
-    y = (
-        np.column_stack(
-            [_numeric_column(df, c, path, fmt, "Target", labels, offset) for c in targets]
-        )
-        if targets
-        else None
-    )
-    both = x if y is None else np.concatenate([x, y], axis=1)
     names = [*features, *targets]
-    inf = np.isinf(both)
-    if inf.any():
-        r, c = (int(v) for v in np.argwhere(inf)[0])
-        raise ValueError(
-            f"Column {names[c]!r} in {path!r} holds an infinite value "
-            f"({float(both[r, c])}) in {_where(offset + r, fmt)}; values must be finite."
-        )
-    na = np.isnan(both)
-    na_rows = na.any(axis=1)
+    # One float64 array of every used column, filled column by column (no stacked copies);
+    # features and targets are views of it.
+    both = np.empty((len(df), len(names)), np.float64)
+    for j, name in enumerate(names):
+        role = "Feature" if j < len(features) else "Target"
+        both[:, j] = _numeric_column(df, name, path, fmt, role, labels, offset)
+    finite = np.isfinite(both)
+    na_rows = np.zeros(len(df), bool)
+    if not finite.all():
+        inf = np.isinf(both)
+        if inf.any():
+            r, c = (int(v) for v in np.argwhere(inf)[0])
+            raise ValueError(
+                f"Column {names[c]!r} in {path!r} holds an infinite value "
+                f"({float(both[r, c])}) in {_where(offset + r, fmt)}; values must be finite."
+            )
+        na_rows = ~finite.all(axis=1)  # what is not finite is missing
     n_na = int(na_rows.sum())
     if n_na and not drop_na:
         r = int(np.argmax(na_rows))
-        c = int(np.argmax(na[r]))
+        c = int(np.argmax(~finite[r]))
         raise ValueError(
             f"{path!r} has {n_na} row(s) with missing values (NaN or empty) in "
             f"the columns used, the first in {_where(offset + r, fmt)}, column "
             f"{names[c]!r}; drop them with {labels.drop_na}."
         )
     rows = np.flatnonzero(~na_rows)
-    x = x[rows]
-    y = None if y is None else y[rows]
+    if n_na:
+        both = both[rows]
+    d = len(features)
+    x = both if not targets else both[:, :d]
+    y = both[:, d:] if targets else None
     if min_rows:
         _check_kept(path, len(rows), n_na, min_rows)
     if check_target and y is not None:
@@ -469,8 +469,8 @@ def _arrays(
                     f"Target column {name!r} in {path!r} is constant (every row "
                     f"is {y[0, j]:g}); there is nothing to learn."
                 )
-    x = x.astype(dtype)
-    y = None if y is None else y.astype(dtype)
+    x = np.ascontiguousarray(x, dtype=dtype)
+    y = None if y is None else np.ascontiguousarray(y, dtype=dtype)
     return x, y, rows, n_na
 
 
