@@ -164,6 +164,42 @@ def test_fit_report_settings_sets_importance_and_band(tmp_path, monkeypatch):
 
 
 @UNCONVERGED
+def test_a_file_over_max_rows_is_read_every_kth_row_with_the_fits_sets(tmp_path):
+    """``max_rows`` reads a larger file in blocks, every k-th row: the rows that
+    ``--drop-na`` kept keep their training, validation and test sets of the in-memory
+    split (by their place among the kept rows), and the metrics are the network's on
+    those rows."""
+    from sklearn.metrics import r2_score
+
+    from jaxreg.data import holdout_split
+    from jaxreg.estimator import load
+    from jaxreg.report import write_report
+
+    csv, model_dir = tmp_path / "t.csv", tmp_path / "model"
+    frame = _table(400)
+    frame.to_csv(csv, index=False)
+    argv = [*PROC, "fit", str(csv), "--target", "y", "--hidden", "8", "--epochs", "20"]
+    argv += ["--seed", str(SEED), "--val-fraction", str(VAL), "--test-fraction", str(TEST)]
+    argv += ["--drop-na", "--no-report", "--quiet", "--out", str(model_dir)]
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert main(argv) == 0
+    page = write_report(model_dir, max_rows=100, out_dir=tmp_path / "r").html.read_text()
+    kept = np.flatnonzero(frame.notna().all(axis=1).to_numpy())
+    sampled = np.flatnonzero(kept % 4 == 0)  # ranks among the kept rows of rows 0, 4, 8, ...
+    assert f"every 4th row, {len(sampled)} of its 400 rows" in page
+    pipeline = load(model_dir)
+    split = holdout_split(len(kept), VAL, TEST, SEED)
+    for name, ranks in zip(("training", "validation", "test"), split, strict=True):
+        mine = kept[np.intersect1d(sampled, ranks)]
+        assert f"<td>network, {name} rows ({len(mine)})</td>" in page, name
+    mine = kept[np.intersect1d(sampled, split[2])]
+    row = re.search(rf"<td>network, test rows \({len(mine)}\)</td><td>(.*?)</td>", page)
+    assert row is not None
+    want = r2_score(frame["y"].iloc[mine], pipeline.predict(frame.drop(columns="y").iloc[mine]))
+    assert float(row.group(1)) == pytest.approx(want, abs=1e-4)
+
+
+@UNCONVERGED
 def test_library_model_one_feature_several_targets_subsampled(tmp_path, monkeypatch):
     """A model saved from the library (no fit record), one feature, two targets, arrays
     as data: the estimator's settings, the one-feature title, the importance as the mean

@@ -143,8 +143,11 @@ def test_a_streamed_fit_resumes_from_its_checkpoint(tmp_path):
 
 
 def test_cli_streams_a_table_over_the_memory_budget(tmp_path, capsys):
+    from sklearn.metrics import r2_score
+
     from jaxreg import load
     from jaxreg.cli import main
+    from jaxreg.report import write_report
 
     df = _table(tmp_path / "t.parquet", n=1000)
     args = ["--no-cache", "--default-xla", "fit", str(tmp_path / "t.parquet"), "--target", "y"]
@@ -164,14 +167,27 @@ def test_cli_streams_a_table_over_the_memory_budget(tmp_path, capsys):
     assert float(shown.group(2)) == pytest.approx(float(printed.group(1)), abs=1e-4)
     for name in ("loss_curves", "predicted_vs_true", "residuals", "fitted_curve"):
         assert (tmp_path / "m" / "report" / f"{name}.png").stat().st_size > 0
-    # A later report does not read the streamed table whole: it asks for data.
+    # A later report reads the recorded table within its budget: whole here (1,000 rows
+    # is the least it keeps); the library without max_rows asks for data.
     before = (tmp_path / "m" / "model.json").read_bytes()
-    assert main(["report", str(tmp_path / "m")]) == 2
-    err = capsys.readouterr().err
-    assert "streamed from disk (1,000 rows" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(ValueError, match=r"streamed from disk \(1,000 rows"):
+        write_report(tmp_path / "m")
     assert (tmp_path / "m" / "model.json").read_bytes() == before
+    assert main(["report", str(tmp_path / "m"), "--max-memory", "1KB"]) == 0
+    assert "t.parquet</td>" in (tmp_path / "m" / "report" / "report.html").read_text()
     assert main(["report", str(tmp_path / "m"), "--data", str(tmp_path / "t.parquet")]) == 0
     capsys.readouterr()
+    # Beyond max_rows, every k-th row: the page says which, the rows held out by the fit's
+    # hash are the validation rows, and the metrics are the network's on those rows.
+    rep = write_report(tmp_path / "m", max_rows=100, out_dir=tmp_path / "sampled")
+    page = rep.html.read_text()
+    assert "every 10th row, 100 of its 1,000 rows (read in blocks, never whole)" in page
+    rows = np.arange(0, 1000, 10)
+    val = rows[held_out_mask(rows, 0.2, 0)]  # the command's --val-fraction and --seed
+    shown = re.search(r"<td>network, validation rows \((\d+)\)</td><td>([-0-9.]+)</td>", page)
+    assert shown and int(shown.group(1)) == len(val) > 0, page[:3000]
+    want = r2_score(df.y.to_numpy()[val], pred[val])
+    assert float(shown.group(2)) == pytest.approx(want, abs=1e-4)
     # The budget is compared with every used column: 1,000 rows x 4 take 16 KB, more than
     # 12 KB (the target and one feature alone would fit).
     assert main([*args, "--out", str(tmp_path / "w"), "--max-memory", "12KB", "--epochs", "1"]) == 0

@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from jaxreg import files, plots, store
+from jaxreg import files, plots, store, tabular
 from jaxreg.data import holdout_split
 from jaxreg.model import Layer, apply_members
 from jaxreg.store import SavedModel, load_model
@@ -500,7 +500,9 @@ def column_names(saved: SavedModel, run: dict | None = None) -> tuple[list[str],
     return list(feats), list(targets)
 
 
-def write_report(model, data=None, out_dir=None, *, feature=None, drop_na=None) -> Report:
+def write_report(
+    model, data=None, out_dir=None, *, feature=None, drop_na=None, max_rows=None
+) -> Report:
     """Write the report of a model.
 
     Args:
@@ -516,6 +518,11 @@ def write_report(model, data=None, out_dir=None, *, feature=None, drop_na=None) 
       feature: the input feature (name or index) of the fitted-curve plot; default the one
         that moves the prediction most.
       drop_na: drop rows with missing values when reading ``data``; default as recorded.
+      max_rows: read a data file of more rows than this in blocks and keep every k-th row
+        (the smallest k that keeps at most ``max_rows``), so the file is never held whole;
+        the page says which rows. With it, a model trained on a table streamed from disk
+        reads its recorded file this way when ``data`` is None. Default: read the file
+        whole (and such a model needs ``data``).
 
     Returns:
       A ``Report`` with the HTML page and the PNG files.
@@ -524,18 +531,24 @@ def write_report(model, data=None, out_dir=None, *, feature=None, drop_na=None) 
         if out_dir is None:
             raise ValueError("out_dir must name a folder when model is a SavedModel. Got None.")
         return _write_report(
-            model, dict(model.run or {}), data, pathlib.Path(out_dir), feature, drop_na
+            model, dict(model.run or {}), data, pathlib.Path(out_dir), feature, drop_na, max_rows
         )
     run = read_run_info(model)
     if out_dir is not None:
         saved = load_model(model)
         return _write_report(
-            saved, run, data, files.check_output_folder(out_dir, "out_dir"), feature, drop_na
+            saved,
+            run,
+            data,
+            files.check_output_folder(out_dir, "out_dir"),
+            feature,
+            drop_na,
+            max_rows,
         )
     document = store.read_document(model)
     with store.ModelWriter(model, overwrite=True) as writer:
         staged = writer.stage_folder()
-        rep = _write_report(document.saved, run, data, staged, feature, drop_na)
+        rep = _write_report(document.saved, run, data, staged, feature, drop_na, max_rows)
         writer.commit(document, report=staged)
     # The staged folder now lives under its final name behind the link.
     final = pathlib.Path(model) / store.REPORT_LINK
@@ -556,8 +569,6 @@ def _read(saved: SavedModel, prep, data, feats, targets, drop_na: bool):
     """``(x, y, raw)`` of a file: the network's features, the targets (None when the file
     lacks them) and, for a model with preprocessing (``prep``), the raw feature frame
     before it (else None)."""
-    from jaxreg import tabular
-
     if prep is None:
         table = tabular.load_features(data, feats, targets, drop_na=drop_na, dtype=np.float64)
         return table.x, table.y, None
@@ -571,6 +582,92 @@ def _read(saved: SavedModel, prep, data, feats, targets, drop_na: bool):
         min_rows=1,
     )
     return _transform(prep, frame.x), frame.y, frame.x
+
+
+class _Sample(NamedTuple):
+    """Which rows ``_read_every`` kept: their 0-based file rows, their places among the
+    rows ``drop_na`` kept (the in-memory split's numbering), and the file's and the kept
+    rows' counts."""
+
+    file_rows: np.ndarray
+    kept_ranks: np.ndarray
+    rows: int
+    kept: int
+
+
+def _read_every(saved: SavedModel, prep, data, feats, targets, drop_na: bool, every: int):
+    """``_read`` of every ``every``-th row of the file (0, every, 2 every, ...), block by
+    block: each block is checked as a whole read checks it (messages name the file's
+    rows), then thinned. Returns ``(x, y, raw, _Sample)``."""
+    import pandas as pd
+
+    names = tabular.column_names(data) or []
+    targets = [t for t in targets if t in names] if all(t in names for t in targets) else []
+    raw_feats = list(prep.feature_names_in_) if prep is not None else feats
+    columns = raw_feats + [t for t in targets if t not in raw_feats]
+    xs, ys, frames, rows, ranks = [], [], [], [], []
+    n = kept = 0
+    for block in tabular.read_blocks(data, columns, 1 << 16):
+        offset = int(block.index[0])
+        if prep is None:
+            table = tabular.features_of(
+                block, data, feats, targets, drop_na=drop_na, dtype=np.float64,
+                offset=offset, min_rows=0,
+            )  # fmt: skip
+            pos = table.rows
+        else:
+            frame = tabular.frame_of(
+                block, data, targets, raw_feats, drop_na=drop_na, min_rows=0,
+                require_targets=False, check_target=False, offset=offset,
+            )  # fmt: skip
+            pos = frame.rows
+        take = np.flatnonzero((offset + pos) % every == 0)
+        rows.append(offset + pos[take])
+        ranks.append(kept + take)
+        if prep is None:
+            xs.append(table.x[take])
+            ys.append(None if table.y is None else table.y[take])
+        else:
+            frames.append(frame.x.iloc[take])
+            ys.append(None if frame.y is None else frame.y[take])
+        n += len(block)
+        kept += len(pos)
+    if kept == 0:
+        raise ValueError(
+            f"{str(data)!r} has no rows left after dropping the {n} row(s) with missing values."
+        )
+    y = None if ys[0] is None else np.concatenate([a for a in ys if a is not None])
+    if prep is None:
+        x, raw = np.concatenate(xs), None
+    else:
+        raw = pd.concat(frames)
+        x = _transform(prep, raw)
+    return x, y, raw, _Sample(np.concatenate(rows), np.concatenate(ranks), n, kept)
+
+
+def _sampled_sets(run: dict, data, sample: _Sample) -> list[tuple[str, np.ndarray]] | None:
+    """The training, validation and test rows among the sampled rows of the recorded data
+    file, as ``jaxreg fit`` drew them: by the hash of the file row for a streamed fit, by
+    the in-memory split of the kept rows otherwise; None when ``data`` is not that file."""
+    recorded = run.get("data")
+    if not recorded or pathlib.Path(data).resolve() != pathlib.Path(recorded):
+        return None
+    if run.get("streamed"):
+        from jaxreg.stream import held_out_mask
+
+        settings = run.get("settings") or {}
+        val_f = float(settings.get("val_fraction") or 0.0)
+        test_f = float(settings.get("test_fraction") or 0.0)
+        seed = int(settings.get("seed") or 0)
+        val = held_out_mask(sample.file_rows, val_f, seed)
+        out = held_out_mask(sample.file_rows, val_f + test_f, seed)
+        groups = (("training", ~out), ("validation", val), ("test", out & ~val))
+        return [(w, np.flatnonzero(m)) for w, m in groups if m.any()]
+    full = _recorded_sets(run, data, sample.kept)
+    if full is None:
+        return None
+    sets = [(w, np.flatnonzero(np.isin(sample.kept_ranks, r))) for w, r in full]
+    return [(w, r) for w, r in sets if len(r)]
 
 
 def _recorded_sets(run: dict, data, n: int) -> list[tuple[str, np.ndarray]] | None:
@@ -605,7 +702,7 @@ def write_fit_report(saved: SavedModel, out_dir, *, x, y, raw, sets, source: str
 
 
 def _write_report(
-    saved: SavedModel, run: dict, data, out: pathlib.Path, feature, drop_na
+    saved: SavedModel, run: dict, data, out: pathlib.Path, feature, drop_na, max_rows=None
 ) -> Report:
     feats, targets = column_names(saved, run)
     prep = saved.preprocessor
@@ -614,7 +711,7 @@ def _write_report(
     raw = None
     x: np.ndarray | None
     y: np.ndarray | None
-    if data is None and run.get("streamed"):
+    if data is None and run.get("streamed") and max_rows is None:
         rows = int(run["streamed"].get("rows") or 0)
         raise ValueError(
             f"The model was trained on a table streamed from disk ({rows:,} rows, more than "
@@ -631,9 +728,19 @@ def _write_report(
             )
     if isinstance(data, str | pathlib.Path):
         na = run.get("drop_na", False) if drop_na is None else drop_na
-        x, y, raw = _read(saved, prep, data, feats, targets, na)
-        source = str(data)
-        sets = _recorded_sets(run, data, len(x))
+        total = tabular.estimate_rows(data) if max_rows is not None else None
+        if total is not None and max_rows is not None and total > max_rows:
+            every = -(-total // max_rows)
+            x, y, raw, sample = _read_every(saved, prep, data, feats, targets, na, every)
+            source = (
+                f"{data}: every {every:,}th row, {len(x):,} of its {sample.rows:,} rows "
+                "(read in blocks, never whole)"
+            )
+            sets = _sampled_sets(run, data, sample)
+        else:
+            x, y, raw = _read(saved, prep, data, feats, targets, na)
+            source = str(data)
+            sets = _recorded_sets(run, data, len(x))
     elif data is not None:
         x, y = data
         if prep is not None and hasattr(x, "iloc"):  # a raw frame: through the preprocessing

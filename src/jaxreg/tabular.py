@@ -444,7 +444,7 @@ def _arrays(
                 f"Column {names[c]!r} in {path!r} holds an infinite value "
                 f"({float(both[r, c])}) in {_where(offset + r, fmt)}; values must be finite."
             )
-        na_rows = ~finite.all(axis=1)  # what is not finite is missing
+        na_rows = np.asarray(~finite.all(axis=1))  # what is not finite is missing
     n_na = int(na_rows.sum())
     if n_na and not drop_na:
         r = int(np.argmax(na_rows))

@@ -1493,6 +1493,14 @@ def run_report(args: argparse.Namespace) -> int:
         from jaxreg import files
 
         files.check_output_folder(args.out, "--out")
-    rep = write_report(args.model, data=args.data, out_dir=args.out, feature=args.feature)
+    # A file of more rows than the budget holds (a report keeps several copies of each:
+    # the raw columns, the network's inputs, every member's predictions, the permutation
+    # importances' shuffles) is read in blocks, every k-th row kept.
+    run = read_run_info(args.model)
+    width = len(run.get("features") or []) + len(run.get("targets") or []) or 16
+    max_rows = max(1_000, _memory_budget(args) // (width * 8 * 32))
+    rep = write_report(
+        args.model, data=args.data, out_dir=args.out, feature=args.feature, max_rows=max_rows
+    )
     print(f"Wrote {len(rep.images)} image(s) and {rep.html}")
     return 0
