@@ -186,7 +186,7 @@ def test_a_file_over_max_rows_is_read_every_kth_row_with_the_fits_sets(tmp_path)
     page = write_report(model_dir, max_rows=100, out_dir=tmp_path / "r").html.read_text()
     kept = np.flatnonzero(frame.notna().all(axis=1).to_numpy())
     sampled = np.flatnonzero(kept % 4 == 0)  # ranks among the kept rows of rows 0, 4, 8, ...
-    assert f"every 4th row, {len(sampled)} of its 400 rows" in page
+    assert f"one row in 4, {len(sampled)} of its 400 rows" in page
     pipeline = load(model_dir)
     split = holdout_split(len(kept), VAL, TEST, SEED)
     for name, ranks in zip(("training", "validation", "test"), split, strict=True):

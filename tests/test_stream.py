@@ -181,7 +181,7 @@ def test_cli_streams_a_table_over_the_memory_budget(tmp_path, capsys):
     # hash are the validation rows, and the metrics are the network's on those rows.
     rep = write_report(tmp_path / "m", max_rows=100, out_dir=tmp_path / "sampled")
     page = rep.html.read_text()
-    assert "every 10th row, 100 of its 1,000 rows (read in blocks, never whole)" in page
+    assert "one row in 10, 100 of its 1,000 rows (read in blocks, never whole)" in page
     rows = np.arange(0, 1000, 10)
     val = rows[held_out_mask(rows, 0.2, 0)]  # the command's --val-fraction and --seed
     shown = re.search(r"<td>network, validation rows \((\d+)\)</td><td>([-0-9.]+)</td>", page)

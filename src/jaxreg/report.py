@@ -733,7 +733,7 @@ def _write_report(
             every = -(-total // max_rows)
             x, y, raw, sample = _read_every(saved, prep, data, feats, targets, na, every)
             source = (
-                f"{data}: every {every:,}th row, {len(x):,} of its {sample.rows:,} rows "
+                f"{data}: one row in {every:,}, {len(x):,} of its {sample.rows:,} rows "
                 "(read in blocks, never whole)"
             )
             sets = _sampled_sets(run, data, sample)
