@@ -1295,10 +1295,12 @@ def _model_features(args, model) -> list[str]:
 
 
 def _predict_block_rows(args, model, targets: list[str]) -> int | None:
-    """Rows per block when the columns read and written, as float64, exceed --max-memory
-    (the file's rows from its metadata, or estimated from a text file's first lines);
-    None to predict the table at once. A block's values take a sixteenth of the budget:
-    reading, predicting and formatting it take about that many times as much."""
+    """Rows per block, or None to predict the table at once: when it has more rows (from
+    a Parquet file's metadata, or estimated from a text file's first lines) than a block
+    holds. A block's values, as float64, take a sixteenth of --max-memory (reading,
+    predicting and formatting it take about that many times as much), and at most 2**20
+    rows: beyond that, blocks are faster than the whole table too (10M rows to Parquet:
+    11.0 against 16.4 s, benchmarks/README.md)."""
     from jaxreg import tabular
 
     rows = tabular.estimate_rows(args.data)
@@ -1306,10 +1308,8 @@ def _predict_block_rows(args, model, targets: list[str]) -> int | None:
         return None
     first = model[0] if hasattr(model, "steps") else model
     width = int(first.n_features_in_) + len(args.keep or []) + len(targets) * (2 if args.std else 1)
-    budget = _memory_budget(args)
-    if rows * width * 8 <= budget:
-        return None
-    return int(min(max(budget // (width * 8 * 16), 256), 1 << 20))
+    block = int(min(max(_memory_budget(args) // (width * 8 * 16), 256), 1 << 20))
+    return None if rows <= block else block
 
 
 def _predict_blocks(args, model, targets: list[str], block_rows: int) -> int:
