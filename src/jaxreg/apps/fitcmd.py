@@ -1148,8 +1148,6 @@ def _print_metrics(metrics: dict) -> None:
 def run_predict(args: argparse.Namespace) -> int:
     import os
 
-    import numpy as np
-
     if args.out is not None:
         target = pathlib.Path(args.out)
         if target.is_dir():
@@ -1189,17 +1187,8 @@ def run_predict(args: argparse.Namespace) -> int:
         X, rows, n_dropped = _numeric_features(args, model)
     n_rows = len(rows) + n_dropped
     mean, std = _transform(model, X, predict=True)
-    mean = np.asarray(mean).reshape(len(X), -1)
-    std = np.asarray(std).reshape(len(X), -1)
     cols = _kept_columns(args, n_rows, targets)
-    for j, name in enumerate(targets):
-        full = np.full(n_rows, np.nan)
-        full[rows] = mean[:, j]
-        cols[name] = full
-        if args.std:
-            s = np.full(n_rows, np.nan)
-            s[rows] = std[:, j]
-            cols[f"{name}_std"] = s
+    cols.update(_prediction_columns(n_rows, rows, mean, std, targets, args.std))
     import pandas as pd
 
     if n_dropped:
@@ -1212,6 +1201,23 @@ def run_predict(args: argparse.Namespace) -> int:
     if args.out is not None:
         print(f"Wrote {n_rows} prediction row(s) to {args.out}")
     return 0
+
+
+def _prediction_columns(n: int, rows, mean, std, targets: list[str], with_std: bool) -> dict:
+    """The output columns of ``n`` file rows: each target's prediction (and with
+    ``with_std`` its ensemble spread, ``<target>_std``) at the kept ``rows``, NaN (an empty
+    CSV cell) at the others."""
+    import numpy as np
+
+    mean = np.asarray(mean).reshape(len(rows), len(targets))
+    std = np.asarray(std).reshape(len(rows), len(targets))
+    cols = {}
+    for j, name in enumerate(targets):
+        for key, values, wanted in ((name, mean, True), (f"{name}_std", std, with_std)):
+            if wanted:
+                cols[key] = np.full(n, np.nan)
+                cols[key][rows] = values[:, j]
+    return cols
 
 
 def _numeric_features(args, model):
@@ -1377,14 +1383,7 @@ def _predict_blocks(args, model, targets: list[str], block_rows: int) -> int:
                         seen[2] += w.message.rows
                     else:
                         others[str(w.message)] = None
-            mean = np.asarray(mean).reshape(len(rows), len(targets))
-            std = np.asarray(std).reshape(len(rows), len(targets))
-            for j, name in enumerate(targets):
-                cols[name] = np.full(len(block), np.nan)
-                cols[name][rows] = mean[:, j]
-                if args.std:
-                    cols[f"{name}_std"] = np.full(len(block), np.nan)
-                    cols[f"{name}_std"][rows] = std[:, j]
+            cols.update(_prediction_columns(len(block), rows, mean, std, targets, args.std))
             write(pd.DataFrame(cols))
             n_rows += len(block)
             n_dropped += dropped
