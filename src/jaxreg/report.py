@@ -602,7 +602,7 @@ def _read_every(saved: SavedModel, prep, data, feats, targets, drop_na: bool, ev
     import pandas as pd
 
     names = tabular.column_names(data) or []
-    targets = [t for t in targets if t in names] if all(t in names for t in targets) else []
+    targets = targets if all(t in names for t in targets) else []  # read only when all are
     raw_feats = list(prep.feature_names_in_) if prep is not None else feats
     columns = raw_feats + [t for t in targets if t not in raw_feats]
     xs, ys, frames, rows, ranks = [], [], [], [], []
