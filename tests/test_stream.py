@@ -495,3 +495,43 @@ def test_test_rows_are_held_out_by_the_same_hash_and_never_trained_on(tmp_path):
     np.testing.assert_array_equal(np.sort(np.concatenate(seen)[:, 0]), np.sort(train[:, 0]))
     with pytest.raises(ValueError, match="'test_fraction' parameter of TableStream must be below"):
         TableStream(tmp_path / "t.parquet", "y", val_fraction=0.5, test_fraction=0.5)
+
+
+def test_gather_rows_concatenates_every_process_share_in_order():
+    """``runner.gather_rows`` in two threads standing for two processes: unequal shares
+    (one empty) come back whole and in process order on both; in one process, the rows
+    themselves."""
+    import threading
+
+    from jaxreg.runner import gather_rows
+
+    barrier = threading.Barrier(2, timeout=60)
+    slots: list = [None, None]
+
+    def gather_for(i):
+        def gather(a):
+            slots[i] = np.asarray(a)
+            barrier.wait()
+            out = np.stack(slots)
+            barrier.wait()
+            return out
+
+        return gather
+
+    rng = np.random.default_rng(7)
+    for sizes in ((5, 3), (0, 4), (0, 0)):
+        shares = [rng.normal(size=(n, 2)) for n in sizes]
+        got: list = [None, None]
+
+        def run(i, shares=shares, got=got):
+            got[i] = gather_rows(shares[i], gather_for(i))
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for g in got:
+            np.testing.assert_array_equal(g, np.concatenate(shares))
+    alone = rng.normal(size=(3, 2))
+    assert gather_rows(alone) is alone

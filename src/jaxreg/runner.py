@@ -63,6 +63,7 @@ __all__ = [
     "fit",
     "fit_many",
     "gather_processes",
+    "gather_rows",
     "placement_for",
     "run",
     "run_stream",
@@ -1019,6 +1020,24 @@ def gather_processes(a) -> np.ndarray:
     if wide:
         out = np.ascontiguousarray(out).view(a.dtype).reshape(out.shape[0], *a.shape)
     return out
+
+
+def gather_rows(a, gather: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+    """Every process's rows of ``a`` (``(n_i, ...)``; the counts may differ) concatenated
+    in process order, on every process; in one process, ``a``. ``gather`` stacks every
+    process's array (default ``gather_processes``)."""
+    a = np.asarray(a)
+    if gather is None:
+        if jax.process_count() == 1:
+            return a
+        gather = gather_processes
+    counts = np.asarray(gather(np.array([len(a)], np.int64))).reshape(-1)
+    if counts.max() == 0:
+        return a
+    padded = np.zeros((int(counts.max()), *a.shape[1:]), a.dtype)
+    padded[: len(a)] = a
+    every = np.asarray(gather(padded))
+    return np.concatenate([every[i, : int(c)] for i, c in enumerate(counts)])
 
 
 def _global_sample(placement: Placement, xs, ys, xv, yv, has_val: bool) -> Dataset:

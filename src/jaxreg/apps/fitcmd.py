@@ -480,7 +480,7 @@ def _run_fit_streamed(args, checked, stream, out, ckpt) -> int:
 
     from jaxreg import interrupts, store
     from jaxreg.estimator import document as model_document
-    from jaxreg.runner import gather_processes
+    from jaxreg.runner import gather_processes, gather_rows
 
     # Several processes: each reads its own row groups; the statistics are combined.
     stream.process_index, stream.process_count = jax.process_index(), jax.process_count()
@@ -500,12 +500,13 @@ def _run_fit_streamed(args, checked, stream, out, ckpt) -> int:
     stream.prepare(gather_processes)
     size()  # by the columns the network gets
     stats = stream.scan(gather_processes)
+    kept_val = int(gather_processes(np.array([len(stats.x_val)], np.int64)).sum())
     print(
         f"Streaming {args.data}: {stats.n_rows:,} rows, {len(stream.raw_feature_names)} feature "
         f"column(s) -> target(s) {', '.join(stream.targets)}; {stats.n_train:,} training and "
         f"{stats.n_val:,} held-out rows"
         + (f" and {stats.n_test:,} test rows" if stats.n_test else "")
-        + f" (by a hash of the row number; {len(stats.x_val):,} kept for validation), "
+        + f" (by a hash of the row number; {kept_val:,} kept for validation), "
         f"a shuffle buffer of "
         f"{stream.buffer_rows:,} rows (--max-memory {_size(budget)})"
         + (
@@ -523,8 +524,10 @@ def _run_fit_streamed(args, checked, stream, out, ckpt) -> int:
     prep = stream.preprocessor
     if prep is not None:
         _say_preprocessing(prep, None)
-    parts_x = [stats.x_sample, stats.x_val, stats.x_test]
-    parts_y = [stats.y_sample, stats.y_val, stats.y_test]
+    # Several processes: every process's kept rows (each holds its own share), so the
+    # scores and the baselines cover the whole table's sample, not process 0's alone.
+    parts_x = [gather_rows(a) for a in (stats.x_sample, stats.x_val, stats.x_test)]
+    parts_y = [gather_rows(a) for a in (stats.y_sample, stats.y_val, stats.y_test)]
     x = pd.DataFrame(np.concatenate(parts_x), columns=stream.feature_names)
     y = np.concatenate(parts_y)
     ends = np.cumsum([len(a) for a in parts_x])
