@@ -224,3 +224,32 @@ def test_a_kept_column_that_changes_type_between_blocks_is_refused(tmp_path, cap
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "column 'id' reads as int64 in the first block" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ids.csv"]
+
+
+def test_the_csv_writer_spells_what_pandas_spells():
+    """``jaxreg predict``'s CSV text against pandas' ``to_csv(float_format="%.9g")``, the
+    reference: numbers of every size, NaN, infinities, -0, float32, ints, flags, text that
+    needs quotes, a missing text, a lone empty cell, odd column names, no rows, dates (left
+    to pandas)."""
+    from jaxreg.apps.fitcmd import _csv_text
+
+    rng = np.random.default_rng(8)
+    n = 500
+    a = rng.normal(size=n) * 10.0 ** rng.integers(-12, 12, n)
+    a[::7] = np.nan
+    a[3], a[5], a[6] = -0.0, np.inf, -np.inf
+    words = ["plain", "with,comma", 'with "quote"', "two\nlines", "", None, "ünïcode"]
+    text = np.array((words * n)[:n], dtype=object)
+    ids = np.arange(n)
+    frames = [
+        pd.DataFrame({"id": ids, "t": text, "flag": ids % 2 == 0, "y": a, "f": a.astype("f4")}),
+        pd.DataFrame({"id": ids, "y": a, "y_std": np.abs(a)}),
+        pd.DataFrame({"y": a}),  # one column: a missing value is a lone empty cell
+        pd.DataFrame({"a,b": a[:9], 'q"x': ids[:9]}),
+        pd.DataFrame({"y": a[:0], "y_std": a[:0]}),
+        pd.DataFrame({"d": pd.date_range("2020-01-01", periods=5), "y": a[:5]}),
+    ]
+    for frame in frames:
+        for header in (True, False):
+            want = frame.to_csv(index=False, header=header, float_format="%.9g")
+            assert _csv_text(frame, header) == want, (list(frame.columns), header)

@@ -1466,10 +1466,51 @@ def _csv_writer(write):
     first = [True]
 
     def csv(frame) -> None:
-        write(frame.to_csv(index=False, header=first[0], float_format="%.9g"))
+        write(_csv_text(frame, first[0]))
         first[0] = False
 
     return csv
+
+
+def _csv_text(frame, header: bool) -> str:
+    """``frame.to_csv(index=False, header=header, float_format="%.9g")``, the same text,
+    about three times as fast for columns of numbers, flags and text: each value is
+    spelled once, as pandas spells it (``%.9g``, an empty cell for a missing value), and
+    Python's csv writer quotes as pandas' does. Other columns (dates, mixed objects) go
+    through pandas."""
+    import csv
+    import io
+
+    import numpy as np
+    import pandas as pd
+
+    spelled = []
+    numbers = True  # no cell can need quotes
+    for name in frame.columns:
+        col = frame[name]
+        kind = col.dtype.kind
+        if kind == "f":
+            values = col.to_numpy()
+            text = [f"{v:.9g}" for v in values.tolist()]
+            for i in np.flatnonzero(np.isnan(values)).tolist():
+                text[i] = ""
+        elif kind in "iub":
+            text = [str(v) for v in col.tolist()]
+        elif kind == "O" and pd.api.types.infer_dtype(col, skipna=True) in ("string", "empty"):
+            text = ["" if v is None or v != v else v for v in col.tolist()]
+            numbers = False
+        else:
+            return frame.to_csv(index=False, header=header, float_format="%.9g")
+        spelled.append(text)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    if header:
+        writer.writerow([str(c) for c in frame.columns])
+    if numbers and len(spelled) > 1:  # (a row of one empty cell is written '""')
+        out.write("".join(f"{line}\n" for line in map(",".join, zip(*spelled, strict=True))))
+    else:
+        writer.writerows(zip(*spelled, strict=True))
+    return out.getvalue()
 
 
 # ------------------------------------------------------------------ report
