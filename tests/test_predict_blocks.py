@@ -193,6 +193,18 @@ def test_read_blocks_names_an_undecodable_byte(tmp_path):
 
 
 @pytest.mark.parametrize("limit", [None, SMALL])
+def test_predictions_to_tsv(tmp_path, capsys, models, limit):
+    """``--out *.tsv`` writes tab-separated text (whole or in blocks): the CSV's cells."""
+    data, _ = _new_table(tmp_path, ".parquet")
+    more = [] if limit is None else ["--max-memory", limit]
+    common = [str(models / "pipe"), data, "--keep", "id", *more]
+    assert _predict([*common, "--out", str(tmp_path / "p.csv")], capsys)[0] == 0
+    assert _predict([*common, "--out", str(tmp_path / "p.tsv")], capsys)[0] == 0
+    csv_text = (tmp_path / "p.csv").read_text()
+    assert (tmp_path / "p.tsv").read_text() == csv_text.replace(",", "\t")
+
+
+@pytest.mark.parametrize("limit", [None, SMALL])
 def test_predictions_to_parquet(tmp_path, capsys, models, limit):
     """``--out *.parquet`` writes Parquet (whole or in blocks): the same values as CSV, the
     kept column with its own type."""
@@ -251,5 +263,6 @@ def test_the_csv_writer_spells_what_pandas_spells():
     ]
     for frame in frames:
         for header in (True, False):
-            want = frame.to_csv(index=False, header=header, float_format="%.9g")
-            assert _csv_text(frame, header) == want, (list(frame.columns), header)
+            for sep in (",", "\t"):
+                want = frame.to_csv(index=False, header=header, float_format="%.9g", sep=sep)
+                assert _csv_text(frame, header, sep) == want, (list(frame.columns), header, sep)

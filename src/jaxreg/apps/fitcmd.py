@@ -1413,16 +1413,18 @@ def _predict_blocks(args, model, targets: list[str], block_rows: int) -> int:
 def _prediction_output(out):
     """``write(frame)`` for the predictions, one frame (or block of rows) after another: as
     CSV to stdout as they come; or to ``out``, as Parquet when its name ends in ``.parquet``
-    or ``.pq`` and as CSV otherwise, through a temporary file that replaces ``out`` only
-    when every block is written."""
+    or ``.pq``, tab-separated when it ends in ``.tsv`` and as CSV otherwise, through a
+    temporary file that replaces ``out`` only when every block is written."""
     if out is None:
         yield _csv_writer(sys.stdout.write)
         return
     from jaxreg.plots import writing
 
+    suffix = pathlib.Path(out).suffix.lower()
     with writing(out) as fh:
-        if pathlib.Path(out).suffix.lower() not in (".parquet", ".pq"):
-            yield _csv_writer(lambda text: fh.write(text.encode("utf-8")))
+        if suffix not in (".parquet", ".pq"):
+            sep = "\t" if suffix == ".tsv" else ","
+            yield _csv_writer(lambda text: fh.write(text.encode("utf-8")), sep)
             return
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -1461,19 +1463,20 @@ def _prediction_output(out):
             writer.close()
 
 
-def _csv_writer(write):
-    """``write(frame)`` of CSV text, the header with the first frame only."""
+def _csv_writer(write, sep: str = ","):
+    """``write(frame)`` of CSV text (cells separated by ``sep``), the header with the first
+    frame only."""
     first = [True]
 
     def csv(frame) -> None:
-        write(_csv_text(frame, first[0]))
+        write(_csv_text(frame, first[0], sep))
         first[0] = False
 
     return csv
 
 
-def _csv_text(frame, header: bool) -> str:
-    """``frame.to_csv(index=False, header=header, float_format="%.9g")``, the same text,
+def _csv_text(frame, header: bool, sep: str = ",") -> str:
+    """``frame.to_csv(index=False, header=header, float_format="%.9g", sep=sep)``, the same text,
     about three times as fast for columns of numbers, flags and text: each value is
     spelled once, as pandas spells it (``%.9g``, an empty cell for a missing value), and
     Python's csv writer quotes as pandas' does. Other columns (dates, mixed objects) go
@@ -1500,14 +1503,14 @@ def _csv_text(frame, header: bool) -> str:
             text = ["" if v is None or v != v else v for v in col.tolist()]
             numbers = False
         else:
-            return frame.to_csv(index=False, header=header, float_format="%.9g")
+            return frame.to_csv(index=False, header=header, float_format="%.9g", sep=sep)
         spelled.append(text)
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    writer = csv.writer(out, delimiter=sep, lineterminator="\n")
     if header:
         writer.writerow([str(c) for c in frame.columns])
     if numbers and len(spelled) > 1:  # (a row of one empty cell is written '""')
-        out.write("".join(f"{line}\n" for line in map(",".join, zip(*spelled, strict=True))))
+        out.write("".join(f"{line}\n" for line in map(sep.join, zip(*spelled, strict=True))))
     else:
         writer.writerows(zip(*spelled, strict=True))
     return out.getvalue()
