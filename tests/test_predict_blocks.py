@@ -243,7 +243,7 @@ def test_the_csv_writer_spells_what_pandas_spells():
     reference: numbers of every size, NaN, infinities, -0, float32, ints, flags, text that
     needs quotes, a missing text, a lone empty cell, odd column names, no rows, dates (left
     to pandas)."""
-    from jaxreg.apps.fitcmd import _csv_text
+    from jaxreg.tablepredict import csv_text
 
     rng = np.random.default_rng(8)
     n = 500
@@ -265,4 +265,4 @@ def test_the_csv_writer_spells_what_pandas_spells():
         for header in (True, False):
             for sep in (",", "\t"):
                 want = frame.to_csv(index=False, header=header, float_format="%.9g", sep=sep)
-                assert _csv_text(frame, header, sep) == want, (list(frame.columns), header, sep)
+                assert csv_text(frame, header, sep) == want, (list(frame.columns), header, sep)

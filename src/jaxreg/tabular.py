@@ -27,6 +27,7 @@ __all__ = [
     "detect_format",
     "features_of",
     "frame_of",
+    "header_names",
     "load_features",
     "load_frame",
     "load_xy",
@@ -119,6 +120,12 @@ def _opened(path, encoding: str) -> tuple[pathlib.Path, str, list[str]]:
     names = [str(n) for n in header.iloc[0].tolist()] if len(header) else []
     _check_unique(names, path, "header")
     return p, fmt, names
+
+
+def header_names(path, *, encoding: str = "utf-8") -> list[str]:
+    """The file's column names as it writes them (a Parquet schema, a text file's header,
+    compressed or not), after the checks every read makes first; one-line errors."""
+    return _opened(path, encoding)[2]
 
 
 @contextlib.contextmanager

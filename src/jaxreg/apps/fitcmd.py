@@ -1150,6 +1150,7 @@ def _print_metrics(metrics: dict) -> None:
 
 def run_predict(args: argparse.Namespace) -> int:
     import os
+    import warnings
 
     if args.out is not None:
         target = pathlib.Path(args.out)
@@ -1163,357 +1164,36 @@ def run_predict(args: argparse.Namespace) -> int:
         if not target.parent.is_dir():
             raise _usage(f"--out {args.out!r}: the folder {str(target.parent)!r} does not exist.")
 
-    from jaxreg import tabular
     from jaxreg.estimator import load
+    from jaxreg.preprocess import UnknownCategoryWarning
+    from jaxreg.tablepredict import predict_table
 
     model = load(args.model)
-    net = model[-1] if hasattr(model, "steps") else model
-    targets = list(
-        getattr(net, "target_names_in_", None) or [f"y{i}" for i in range(net.n_outputs_)]
-    )
-    block_rows = _predict_block_rows(args, model, targets)
-    if block_rows is not None:
-        return _predict_blocks(args, model, targets, block_rows)
-    if net is not model:  # a raw table through the stored preprocessing
-        frame = tabular.load_frame(
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnknownCategoryWarning)
+        done = predict_table(
+            model,
             args.data,
-            [],
-            [str(c) for c in model[0].feature_names_in_],
+            args.out,
+            keep=args.keep or (),
+            std=args.std,
             drop_na=args.drop_na,
             encoding=args.encoding,
-            require_targets=False,
-            min_rows=1,
+            max_memory=_memory_budget(args),
             labels=_labels(),
+            keep_option="--keep",
         )
-        X, rows, n_dropped = frame.x, frame.rows, frame.n_dropped
-    else:
-        X, rows, n_dropped = _numeric_features(args, model)
-    n_rows = len(rows) + n_dropped
-    mean, std = _transform(model, X, predict=True)
-    cols = _kept_columns(args, n_rows, targets)
-    cols.update(_prediction_columns(n_rows, rows, mean, std, targets, args.std))
-    import pandas as pd
-
-    if n_dropped:
+    for w in caught:
+        _warning(str(w.message))
+    if done.dropped:
         print(
-            f"{n_dropped} row(s) with missing features got empty predictions (--drop-na).",
-            file=sys.stderr,
-        )
-    with _prediction_output(args.out) as write:
-        write(pd.DataFrame(cols))
-    if args.out is not None:
-        print(f"Wrote {n_rows} prediction row(s) to {args.out}")
-    return 0
-
-
-def _prediction_columns(n: int, rows, mean, std, targets: list[str], with_std: bool) -> dict:
-    """The output columns of ``n`` file rows: each target's prediction (and with
-    ``with_std`` its ensemble spread, ``<target>_std``) at the kept ``rows``, NaN (an empty
-    CSV cell) at the others."""
-    import numpy as np
-
-    mean = np.asarray(mean).reshape(len(rows), len(targets))
-    std = np.asarray(std).reshape(len(rows), len(targets))
-    cols = {}
-    for j, name in enumerate(targets):
-        for key, values, wanted in ((name, mean, True), (f"{name}_std", std, with_std)):
-            if wanted:
-                cols[key] = np.full(n, np.nan)
-                cols[key][rows] = values[:, j]
-    return cols
-
-
-def _numeric_features(args, model):
-    """The features of a model saved without preprocessing (numbers only)."""
-    import numpy as np
-    import pandas as pd
-
-    from jaxreg import tabular
-
-    feats = getattr(model, "feature_names_in_", None)
-    if feats is None:
-        df = tabular.read_table(args.data, encoding=args.encoding)
-        if df.shape[1] != model.n_features_in_:
-            raise _usage(
-                f"The model has no feature names, so DATA must have exactly its "
-                f"{model.n_features_in_} feature column(s). Got {df.shape[1]} column(s) in "
-                f"{args.data!r}."
-            )
-        feats = list(df.columns)
-    feats = [str(f) for f in feats]
-    table = tabular.load_features(
-        args.data,
-        feats,
-        drop_na=args.drop_na,
-        dtype=np.float64,
-        labels=_labels(),
-        encoding=args.encoding,
-    )
-    return pd.DataFrame(table.x, columns=feats), table.rows, table.n_dropped
-
-
-def _kept_columns(args, n_rows: int, targets: list[str]) -> dict:
-    """``--keep`` columns of the input file, every row, as they are (identifiers)."""
-    keep = args.keep or []
-    if not keep:
-        return {}
-    from jaxreg import tabular
-
-    df = tabular.read_table(args.data, encoding=args.encoding)
-    _check_keep(args, list(df.columns), targets)
-    assert len(df) == n_rows  # the file's data rows, as the features were read
-    return {col: df[col].to_numpy() for col in keep}
-
-
-def _check_keep(args, columns: list[str], targets: list[str]) -> None:
-    """``--keep`` names columns of the file, each once, none an output column."""
-    keep = args.keep or []
-    outputs = set(targets) | {f"{t}_std" for t in targets}
-    for col in keep:
-        if col not in columns:
-            raise _usage(
-                f"--keep must name a column of {args.data!r}. Got {col!r}; its columns are "
-                f"{list(map(str, columns))}."
-            )
-        if col in outputs:
-            raise _usage(
-                f"--keep {col!r} would be overwritten by the prediction column of the same "
-                "name; keep another column or rename it in the file."
-            )
-    if len(set(keep)) != len(keep):
-        raise _usage(f"--keep must name each column once. Got {keep!r}.")
-
-
-def _model_features(args, model) -> list[str]:
-    """The columns the model reads: its feature names, or for a model fitted without
-    them, every column of the file (as many as it has features)."""
-    from jaxreg import tabular
-
-    first = model[0] if hasattr(model, "steps") else model
-    feats = getattr(first, "feature_names_in_", None)
-    if feats is not None:
-        return [str(f) for f in feats]
-    names = tabular.column_names(args.data) or []
-    if len(names) != model.n_features_in_:
-        raise _usage(
-            f"The model has no feature names, so DATA must have exactly its "
-            f"{model.n_features_in_} feature column(s). Got {len(names)} column(s) in "
-            f"{args.data!r}."
-        )
-    return [str(n) for n in names]
-
-
-def _predict_block_rows(args, model, targets: list[str]) -> int | None:
-    """Rows per block, or None to predict the table at once: when it has more rows (from
-    a Parquet file's metadata, or estimated from a text file's first lines) than a block
-    holds. A block's values, as float64, take a sixteenth of --max-memory (reading,
-    predicting and formatting it take about that many times as much), and at most 2**20
-    rows: beyond that, blocks are faster than the whole table too (10M rows to Parquet:
-    11.0 against 16.4 s, benchmarks/README.md)."""
-    from jaxreg import tabular
-
-    rows = tabular.estimate_rows(args.data)
-    if rows is None:
-        return None
-    first = model[0] if hasattr(model, "steps") else model
-    width = int(first.n_features_in_) + len(args.keep or []) + len(targets) * (2 if args.std else 1)
-    block = int(min(max(_memory_budget(args) // (width * 8 * 16), 256), 1 << 20))
-    return None if rows <= block else block
-
-
-def _predict_blocks(args, model, targets: list[str], block_rows: int) -> int:
-    """``jaxreg predict`` of a table larger than the memory budget: read, predict and write
-    one block of rows at a time. The output is the in-memory path's, row for row; each
-    unseen-category warning is one line for the whole table."""
-    import warnings
-
-    import numpy as np
-    import pandas as pd
-
-    from jaxreg import tabular
-    from jaxreg.preprocess import UnknownCategoryWarning, unseen_message
-
-    raw = hasattr(model, "steps")  # a raw table through the stored preprocessing
-    feats = _model_features(args, model)
-    keep = args.keep or []
-    if keep:
-        _check_keep(args, tabular.column_names(args.data) or keep, targets)
-    columns = feats + [k for k in keep if k not in feats]
-    unseen: dict[str, list] = {}  # column -> [values, missing, rows]
-    others: dict[str, None] = {}  # other warnings' texts, in order, once each
-    n_rows = n_dropped = 0
-    with _prediction_output(args.out) as write:
-        for block in tabular.read_blocks(args.data, columns, block_rows, encoding=args.encoding):
-            offset = int(block.index[0])
-            if raw:
-                part = tabular.frame_of(
-                    block,
-                    args.data,
-                    [],
-                    feats,
-                    drop_na=args.drop_na,
-                    min_rows=0,
-                    require_targets=False,
-                    check_target=False,
-                    labels=_labels(),
-                    offset=offset,
-                )
-                x, rows, dropped = part.x, part.rows, part.n_dropped
-            else:
-                table = tabular.features_of(
-                    block,
-                    args.data,
-                    feats,
-                    drop_na=args.drop_na,
-                    dtype=np.float64,
-                    labels=_labels(),
-                    offset=offset,
-                    min_rows=0,
-                )
-                x = pd.DataFrame(table.x, columns=feats)
-                rows, dropped = table.rows, table.n_dropped
-            cols = {k: block[k].to_numpy() for k in keep}
-            mean = std = np.zeros((0, len(targets)))
-            if len(rows):
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always", UnknownCategoryWarning)
-                    mean, std = model.predict(x, return_std=True)
-                for w in caught:
-                    if isinstance(w.message, UnknownCategoryWarning) and w.message.column:
-                        seen = unseen.setdefault(w.message.column, [set(), False, 0])
-                        seen[0] |= w.message.values
-                        seen[1] = seen[1] or w.message.missing
-                        seen[2] += w.message.rows
-                    else:
-                        others[str(w.message)] = None
-            cols.update(_prediction_columns(len(block), rows, mean, std, targets, args.std))
-            write(pd.DataFrame(cols))
-            n_rows += len(block)
-            n_dropped += dropped
-        if n_dropped == n_rows:
-            raise _usage(
-                f"{args.data!r} has no rows left after dropping the {n_dropped} row(s) with "
-                "missing values."
-            )
-    for name, (values, missing, count) in unseen.items():
-        _warning(unseen_message(name, values, missing, count))
-    for text in others:
-        _warning(text)
-    if n_dropped:
-        print(
-            f"{n_dropped} row(s) with missing features got empty predictions (--drop-na).",
+            f"{done.dropped} row(s) with missing features got empty predictions (--drop-na).",
             file=sys.stderr,
         )
     if args.out is not None:
-        print(f"Wrote {n_rows} prediction row(s) to {args.out} ({block_rows} rows at a time)")
+        blocks = f" ({done.block_rows} rows at a time)" if done.blocks > 1 else ""
+        print(f"Wrote {done.rows} prediction row(s) to {args.out}{blocks}")
     return 0
-
-
-@contextlib.contextmanager
-def _prediction_output(out):
-    """``write(frame)`` for the predictions, one frame (or block of rows) after another: as
-    CSV to stdout as they come; or to ``out``, as Parquet when its name ends in ``.parquet``
-    or ``.pq``, tab-separated when it ends in ``.tsv`` and as CSV otherwise, through a
-    temporary file that replaces ``out`` only when every block is written."""
-    if out is None:
-        yield _csv_writer(sys.stdout.write)
-        return
-    from jaxreg.plots import writing
-
-    suffix = pathlib.Path(out).suffix.lower()
-    with writing(out) as fh:
-        if suffix not in (".parquet", ".pq"):
-            sep = "\t" if suffix == ".tsv" else ","
-            yield _csv_writer(lambda text: fh.write(text.encode("utf-8")), sep)
-            return
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        writers: list = []
-
-        def parquet(frame) -> None:
-            table = pa.Table.from_pandas(frame, preserve_index=False)
-            if not writers:
-                writers.append(pq.ParquetWriter(fh, table.schema))
-            schema = writers[0].schema
-            if not table.schema.equals(schema, check_metadata=False):
-                try:
-                    table = table.cast(schema)
-                except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                    name, was, now = next(
-                        (f.name, f.type, table.schema.field(f.name).type)
-                        for f in schema
-                        if table.schema.field(f.name).type != f.type
-                    )
-                    raise _usage(
-                        f"--out {out!r}: column {name!r} reads as {was} in the first block "
-                        f"of rows and as {now} in a later one, and a Parquet column has one "
-                        "type; give the column one kind of value, or write CSV."
-                    ) from None
-            writers[0].write_table(table)
-
-        try:
-            yield parquet
-        except BaseException:
-            for writer in writers:  # its temporary file is removed next
-                with contextlib.suppress(Exception):
-                    writer.close()
-            raise
-        for writer in writers:
-            writer.close()
-
-
-def _csv_writer(write, sep: str = ","):
-    """``write(frame)`` of CSV text (cells separated by ``sep``), the header with the first
-    frame only."""
-    first = [True]
-
-    def csv(frame) -> None:
-        write(_csv_text(frame, first[0], sep))
-        first[0] = False
-
-    return csv
-
-
-def _csv_text(frame, header: bool, sep: str = ",") -> str:
-    """``frame.to_csv(index=False, header=header, float_format="%.9g", sep=sep)``, the same text,
-    about three times as fast for columns of numbers, flags and text: each value is
-    spelled once, as pandas spells it (``%.9g``, an empty cell for a missing value), and
-    Python's csv writer quotes as pandas' does. Other columns (dates, mixed objects) go
-    through pandas."""
-    import csv
-    import io
-
-    import numpy as np
-    import pandas as pd
-
-    spelled = []
-    numbers = True  # no cell can need quotes
-    for name in frame.columns:
-        col = frame[name]
-        kind = col.dtype.kind
-        if kind == "f":
-            values = col.to_numpy()
-            text = [f"{v:.9g}" for v in values.tolist()]
-            for i in np.flatnonzero(np.isnan(values)).tolist():
-                text[i] = ""
-        elif kind in "iub":
-            text = [str(v) for v in col.tolist()]
-        elif kind == "O" and pd.api.types.infer_dtype(col, skipna=True) in ("string", "empty"):
-            text = ["" if v is None or v != v else v for v in col.tolist()]
-            numbers = False
-        else:
-            return frame.to_csv(index=False, header=header, float_format="%.9g", sep=sep)
-        spelled.append(text)
-    out = io.StringIO()
-    writer = csv.writer(out, delimiter=sep, lineterminator="\n")
-    if header:
-        writer.writerow([str(c) for c in frame.columns])
-    if numbers and len(spelled) > 1:  # (a row of one empty cell is written '""')
-        out.write("".join(f"{line}\n" for line in map(sep.join, zip(*spelled, strict=True))))
-    else:
-        writer.writerows(zip(*spelled, strict=True))
-    return out.getvalue()
 
 
 # ------------------------------------------------------------------ report
