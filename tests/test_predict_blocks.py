@@ -266,3 +266,26 @@ def test_the_csv_writer_spells_what_pandas_spells():
             for sep in (",", "\t"):
                 want = frame.to_csv(index=False, header=header, float_format="%.9g", sep=sep)
                 assert csv_text(frame, header, sep) == want, (list(frame.columns), header, sep)
+
+
+def test_the_library_predicts_a_table_into_a_stream(tmp_path, models):
+    """``jaxreg.predict_table`` from Python: blocks of a text stream, one merged
+    ``UnknownCategoryWarning`` for the column, and the model's own predictions."""
+    import io
+
+    import jaxreg
+    from jaxreg.preprocess import UnknownCategoryWarning
+
+    data, df = _new_table(tmp_path, ".csv")
+    model = jaxreg.load(models / "pipe")
+    buffer = io.StringIO()
+    with pytest.warns(UnknownCategoryWarning) as record:
+        done = jaxreg.predict_table(model, data, buffer, keep=["id"], max_memory=16 * 1024)
+    assert done == (ROWS, 0, 256, -(-ROWS // 256))
+    (warned,) = [w.message for w in record if w.category is UnknownCategoryWarning]
+    assert (warned.column, warned.values, warned.rows) == ("c", {"v", "w"}, 4)
+    got = pd.read_csv(io.StringIO(buffer.getvalue()))
+    with pytest.warns(UnknownCategoryWarning):
+        want = model.predict(df[["a", "b", "c"]])
+    pd.testing.assert_series_equal(got["id"], df["id"])
+    np.testing.assert_allclose(got["y"], want, rtol=1e-8, atol=1e-12)  # nine digits

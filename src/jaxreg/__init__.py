@@ -36,6 +36,7 @@ _EXPORTS = {
     "save": "jaxreg.estimator",
     "TablePreprocessor": "jaxreg.preprocess",
     "UnknownCategoryWarning": "jaxreg.preprocess",
+    "predict_table": "jaxreg.tablepredict",
     "save_model": "jaxreg.store",
     "load_model": "jaxreg.store",
 }
