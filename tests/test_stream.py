@@ -358,17 +358,13 @@ def test_several_processes_name_a_missing_value_the_file_did_not_announce(tmp_pa
         stream.scan(lambda a: np.stack([a, a]))
 
 
-def _in_two_shares(shares, **kwargs):
-    """``fit_blocks`` of each share in its own thread, as two processes would run it: a
-    ``gather`` that stacks both threads' arrays. Returns each share's result (a
-    preprocessor or the exception it raised)."""
+def _thread_gathers():
+    """``gather_for(i)``: the ``gather`` of thread ``i`` of two threads standing for two
+    processes (each call stacks both threads' arrays, as ``runner.gather_processes``)."""
     import threading
-
-    from jaxreg.preprocess import fit_blocks
 
     barrier = threading.Barrier(2, timeout=60)
     slots: list = [None, None]
-    results: list = [None, None]
 
     def gather_for(i):
         def gather(a):
@@ -379,6 +375,20 @@ def _in_two_shares(shares, **kwargs):
             return out
 
         return gather
+
+    return gather_for
+
+
+def _in_two_shares(shares, **kwargs):
+    """``fit_blocks`` of each share in its own thread, as two processes would run it: a
+    ``gather`` that stacks both threads' arrays. Returns each share's result (a
+    preprocessor or the exception it raised)."""
+    import threading
+
+    from jaxreg.preprocess import fit_blocks
+
+    gather_for = _thread_gathers()
+    results: list = [None, None]
 
     def run(i):
         try:
@@ -505,19 +515,7 @@ def test_gather_rows_concatenates_every_process_share_in_order():
 
     from jaxreg.runner import gather_rows
 
-    barrier = threading.Barrier(2, timeout=60)
-    slots: list = [None, None]
-
-    def gather_for(i):
-        def gather(a):
-            slots[i] = np.asarray(a)
-            barrier.wait()
-            out = np.stack(slots)
-            barrier.wait()
-            return out
-
-        return gather
-
+    gather_for = _thread_gathers()
     rng = np.random.default_rng(7)
     for sizes in ((5, 3), (0, 4), (0, 0)):
         shares = [rng.normal(size=(n, 2)) for n in sizes]

@@ -45,6 +45,7 @@ __all__ = [
     "UnknownCategoryWarning",
     "check_columns",
     "unseen_message",
+    "unseen_warning",
 ]
 
 FORMAT = 1
@@ -801,6 +802,13 @@ def _warn_unseen(name: str, unseen: set[str], missing: bool, rows: int, stacklev
     blocks can merge the blocks' warnings into one (``unseen_message``)."""
     if not unseen and not missing:
         return
+    # stacklevel: the caller of transform (wrapped by set_output)
+    warnings.warn(unseen_warning(name, unseen, missing, rows), stacklevel=stacklevel)
+
+
+def unseen_warning(name: str, unseen, missing: bool, rows: int) -> UnknownCategoryWarning:
+    """The ``UnknownCategoryWarning`` of column ``name``: its text (``unseen_message``) and
+    its ``column``, ``values``, ``missing`` and ``rows``."""
     warning = UnknownCategoryWarning(unseen_message(name, unseen, missing, rows))
     warning.column, warning.values, warning.missing, warning.rows = (
         name,
@@ -808,8 +816,7 @@ def _warn_unseen(name: str, unseen: set[str], missing: bool, rows: int, stacklev
         missing,
         rows,
     )
-    # stacklevel: the caller of transform (wrapped by set_output)
-    warnings.warn(warning, stacklevel=stacklevel)
+    return warning
 
 
 def unseen_message(name: str, unseen, missing: bool, rows: int) -> str:

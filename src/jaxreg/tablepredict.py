@@ -92,7 +92,7 @@ def predict_table(
     import numpy as np
     import pandas as pd
 
-    from jaxreg.preprocess import UnknownCategoryWarning, unseen_message
+    from jaxreg.preprocess import UnknownCategoryWarning, unseen_warning
 
     keep = [str(k) for k in keep]
     targets = _targets(model)
@@ -146,14 +146,7 @@ def predict_table(
                 "missing values."
             )
     for name, (values, missing, count) in unseen.items():
-        merged = UnknownCategoryWarning(unseen_message(name, values, missing, count))
-        merged.column, merged.values, merged.missing, merged.rows = (
-            name,
-            frozenset(values),
-            missing,
-            count,
-        )
-        warnings.warn(merged, stacklevel=2)
+        warnings.warn(unseen_warning(name, values, missing, count), stacklevel=2)
     for w in others.values():
         warnings.warn(w.message, stacklevel=2)
     return TablePrediction(n_rows, n_dropped, size, blocks)
