@@ -601,7 +601,7 @@ def _read_every(saved: SavedModel, prep, data, feats, targets, drop_na: bool, ev
     rows), then thinned. Returns ``(x, y, raw, _Sample)``."""
     import pandas as pd
 
-    names = tabular.column_names(data) or []
+    names = tabular.header_names(data)
     targets = targets if all(t in names for t in targets) else []  # read only when all are
     raw_feats = list(prep.feature_names_in_) if prep is not None else feats
     columns = raw_feats + [t for t in targets if t not in raw_feats]
@@ -653,15 +653,16 @@ def _sampled_sets(run: dict, data, sample: _Sample) -> list[tuple[str, np.ndarra
     if not recorded or pathlib.Path(data).resolve() != pathlib.Path(recorded):
         return None
     if run.get("streamed"):
-        from jaxreg.stream import held_out_mask
+        from jaxreg.stream import held_out_sets
 
         settings = run.get("settings") or {}
-        val_f = float(settings.get("val_fraction") or 0.0)
-        test_f = float(settings.get("test_fraction") or 0.0)
-        seed = int(settings.get("seed") or 0)
-        val = held_out_mask(sample.file_rows, val_f, seed)
-        out = held_out_mask(sample.file_rows, val_f + test_f, seed)
-        groups = (("training", ~out), ("validation", val), ("test", out & ~val))
+        val, test = held_out_sets(
+            sample.file_rows,
+            float(settings.get("val_fraction") or 0.0),
+            float(settings.get("test_fraction") or 0.0),
+            int(settings.get("seed") or 0),
+        )
+        groups = (("training", ~(val | test)), ("validation", val), ("test", test))
         return [(w, np.flatnonzero(m)) for w, m in groups if m.any()]
     full = _recorded_sets(run, data, sample.kept)
     if full is None:

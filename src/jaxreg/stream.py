@@ -32,7 +32,7 @@ import numpy as np
 from jaxreg import validate
 from jaxreg.data import Standardizer
 
-__all__ = ["StreamStats", "TableStream", "held_out_mask", "parse_size"]
+__all__ = ["StreamStats", "TableStream", "held_out_mask", "held_out_sets", "parse_size"]
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
@@ -46,6 +46,16 @@ def held_out_mask(rows: np.ndarray, fraction: float, seed: int) -> np.ndarray:
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         z = z ^ (z >> np.uint64(31))
     return (z >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53)) < fraction
+
+
+def held_out_sets(
+    rows: np.ndarray, val_fraction: float, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The validation and test masks of file rows (0-based indices): the hash
+    (``held_out_mask``) below ``val_fraction``, and in ``[val_fraction, val_fraction +
+    test_fraction)``. The other rows train."""
+    val = held_out_mask(rows, val_fraction, seed)
+    return val, held_out_mask(rows, val_fraction + test_fraction, seed) & ~val
 
 
 def parse_size(text: str | int, what: str = "--max-memory") -> int:
@@ -549,10 +559,8 @@ class TableStream:
         seen_train = 0
         self._dropped_now = 0
         for rows, values in self._blocks():
-            val = held_out_mask(rows, self.val_fraction, self.seed)
-            out = held_out_mask(rows, self.val_fraction + self.test_fraction, self.seed)
-            test = out & ~val
-            tr = values[~out]
+            val, test = held_out_sets(rows, self.val_fraction, self.test_fraction, self.seed)
+            tr = values[~(val | test)]
             if len(tr):
                 bm = tr.mean(axis=0)
                 bm2 = ((tr - bm) ** 2).sum(axis=0)

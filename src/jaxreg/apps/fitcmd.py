@@ -227,15 +227,15 @@ def _warning(text: str) -> None:
 
 
 @contextlib.contextmanager
-def _warnings_as_lines():
-    """Record the warnings of the block (ConvergenceWarning each time) and print each as one
-    line (``_warning``) when it ends."""
+def _warnings_as_lines(category: type[Warning] | None = None):
+    """Record the warnings of the block (``category`` each time; default scikit-learn's
+    ConvergenceWarning) and print each as one line (``_warning``) when it ends."""
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
 
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
+        warnings.simplefilter("always", category or ConvergenceWarning)
         yield
     for w in caught:
         _warning(str(w.message))
@@ -1150,7 +1150,6 @@ def _print_metrics(metrics: dict) -> None:
 
 def run_predict(args: argparse.Namespace) -> int:
     import os
-    import warnings
 
     if args.out is not None:
         target = pathlib.Path(args.out)
@@ -1169,8 +1168,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from jaxreg.tablepredict import predict_table
 
     model = load(args.model)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UnknownCategoryWarning)
+    with _warnings_as_lines(UnknownCategoryWarning):
         done = predict_table(
             model,
             args.data,
@@ -1183,8 +1181,6 @@ def run_predict(args: argparse.Namespace) -> int:
             labels=_labels(),
             keep_option="--keep",
         )
-    for w in caught:
-        _warning(str(w.message))
     if done.dropped:
         print(
             f"{done.dropped} row(s) with missing features got empty predictions (--drop-na).",
