@@ -20,6 +20,9 @@ Rows (``--only`` takes these names, comma separated):
 - ``plain-injit``: the same step, with ``jax.random.permutation`` and the gather
   (``dynamic_slice`` of the permuted indices, ``x[idx]``) inside the jitted epoch; the data
   stays on the device between epochs.
+- ``plain-gather``: the permutation drawn with NumPy on the host each epoch, as in
+  ``plain-host``, but only the indices are put on the device: each step gathers its rows
+  (``x[idx]``) from the table held on the device, inside the jitted scan.
 - ``estimator``: ``jaxreg.MLPRegressor(hidden_layer_sizes=(64, 64), activation="tanh",
   optimizer="adam", learning_rate=1e-3, batch_size=1024, epochs=1, tol=None,
   random_state=0)`` with its defaults otherwise (standardize=True), ``fit`` on the raw
@@ -33,6 +36,14 @@ Rows (``--only`` takes these names, comma separated):
 - ``keras``: Keras 3 on JAX (``KERAS_BACKEND=jax``), ``model.fit(x, y, batch_size=1024,
   epochs=1, shuffle=True, verbose=0)`` after ``set_weights``, ``jit_compile`` default.
 - ``torch``: PyTorch eager (``torch.randperm``, index, ``Adam``), if installed.
+- ``floor`` and ``floor-lanes`` (not run unless named in ``--only``): what no formulation
+  of this step through XLA's float32 products can beat. The same network with the identity
+  in place of ``tanh`` and plain SGD in place of Adam, on batches gathered once before the
+  timing: so the step is its products (three forward, five backward: the first layer's
+  input gradient is not needed), the bias adds and sums and a subtraction per weight.
+  ``floor`` holds the batches as ``(1024, 8)`` (``x @ W``), ``floor-lanes`` as ``(8,
+  1024)`` (``W.T @ x``: samples on the vector lanes). Its val MSE is that of a linear
+  model and is not comparable.
 - ``sklearn``: scikit-learn's ``MLPRegressor(hidden_layer_sizes=(64, 64),
   activation="tanh", solver="adam", batch_size=1024, max_iter=1, learning_rate_init=1e-3,
   shuffle=True, alpha=0)`` with the same weights (``warm_start=True``, ``coefs_`` and
@@ -73,15 +84,29 @@ import warnings
 
 import numpy as np
 
-FORMULATIONS = ("plain-host", "plain-injit", "estimator", "cli", "keras", "torch", "sklearn")
+FORMULATIONS = (
+    "plain-host",
+    "plain-injit",
+    "plain-gather",
+    "estimator",
+    "cli",
+    "keras",
+    "torch",
+    "sklearn",
+    "floor",
+    "floor-lanes",
+)
 LABELS = {
     "plain-host": "plain JAX, host permutation",
     "plain-injit": "plain JAX, in-jit permutation",
+    "plain-gather": "plain JAX, host permutation, in-jit gather",
     "estimator": "jaxreg MLPRegressor.fit",
     "cli": "jaxreg fit (CLI)",
     "keras": "Keras 3 (JAX backend)",
     "torch": "PyTorch eager",
     "sklearn": "scikit-learn MLPRegressor",
+    "floor": "floor: the step's products alone, batch-major",
+    "floor-lanes": "floor: the step's products alone, samples on the lanes",
 }
 FEATURES = 8
 HIDDEN = (64, 64)
@@ -319,6 +344,110 @@ def row_plain_injit(d: dict, repeats: int, seed: int, threads: int) -> dict:
     }
 
 
+def row_plain_gather(d: dict, repeats: int, seed: int, threads: int) -> dict:
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    step, init_state = _jax_step()
+    xs, ys = standardized(d)
+    n = xs.shape[0]
+    steps = n // BATCH
+    x, y = jax.device_put(xs), jax.device_put(ys)
+    rng = np.random.default_rng(seed + 2)
+
+    def epoch(state, perm, x, y):
+        def body(state, i):
+            idx = lax.dynamic_slice(perm, (i * BATCH,), (BATCH,))
+            return step(state, (x[idx], y[idx]))
+
+        state, losses = lax.scan(body, state, jnp.arange(steps))
+        return state, losses.mean()
+
+    perm_shape = jax.ShapeDtypeStruct((steps * BATCH,), np.int32)
+    t0 = time.perf_counter()
+    exe = jax.jit(epoch, donate_argnums=0).lower(init_state(d), perm_shape, x, y).compile()
+    compile_s = time.perf_counter() - t0
+    host = []
+
+    def run_once(_):
+        state = jax.block_until_ready(init_state(d))
+        t0 = time.perf_counter()
+        perm = jax.device_put(rng.permutation(n)[: steps * BATCH].astype(np.int32))
+        host.append(time.perf_counter() - t0)
+        state, _ = exe(state, perm, x, y)
+        return jax.device_get(jax.block_until_ready(state[0]))
+
+    first, times, outs = _timed_runs(run_once, repeats)
+    return {
+        "steps": steps,
+        "samples": steps * BATCH,
+        "compile_s": compile_s,
+        "first_s": first,
+        "times": times,
+        "val": [val_mse(d, p) for p in outs[1:]],
+        "note": f"host permutation + transfer {1e3 * statistics.median(host[1:]):.0f} ms of "
+        "the epoch (median)",
+    }
+
+
+def row_floor(d: dict, repeats: int, seed: int, threads: int, lanes: bool = False) -> dict:
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    xs, ys = standardized(d)
+    n = xs.shape[0]
+    steps = n // BATCH
+    perm = np.random.default_rng(seed + 2).permutation(n)[: steps * BATCH]
+    xb = xs[perm].reshape(steps, BATCH, FEATURES)
+    yb = ys[perm].reshape(steps, BATCH, 1)
+    if lanes:  # (steps, features, batch): every product has the 1024 samples on its lanes
+        xb, yb = (
+            np.ascontiguousarray(xb.transpose(0, 2, 1)),
+            np.ascontiguousarray(yb.transpose(0, 2, 1)),
+        )
+    xb, yb = jax.device_put(xb), jax.device_put(yb)
+
+    def forward(params, x):
+        *hidden, (w, b) = params
+        for wh, bh in hidden:  # no activation: the products and the bias adds only
+            x = wh.T @ x + bh[:, None] if lanes else x @ wh + bh
+        return w.T @ x + b[:, None] if lanes else x @ w + b
+
+    def step(params, batch):
+        xb, yb = batch
+        value, grads = jax.value_and_grad(lambda p: jnp.mean((forward(p, xb) - yb) ** 2))(params)
+        return jax.tree.map(lambda p, g: p - LR * g, params, grads), value
+
+    def epoch(params, xb, yb):
+        params, losses = lax.scan(step, params, (xb, yb))
+        return params, losses.mean()
+
+    def init():
+        return tuple((jnp.array(w), jnp.array(b)) for w, b in initial_params(d))
+
+    t0 = time.perf_counter()
+    exe = jax.jit(epoch, donate_argnums=0).lower(init(), xb, yb).compile()
+    compile_s = time.perf_counter() - t0
+
+    def run_once(_):
+        params = jax.block_until_ready(init())
+        params, _ = exe(params, xb, yb)
+        return jax.device_get(jax.block_until_ready(params))
+
+    first, times, outs = _timed_runs(run_once, repeats)
+    return {
+        "steps": steps,
+        "samples": steps * BATCH,
+        "compile_s": compile_s,
+        "first_s": first,
+        "times": times,
+        "val": [val_mse(d, p) for p in outs[1:]],
+        "note": "a linear network: its val MSE is not comparable; batches gathered before timing",
+    }
+
+
 def row_estimator(d: dict, repeats: int, seed: int, threads: int) -> dict:
     import jaxreg
 
@@ -524,6 +653,9 @@ ROWS = {
     "keras": row_keras,
     "torch": row_torch,
     "sklearn": row_sklearn,
+    "plain-gather": row_plain_gather,
+    "floor": row_floor,
+    "floor-lanes": lambda d, repeats, seed, threads: row_floor(d, repeats, seed, threads, True),
 }
 
 
@@ -939,7 +1071,7 @@ def main(argv=None) -> int:
     if not thread_counts or min(thread_counts) < 1:
         p.error(f"--threads must be positive integers, comma separated. Got {args.threads!r}.")
     names = (
-        FORMULATIONS
+        tuple(n for n in FORMULATIONS if not n.startswith("floor"))
         if args.only is None
         else tuple(s.strip() for s in args.only.split(",") if s.strip())
     )
