@@ -18,7 +18,7 @@ import sys
 import numpy as np
 import pytest
 
-from jaxreg import checkpoint, store
+from jaxreg import checkpoint, files, store
 from jaxreg.files import TMP_PREFIX
 
 # Shared by this module and the subprocess scripts, so both build the same versions.
@@ -430,3 +430,85 @@ def test_a_writer_killed_before_its_commit_point_leaves_what_the_next_save_remov
     save(path, NEXT)
     assert load_version(path) == NEXT
     assert sorted(os.listdir(path)) == sorted({manifest} | named(_manifest(path, manifest)))
+
+
+_KILLED_WRITE_SCRIPT = """
+import os, signal, sys
+from jaxreg.files import writing
+with writing(sys.argv[1]) as fh:
+    fh.write(b"half of the new predictions")
+    fh.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_killed_file_write_leaves_the_old_file_and_the_next_write_removes_its_temporary(
+    tmp_path,
+):
+    """``files.writing`` (predictions, reports, plots): a writer killed mid-write leaves the
+    old file whole and its own temporary, which the next write into that folder removes;
+    a live writer's temporary and the user's files stay."""
+    path = tmp_path / "preds.csv"
+    path.write_bytes(b"old predictions")
+    (tmp_path / ".preds.csv.abc.tmp").write_bytes(b"the user's, not jaxreg's")
+    out = subprocess.run([sys.executable, "-c", _KILLED_WRITE_SCRIPT, str(path)])
+    assert out.returncode == -signal.SIGKILL
+    assert path.read_bytes() == b"old predictions"
+    left = [p for p in tmp_path.iterdir() if p.name.startswith(TMP_PREFIX)]
+    assert len(left) == 1 and left[0].read_bytes() == b"half of the new predictions"
+    live = _tmp(tmp_path, "f")
+    live.write_bytes(b"being written")
+    fd = os.open(live, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as a live writer holds its temporary
+        with files.writing(path) as fh:
+            fh.write(b"new predictions")
+        assert path.read_bytes() == b"new predictions"
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+            [".preds.csv.abc.tmp", "preds.csv", live.name]
+        )
+        assert live.read_bytes() == b"being written"
+    finally:
+        os.close(fd)
+    # The other writer is gone (its lock with it). A write that raises leaves the old
+    # content and no temporary of its own, and has removed what that writer left.
+    with pytest.raises(RuntimeError), files.writing(path) as fh:
+        fh.write(b"never published")
+        raise RuntimeError("stop")
+    assert path.read_bytes() == b"new predictions"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".preds.csv.abc.tmp", "preds.csv"]
+    assert (path.stat().st_mode & 0o777) == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_WRITE_UNDER_LOCK_SCRIPT = """
+import sys
+from jaxreg import files
+folder = sys.argv[1]
+with files.folder_lock(folder), files.Staging(folder, folder_locked=True) as staging:
+    stage = staging.folder()  # locked by this process, as a report's staging folder is
+    with files.writing(stage / "report.html") as fh:
+        fh.write(b"a page")
+    with files.writing(folder + "/preds.csv") as fh:
+        fh.write(b"rows")
+    print((stage / "report.html").read_text())
+"""
+
+
+def test_a_file_written_where_this_process_holds_the_lock_does_not_wait_for_it(tmp_path):
+    """``files.writing`` into a folder whose lock this process holds (a commit, a staged
+    report folder) writes without cleaning: waiting for the lock would never end."""
+    out = subprocess.run(
+        [sys.executable, "-c", _WRITE_UNDER_LOCK_SCRIPT, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "a page"
+    assert (tmp_path / "preds.csv").read_bytes() == b"rows"

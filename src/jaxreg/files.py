@@ -25,7 +25,7 @@ import pathlib
 import re
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
 __all__ = [
     "TMP_PREFIX",
@@ -43,6 +43,7 @@ __all__ = [
     "remove_entry",
     "remove_owned",
     "validate_document",
+    "writing",
 ]
 
 TMP_PREFIX = ".jaxreg-tmp-"
@@ -67,13 +68,17 @@ def fsync_dir(path) -> None:
 
 
 @contextlib.contextmanager
-def folder_lock(folder, *, shared: bool = False) -> Iterator[None]:
+def folder_lock(folder, *, shared: bool = False, wait: bool = True) -> Iterator[None]:
     """Hold an exclusive (or shared) ``flock`` on ``folder``, released on exit or when the
     process dies. Commits hold it exclusively; readers of a manifest and the files it names
-    hold it shared, so they never see a manifest whose files a commit just removed."""
+    hold it shared, so they never see a manifest whose files a commit just removed. With
+    ``wait=False``, ``BlockingIOError`` when another holds it (this process included: a
+    lock belongs to an open file description)."""
     fd = os.open(folder, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        fcntl.flock(
+            fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB)
+        )
         yield
     finally:
         os.close(fd)
@@ -176,6 +181,40 @@ def _remove_stale_temporaries(folder: pathlib.Path) -> None:
             remove_entry(entry)
         finally:
             os.close(fd)
+
+
+@contextlib.contextmanager
+def writing(path) -> Iterator[BinaryIO]:
+    """A binary file to write ``path``'s new content into, block by block: a temporary of
+    jaxreg's own in the same folder (``.jaxreg-tmp-<random>``, locked while this process
+    writes it), renamed over ``path`` when the block ends and removed when it raises, so
+    ``path`` holds the old content or the whole new one. Temporaries that killed writers
+    left in that folder (unlocked) are removed first, when the folder's lock is free."""
+    path = pathlib.Path(path)
+    folder = path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / _tmp_name()
+    with contextlib.ExitStack() as held:
+        # Cleaning is opportunistic: a folder held by a commit or a staging (this process's
+        # own included, which waiting would deadlock), or that cannot be locked, is left.
+        try:
+            held.enter_context(folder_lock(folder, wait=False))
+        except OSError:
+            pass
+        else:
+            _remove_stale_temporaries(folder)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
+        with contextlib.suppress(OSError):  # held until the rename: the temporary is live
+            fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        with os.fdopen(os.dup(fd), "wb") as fh:  # the lock belongs to fd, still open
+            yield fh
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        os.close(fd)
 
 
 def commit(

@@ -210,7 +210,7 @@ def _output(out):
     if out is None or hasattr(out, "write"):
         yield _csv_writer((out or sys.stdout).write)
         return
-    from jaxreg.plots import writing
+    from jaxreg.files import writing
 
     suffix = pathlib.Path(out).suffix.lower()
     with writing(out) as fh:
