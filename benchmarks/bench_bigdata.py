@@ -253,6 +253,34 @@ def _timed_runs(run_once, repeats: int) -> tuple[float, list[float], list]:
     return first, times, outs
 
 
+def _gathering_epoch(step, steps: int):
+    """An epoch of ``steps`` minibatches, each gathered inside the jit from ``perm``."""
+    import jax.numpy as jnp
+    from jax import lax
+
+    def epoch(state, perm, x, y):
+        def body(state, i):
+            idx = lax.dynamic_slice(perm, (i * BATCH,), (BATCH,))
+            return step(state, (x[idx], y[idx]))
+
+        state, losses = lax.scan(body, state, jnp.arange(steps))
+        return state, losses.mean()
+
+    return epoch
+
+
+def _row(steps: int, compile_s, first: float, times: list, val: list, note: str) -> dict:
+    return {
+        "steps": steps,
+        "samples": steps * BATCH,
+        "compile_s": compile_s,
+        "first_s": first,
+        "times": times,
+        "val": val,
+        "note": note,
+    }
+
+
 def row_plain_host(d: dict, repeats: int, seed: int, threads: int) -> dict:
     import jax
     from jax import lax
@@ -287,38 +315,24 @@ def row_plain_host(d: dict, repeats: int, seed: int, threads: int) -> dict:
         return jax.device_get(jax.block_until_ready(state[0]))
 
     first, times, outs = _timed_runs(run_once, repeats)
-    return {
-        "steps": steps,
-        "samples": steps * BATCH,
-        "compile_s": compile_s,
-        "first_s": first,
-        "times": times,
-        "val": [val_mse(d, p) for p in outs[1:]],
-        "note": f"host permutation + gather + transfer {1e3 * statistics.median(host[1:]):.0f} "
-        "ms of the epoch (median)",
-    }
+    val = [val_mse(d, p) for p in outs[1:]]
+    host_ms = 1e3 * statistics.median(host[1:])
+    note = f"host permutation + gather + transfer {host_ms:.0f} ms of the epoch (median)"
+    return _row(steps, compile_s, first, times, val, note)
 
 
 def row_plain_injit(d: dict, repeats: int, seed: int, threads: int) -> dict:
     import jax
-    import jax.numpy as jnp
-    from jax import lax
 
     step, init_state = _jax_step()
     xs, ys = standardized(d)
     n = xs.shape[0]
     steps = n // BATCH
     x, y = jax.device_put(xs), jax.device_put(ys)
+    gathering = _gathering_epoch(step, steps)
 
     def epoch(state, key, x, y):
-        perm = jax.random.permutation(key, x.shape[0])
-
-        def body(state, i):
-            idx = lax.dynamic_slice(perm, (i * BATCH,), (BATCH,))
-            return step(state, (x[idx], y[idx]))
-
-        state, losses = lax.scan(body, state, jnp.arange(steps))
-        return state, losses.mean()
+        return gathering(state, jax.random.permutation(key, x.shape[0]), x, y)
 
     base = jax.random.PRNGKey(seed + 2)
     t0 = time.perf_counter()
@@ -333,21 +347,13 @@ def row_plain_injit(d: dict, repeats: int, seed: int, threads: int) -> dict:
 
     first, times, outs = _timed_runs(run_once, repeats)
     perm_s = _jitted_seconds(lambda k: jax.random.permutation(k, n), base)
-    return {
-        "steps": steps,
-        "samples": steps * BATCH,
-        "compile_s": compile_s,
-        "first_s": first,
-        "times": times,
-        "val": [val_mse(d, p) for p in outs[1:]],
-        "note": f"`jax.random.permutation` of {n:,} rows alone: {1e3 * perm_s:.0f} ms",
-    }
+    val = [val_mse(d, p) for p in outs[1:]]
+    note = f"`jax.random.permutation` of {n:,} rows alone: {1e3 * perm_s:.0f} ms"
+    return _row(steps, compile_s, first, times, val, note)
 
 
 def row_plain_gather(d: dict, repeats: int, seed: int, threads: int) -> dict:
     import jax
-    import jax.numpy as jnp
-    from jax import lax
 
     step, init_state = _jax_step()
     xs, ys = standardized(d)
@@ -355,18 +361,13 @@ def row_plain_gather(d: dict, repeats: int, seed: int, threads: int) -> dict:
     steps = n // BATCH
     x, y = jax.device_put(xs), jax.device_put(ys)
     rng = np.random.default_rng(seed + 2)
-
-    def epoch(state, perm, x, y):
-        def body(state, i):
-            idx = lax.dynamic_slice(perm, (i * BATCH,), (BATCH,))
-            return step(state, (x[idx], y[idx]))
-
-        state, losses = lax.scan(body, state, jnp.arange(steps))
-        return state, losses.mean()
-
     perm_shape = jax.ShapeDtypeStruct((steps * BATCH,), np.int32)
     t0 = time.perf_counter()
-    exe = jax.jit(epoch, donate_argnums=0).lower(init_state(d), perm_shape, x, y).compile()
+    exe = (
+        jax.jit(_gathering_epoch(step, steps), donate_argnums=0)
+        .lower(init_state(d), perm_shape, x, y)
+        .compile()
+    )
     compile_s = time.perf_counter() - t0
     host = []
 
@@ -379,16 +380,9 @@ def row_plain_gather(d: dict, repeats: int, seed: int, threads: int) -> dict:
         return jax.device_get(jax.block_until_ready(state[0]))
 
     first, times, outs = _timed_runs(run_once, repeats)
-    return {
-        "steps": steps,
-        "samples": steps * BATCH,
-        "compile_s": compile_s,
-        "first_s": first,
-        "times": times,
-        "val": [val_mse(d, p) for p in outs[1:]],
-        "note": f"host permutation + transfer {1e3 * statistics.median(host[1:]):.0f} ms of "
-        "the epoch (median)",
-    }
+    val = [val_mse(d, p) for p in outs[1:]]
+    note = f"host permutation + transfer {1e3 * statistics.median(host[1:]):.0f} ms of the epoch"
+    return _row(steps, compile_s, first, times, val, note + " (median)")
 
 
 def row_floor(d: dict, repeats: int, seed: int, threads: int, lanes: bool = False) -> dict:
@@ -437,15 +431,9 @@ def row_floor(d: dict, repeats: int, seed: int, threads: int, lanes: bool = Fals
         return jax.device_get(jax.block_until_ready(params))
 
     first, times, outs = _timed_runs(run_once, repeats)
-    return {
-        "steps": steps,
-        "samples": steps * BATCH,
-        "compile_s": compile_s,
-        "first_s": first,
-        "times": times,
-        "val": [val_mse(d, p) for p in outs[1:]],
-        "note": "a linear network: its val MSE is not comparable; batches gathered before timing",
-    }
+    val = [val_mse(d, p) for p in outs[1:]]
+    note = "a linear network: its val MSE is not comparable; batches gathered before timing"
+    return _row(steps, compile_s, first, times, val, note)
 
 
 def row_estimator(d: dict, repeats: int, seed: int, threads: int) -> dict:
