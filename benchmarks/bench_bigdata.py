@@ -44,6 +44,10 @@ Rows (``--only`` takes these names, comma separated):
   ``floor`` holds the batches as ``(1024, 8)`` (``x @ W``), ``floor-lanes`` as ``(8,
   1024)`` (``W.T @ x``: samples on the vector lanes). Its val MSE is that of a linear
   model and is not comparable.
+- ``plain-gather-1t``, ``floor-1t`` and ``floor-lanes-1t`` (not run unless named):
+  ``plain-gather``, ``floor`` and ``floor-lanes`` compiled with XLA's compile options for
+  products on one thread (``ONE_THREAD``), which jaxreg's runner uses for thin minibatch
+  loops on a CPU of at most two cores.
 - ``sklearn``: scikit-learn's ``MLPRegressor(hidden_layer_sizes=(64, 64),
   activation="tanh", solver="adam", batch_size=1024, max_iter=1, learning_rate_init=1e-3,
   shuffle=True, alpha=0)`` with the same weights (``warm_start=True``, ``coefs_`` and
@@ -95,6 +99,9 @@ FORMULATIONS = (
     "sklearn",
     "floor",
     "floor-lanes",
+    "plain-gather-1t",
+    "floor-1t",
+    "floor-lanes-1t",
 )
 LABELS = {
     "plain-host": "plain JAX, host permutation",
@@ -107,7 +114,13 @@ LABELS = {
     "sklearn": "scikit-learn MLPRegressor",
     "floor": "floor: the step's products alone, batch-major",
     "floor-lanes": "floor: the step's products alone, samples on the lanes",
+    "plain-gather-1t": "plain JAX, host permutation, in-jit gather, products on one thread",
+    "floor-1t": "floor, batch-major, products on one thread",
+    "floor-lanes-1t": "floor, samples on the lanes, products on one thread",
 }
+# XLA compile options of the ``-1t`` rows: the matrix products on one thread (what
+# jaxreg's runner compiles a thin minibatch loop with on a CPU of at most two cores).
+ONE_THREAD = {"xla_cpu_multi_thread_eigen": False, "xla_cpu_experimental_ynn_fusion_type": ""}
 FEATURES = 8
 HIDDEN = (64, 64)
 BATCH = 1024
@@ -352,7 +365,9 @@ def row_plain_injit(d: dict, repeats: int, seed: int, threads: int) -> dict:
     return _row(steps, compile_s, first, times, val, note)
 
 
-def row_plain_gather(d: dict, repeats: int, seed: int, threads: int) -> dict:
+def row_plain_gather(
+    d: dict, repeats: int, seed: int, threads: int, options: dict | None = None
+) -> dict:
     import jax
 
     step, init_state = _jax_step()
@@ -366,7 +381,7 @@ def row_plain_gather(d: dict, repeats: int, seed: int, threads: int) -> dict:
     exe = (
         jax.jit(_gathering_epoch(step, steps), donate_argnums=0)
         .lower(init_state(d), perm_shape, x, y)
-        .compile()
+        .compile(compiler_options=options)
     )
     compile_s = time.perf_counter() - t0
     host = []
@@ -385,7 +400,14 @@ def row_plain_gather(d: dict, repeats: int, seed: int, threads: int) -> dict:
     return _row(steps, compile_s, first, times, val, note + " (median)")
 
 
-def row_floor(d: dict, repeats: int, seed: int, threads: int, lanes: bool = False) -> dict:
+def row_floor(
+    d: dict,
+    repeats: int,
+    seed: int,
+    threads: int,
+    lanes: bool = False,
+    options: dict | None = None,
+) -> dict:
     import jax
     import jax.numpy as jnp
     from jax import lax
@@ -422,7 +444,7 @@ def row_floor(d: dict, repeats: int, seed: int, threads: int, lanes: bool = Fals
         return tuple((jnp.array(w), jnp.array(b)) for w, b in initial_params(d))
 
     t0 = time.perf_counter()
-    exe = jax.jit(epoch, donate_argnums=0).lower(init(), xb, yb).compile()
+    exe = jax.jit(epoch, donate_argnums=0).lower(init(), xb, yb).compile(compiler_options=options)
     compile_s = time.perf_counter() - t0
 
     def run_once(_):
@@ -644,6 +666,15 @@ ROWS = {
     "plain-gather": row_plain_gather,
     "floor": row_floor,
     "floor-lanes": lambda d, repeats, seed, threads: row_floor(d, repeats, seed, threads, True),
+    "plain-gather-1t": lambda d, repeats, seed, threads: row_plain_gather(
+        d, repeats, seed, threads, ONE_THREAD
+    ),
+    "floor-1t": lambda d, repeats, seed, threads: row_floor(
+        d, repeats, seed, threads, False, ONE_THREAD
+    ),
+    "floor-lanes-1t": lambda d, repeats, seed, threads: row_floor(
+        d, repeats, seed, threads, True, ONE_THREAD
+    ),
 }
 
 
@@ -1059,7 +1090,7 @@ def main(argv=None) -> int:
     if not thread_counts or min(thread_counts) < 1:
         p.error(f"--threads must be positive integers, comma separated. Got {args.threads!r}.")
     names = (
-        tuple(n for n in FORMULATIONS if not n.startswith("floor"))
+        tuple(n for n in FORMULATIONS if not n.startswith("floor") and not n.endswith("-1t"))
         if args.only is None
         else tuple(s.strip() for s in args.only.split(",") if s.strip())
     )

@@ -50,7 +50,7 @@ from jaxreg.engine import (
 from jaxreg.errors import NON_FINITE_MESSAGE, TrainingDivergedError
 from jaxreg.model import MLPSpec, from_lanes, init
 from jaxreg.optim import Hparams, check_hparams
-from jaxreg.runtime import cpu_cores
+from jaxreg.runtime import cpu_cores, small_loop_flags
 
 __all__ = [
     "Outcome",
@@ -255,23 +255,64 @@ def _signature(args) -> tuple:
 _MODE_FLAGS = ("jax_enable_x64", "jax_threefry_partitionable")
 
 
-def _compiled(cache_key, build: Callable, args, placement: Placement | None = None):
+# XLA's matrix products on one thread, for one executable (XLA's compile options, so the
+# process's own options stay as its user set them): a minibatch training loop on a CPU of at
+# most two cores whose largest product (batch x fan-in x fan-out) is at most ONE_THREAD_MACS
+# multiply-adds. On the 2-core VMs measured (benchmarks/README.md, "One thread for thin
+# minibatch products") the second thread's synchronization costs more than its core gives
+# at these sizes: a million rows x 8 through 8-64-64-1, batch 1024, trains 1.2-1.5x faster
+# an epoch; 8-256-256-1 (2**26) trains slower, and the lecture's full batch too. More cores
+# were not measured, so they keep XLA's threads.
+ONE_THREAD_MACS = 2**25
+_ONE_THREAD = (("xla_cpu_multi_thread_eigen", False), ("xla_cpu_experimental_ynn_fusion_type", ""))
+
+
+def _product_options(spec, cfg: TrainConfig, placement: Placement) -> tuple:
+    """The compile options of a training loop (``_ONE_THREAD`` or none), as a hashable
+    tuple of pairs."""
+    if (
+        cfg.batch_size is None
+        or cfg.optimizer == "lbfgs"
+        or placement.batching != "single"
+        or placement.data > 1
+        or cpu_cores() > 2
+        or small_loop_flags()  # their process options hold these already
+        or jax.default_backend() != "cpu"
+    ):
+        return ()
+    sizes = spec.layer_sizes
+    widest = max(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+    return _ONE_THREAD if cfg.batch_size * widest <= ONE_THREAD_MACS else ()
+
+
+def _compiled(
+    cache_key,
+    build: Callable,
+    args,
+    placement: Placement | None = None,
+    options: tuple = (),
+):
     """``(executable, compile_seconds)`` of ``jax.jit(build())`` for ``args``; compiled once
-    per key and argument signature (0 seconds on a hit). With a data-parallel
-    ``placement`` it is traced under the placement's mesh, and the outputs of a run with no
-    ``models`` axis to split are replicated on every device."""
+    per key, argument signature and XLA compile ``options`` (pairs) (0 seconds on a hit).
+    With a data-parallel ``placement`` it is traced under the placement's mesh, and the
+    outputs of a run with no ``models`` axis to split are replicated on every device."""
     mesh = placement.mesh if placement is not None and placement.data > 1 else None
     out_replicated = placement is not None and placement.models_axis == 1
     global _COMPILES
     # The random-number mode changes what init and sampling compile to.
-    full_key = (cache_key, _signature(args), *(getattr(jax.config, flag) for flag in _MODE_FLAGS))
+    full_key = (
+        cache_key,
+        _signature(args),
+        options,
+        *(getattr(jax.config, flag) for flag in _MODE_FLAGS),
+    )
     hit = _CACHE.get(full_key)
     if hit is not None:
         _CACHE.move_to_end(full_key)
         return hit, 0.0
     t0 = time.perf_counter()
     if mesh is None:
-        exe = jax.jit(build()).lower(*args).compile()
+        exe = jax.jit(build()).lower(*args).compile(compiler_options=dict(options) or None)
     else:
         # Traced under the mesh: the engine lays minibatches over its data axis.
         from jax.sharding import NamedSharding, PartitionSpec
@@ -608,7 +649,11 @@ def _run_whole(spec, cfg, data, hp, keys, params, placement: Placement):
         ]
     wrap = _over_models(placement, 4)
     exe, compile_s = _compiled(
-        ("train", spec, cfg, placement), lambda: wrap(make_train(spec, cfg)), parts[0], placement
+        ("train", spec, cfg, placement),
+        lambda: wrap(make_train(spec, cfg)),
+        parts[0],
+        placement,
+        _product_options(spec, cfg, placement),
     )
     t0 = time.perf_counter()
     if len(parts) > 1:
@@ -656,6 +701,7 @@ def _run_chunks(
         lambda: _over_models(placement, 4)(lambda s, d, h, k: engine.run(s, k, d, h, chunk_epochs)),
         (state, data, hp, keys),
         placement,
+        _product_options(spec, cfg, placement),
     )
     compile_s += c
     exe_finish, c = _compiled(
@@ -812,6 +858,7 @@ def run_stream(
             lambda: _over_models(placement, arity)(fn),
             args,
             placement,
+            _product_options(spec, cfg, placement) if name == "stream-steps" else (),
         )
         compile_s += c
         return exe
