@@ -260,9 +260,9 @@ _MODE_FLAGS = ("jax_enable_x64", "jax_threefry_partitionable")
 # most two cores whose largest product (batch x fan-in x fan-out) is at most ONE_THREAD_MACS
 # multiply-adds. On the 2-core VMs measured (benchmarks/README.md, "One thread for thin
 # minibatch products") the second thread's synchronization costs more than its core gives
-# at these sizes: a million rows x 8 through 8-64-64-1, batch 1024, trains 1.2-1.5x faster
-# an epoch; 8-256-256-1 (2**26) trains slower, and the lecture's full batch too. More cores
-# were not measured, so they keep XLA's threads.
+# at these sizes: the estimator's epoch of a million rows x 8 through 8-64-64-1, batch 1024,
+# 1.18x faster by median (1.28x best); 8-256-256-1 (2**26) trains slower, and the lecture's
+# full batch too. More cores were not measured, so they keep XLA's threads.
 ONE_THREAD_MACS = 2**25
 _ONE_THREAD = (("xla_cpu_multi_thread_eigen", False), ("xla_cpu_experimental_ynn_fusion_type", ""))
 
