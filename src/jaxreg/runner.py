@@ -267,9 +267,11 @@ ONE_THREAD_MACS = 2**25
 _ONE_THREAD = (("xla_cpu_multi_thread_eigen", False), ("xla_cpu_experimental_ynn_fusion_type", ""))
 
 
-def _product_options(spec, cfg: TrainConfig, placement: Placement) -> tuple:
+def _product_options(spec: MLPSpec, cfg: TrainConfig, placement: Placement) -> tuple:
     """The compile options of a training loop (``_ONE_THREAD`` or none), as a hashable
-    tuple of pairs."""
+    tuple of pairs. A run in chunks gets them for its loop only (its final evaluation pass
+    over every row is faster on XLA's threads); a whole run in one executable, for all of
+    it (still faster than none: benchmarks/README.md)."""
     if (
         cfg.batch_size is None
         or cfg.optimizer == "lbfgs"
