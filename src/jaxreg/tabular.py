@@ -419,6 +419,18 @@ def _select(
     return features, targets
 
 
+def _refuse_infinite(values, names, path, fmt: str, offset: int, what: str = "Column") -> None:
+    """One line naming the first infinite value of ``values`` (rows x ``names``), whose
+    first row is the file's data row ``offset``."""
+    inf = np.isinf(values)
+    if inf.any():
+        r, c = (int(v) for v in np.argwhere(inf)[0])
+        raise ValueError(
+            f"{what} {names[c]!r} in {path!r} holds an infinite value "
+            f"({float(values[r, c])}) in {_where(offset + r, fmt)}; values must be finite."
+        )
+
+
 def _arrays(
     df,
     path,
@@ -444,13 +456,7 @@ def _arrays(
     finite = np.isfinite(both)
     na_rows = np.zeros(len(df), bool)
     if not finite.all():
-        inf = np.isinf(both)
-        if inf.any():
-            r, c = (int(v) for v in np.argwhere(inf)[0])
-            raise ValueError(
-                f"Column {names[c]!r} in {path!r} holds an infinite value "
-                f"({float(both[r, c])}) in {_where(offset + r, fmt)}; values must be finite."
-            )
+        _refuse_infinite(both, names, path, fmt, offset)
         na_rows = np.asarray(~finite.all(axis=1))  # what is not finite is missing
     n_na = int(na_rows.sum())
     if n_na and not drop_na:
@@ -688,26 +694,14 @@ def frame_of(
         col = x[name]
         if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
             values = col.to_numpy(dtype=np.float64, na_value=np.nan)
-            inf = np.isinf(values)
-            if inf.any():
-                r = int(np.argmax(inf))
-                raise ValueError(
-                    f"Column {name!r} in {path!r} holds an infinite value "
-                    f"({float(values[r])}) in {_where(offset + r, fmt)}; values must be finite."
-                )
+            _refuse_infinite(values[:, None], [name], path, fmt, offset)
     y = None
     keep = np.ones(len(df), bool)
     if targets:
         y = np.column_stack(
             [_numeric_column(df, c, path, fmt, "Target", labels, offset) for c in targets]
         )
-        inf = np.isinf(y)
-        if inf.any():
-            r, c = (int(v) for v in np.argwhere(inf)[0])
-            raise ValueError(
-                f"Target column {targets[c]!r} in {path!r} holds an infinite value "
-                f"({y[r, c]}) in {_where(offset + r, fmt)}; values must be finite."
-            )
+        _refuse_infinite(y, targets, path, fmt, offset, what="Target column")
         missing_y = np.isnan(y).any(axis=1)
         if missing_y.any() and not drop_na:
             r = int(np.argmax(missing_y))
