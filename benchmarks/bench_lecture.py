@@ -3,14 +3,18 @@
 The workload: 1-10-10-10-1 tanh MLP, He-normal weights from ``PRNGKey(1234)``, biases one,
 the lecture's 400 training points (``PRNGKey(14)``), 4000 full-batch epochs, lr 1e-3.
 
-Run ``python benchmarks/bench_lecture.py`` (``--quick`` for a short run). The first part runs
-in this process with XLA's default settings; the second part runs in a fresh subprocess
-with the options the ``jaxreg`` CLI sets for its own process
-(``jaxreg.runtime.FAST_CPU_XLA_FLAGS``), because XLA reads its flags once, when the backend
-starts. Ratios are against the lecture's code with default settings (same optimizer).
-Every formulation is compiled first (compile time reported apart), then the formulations
-run in interleaved rounds (``block_until_ready`` each) and the median of the rounds is
-reported; ``best`` is the fastest round, which is less disturbed by other processes.
+Run ``python benchmarks/bench_lecture.py`` (``--quick`` for a short run). The rows marked
+``[CLI flags]`` run in a subprocess started with the options the ``jaxreg`` CLI sets for its
+own process (``jaxreg.runtime.FAST_CPU_XLA_FLAGS``), because XLA reads its flags once, when
+the backend starts; the others run in this process with XLA's default settings. Every
+formulation in both processes is compiled first (compile time reported apart), then all of
+them run in interleaved rounds (``block_until_ready`` each): a round runs every row once,
+one after the other, this process's rows and then the subprocess's (this process waits for
+its answer, so the two never run at the same time). Reported: the median of the rounds and
+``best``, the fastest round (less disturbed by other processes). ``x lecture`` is the
+lecture's code with default settings (same optimizer) over the row, by medians; ``x
+paired`` the median over rounds of the same ratio within a round, which a machine that
+slows down for a while (a neighbour on a shared host) disturbs less.
 
 jaxreg's rows go through its public one-model path, ``jaxreg.runner.fit(...,
 return_timings=True)``: ``compile s`` is the first call's ``Timings.compile_seconds``, the
@@ -137,8 +141,8 @@ def step_flops() -> float:
     return float(cost["flops"])
 
 
-def run_formulations(optimizers, records, repeats: int, lecture: bool = True) -> list[dict]:
-    """Compile every formulation, then time them in interleaved rounds."""
+def build_rows(optimizers, records, lecture: bool = True) -> list[dict]:
+    """Compile every formulation: one row each, with a ``round`` that times one run."""
     import jax
 
     from jaxreg.data import Dataset, lecture_data
@@ -212,32 +216,65 @@ def run_formulations(optimizers, records, repeats: int, lecture: bool = True) ->
             )
     for row in rows:  # warm-up
         row["round"]()
-    times = {id(r): [] for r in rows}
-    calls = {id(r): [] for r in rows}
+    return rows
+
+
+def time_rows(rows: list[dict], repeats: int) -> list[dict]:
+    """Time the rows in interleaved rounds: every row once per round, ``repeats`` rounds.
+    Each row gets its rounds' run seconds (``times``), their median (``run_s``), the
+    fastest (``best_s``) and the median call seconds (``call_s``)."""
+    for row in rows:
+        row["times"], row["calls"] = [], []
     for _ in range(repeats):
         for row in rows:
             run_s, call_s = row["round"]()
-            times[id(row)].append(run_s)
-            calls[id(row)].append(call_s)
+            row["times"].append(run_s)
+            row["calls"].append(call_s)
     for row in rows:
-        row["run_s"] = statistics.median(times[id(row)])
-        row["best_s"] = min(times[id(row)])
-        row["call_s"] = statistics.median(calls[id(row)])
+        row["run_s"] = statistics.median(row["times"])
+        row["best_s"] = min(row["times"])
+        row["call_s"] = statistics.median(row.pop("calls"))
         del row["round"]
     return rows
+
+
+def _serve(rows: list[dict]) -> int:
+    """The child's side of the paired rounds: print the rows (without their ``round``) as
+    one JSON line, then run row ``i`` for every line ``i`` read from stdin and answer
+    ``run_s call_s``, until stdin closes."""
+    meta = [{k: v for k, v in r.items() if k != "round"} for r in rows]
+    print(json.dumps({"xla_flags": os.environ.get("XLA_FLAGS", ""), "rows": meta}), flush=True)
+    for line in sys.stdin:
+        run_s, call_s = rows[int(line)]["round"]()
+        print(f"{run_s!r} {call_s!r}", flush=True)
+    return 0
+
+
+def _remote_rows(child: subprocess.Popen) -> tuple[list[dict], str]:
+    """The child's rows, each with a ``round`` that has the child run it once (the parent
+    waits, so the two processes never run at the same time)."""
+    info = json.loads(child.stdout.readline())
+
+    def remote(i):
+        def go():
+            child.stdin.write(f"{i}\n")
+            child.stdin.flush()
+            run_s, call_s = child.stdout.readline().split()
+            return float(run_s), float(call_s)
+
+        return go
+
+    rows = []
+    for i, r in enumerate(info["rows"]):
+        rows.append({**r, "name": r["name"] + " [CLI flags]", "round": remote(i)})
+    return rows, info["xla_flags"]
 
 
 def _child(args) -> int:
     from jaxreg.runtime import configure_process
 
-    done = configure_process(compilation_cache=False, fast_cpu=True)
-    rows = run_formulations(args.optimizers, args.records, args.repeats)
-    for r in rows:
-        r["name"] += " [CLI flags]"
-    print(
-        json.dumps({"configured": done, "xla_flags": os.environ.get("XLA_FLAGS", ""), "rows": rows})
-    )
-    return 0
+    configure_process(compilation_cache=False, fast_cpu=True)
+    return _serve(build_rows(args.optimizers, args.records))
 
 
 def _table(rows, lecture_s, flops, peak) -> str:
@@ -248,6 +285,7 @@ def _table(rows, lecture_s, flops, peak) -> str:
         "us/epoch",
         "best us/ep",
         "x lecture",
+        "x paired",
         "% peak",
         "call s (med)",
         "train MSE",
@@ -268,6 +306,7 @@ def _table(rows, lecture_s, flops, peak) -> str:
                     f"{per_epoch * 1e6:.1f}",
                     f"{r['best_s'] / EPOCHS * 1e6:.1f}",
                     ratio,
+                    f"{r['paired_x']:.2f}" if "paired_x" in r else "-",
                     f"{pct:.1f}",
                     f"{r['call_s']:.4f}",
                     f"{r['train_mse']:.6f}",
@@ -315,16 +354,15 @@ def main(argv=None) -> int:
         f"{flops:,.0f} FLOP (XLA cost analysis); a 4000-epoch run: "
         f"{flops * EPOCHS / 1e9:.2f} GFLOP = {flops * EPOCHS / peak * 1e3:.1f} ms at peak\n"
     )
-    rows = run_formulations(args.optimizers, args.records, args.repeats)
-    lecture_s = {r["optimizer"]: r["run_s"] for r in rows if r["kind"] == "lecture"}
-    child_info = None
+    rows = build_rows(args.optimizers, args.records)
+    # The reference of every ratio: the lecture's code with default settings (this process).
+    lecture = {r["optimizer"]: r for r in rows if r["kind"] == "lecture"}
+    child, xla_flags = None, None
     if not args.no_flags:
         cmd = [
             sys.executable,
             os.path.abspath(__file__),
             "--child",
-            "--repeats",
-            str(args.repeats),
             "--optimizers",
             *args.optimizers,
             "--records",
@@ -332,12 +370,27 @@ def main(argv=None) -> int:
         ]
         env = dict(os.environ)
         env.pop("XLA_FLAGS", None)
-        out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
-        child_info = json.loads(out.stdout.strip().splitlines()[-1])
-        rows += child_info["rows"]
+        child = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        )
+        remote, xla_flags = _remote_rows(child)
+        rows += remote
+    try:
+        time_rows(rows, args.repeats)
+    finally:
+        if child is not None:
+            child.stdin.close()
+            child.wait()
+    lecture_s = {opt: r["run_s"] for opt, r in lecture.items()}
+    for r in rows:  # the round-by-round ratio: both ran in the same round, one after the other
+        ref = lecture.get(r["optimizer"])
+        if ref is not None:
+            r["paired_x"] = statistics.median(
+                a / b for a, b in zip(ref["times"], r["times"], strict=True)
+            )
     print(_table(rows, lecture_s, flops, peak))
-    if child_info:
-        print(f"\n[CLI flags] = XLA_FLAGS={child_info['xla_flags']!r}")
+    if xla_flags is not None:
+        print(f"\n[CLI flags] = XLA_FLAGS={xla_flags!r}")
     bad = [
         r["name"]
         for r in rows
