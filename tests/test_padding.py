@@ -112,3 +112,26 @@ def test_cross_validation_compiles_at_most_twice_after_a_warm_up_fit():
         for n in (41, 46, 34):
             model.partial_fit(X[:n], y[:n])
         assert count[0] - before == first  # later batches of the bucket compile nothing
+
+
+def test_a_batch_size_of_every_row_is_the_bucket_and_compiles_once():
+    # An explicit batch_size >= the training rows is one batch an epoch, as "auto" is on a
+    # table under 200 rows: the padded bucket, so row counts of one bucket (the folds of a
+    # cross-validation, each with batch_size=len(its rows)) share the executable.
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(170, 4))
+    y = np.tanh(X @ rng.normal(size=4)) + 0.05 * rng.normal(size=170)
+    kw = dict(hidden_layer_sizes=(8,), epochs=15, tol=None, random_state=0)
+    count = _compiles()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConvergenceWarning of the short fits
+        auto = MLPRegressor(**kw).fit(X[:166], y[:166])
+        before = count[0]
+        fits = {n: MLPRegressor(batch_size=n, **kw).fit(X[:n], y[:n]) for n in (166, 167, 170)}
+        assert count[0] == before  # every fit reused the "auto" fit's executable
+        big = MLPRegressor(batch_size=10_000, **kw).fit(X[:166], y[:166])
+    for est in (fits[166], big):
+        for a, b in zip(auto.params_, est.params_, strict=True):
+            np.testing.assert_array_equal(a.W, b.W)
+            np.testing.assert_array_equal(a.b, b.b)
+    assert not np.array_equal(fits[167].params_[0].W, fits[166].params_[0].W)

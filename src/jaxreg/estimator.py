@@ -131,8 +131,9 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         to the mean squared error (traced); default 0.
       epochs: the most training epochs (scikit-learn's ``max_iter``); default 200.
       batch_size: rows per minibatch; ``"auto"`` (default) is ``min(200, n_samples)`` as in
-        scikit-learn; None trains full-batch (one step per epoch on all rows) and ignores
-        ``sampling``.
+        scikit-learn (with ``shuffle``, a size of at least the training rows is one batch an
+        epoch, and fits of any row count of one padding bucket share an executable); None
+        trains full-batch (one step per epoch on all rows) and ignores ``sampling``.
       sampling: with a ``batch_size``: ``shuffle`` (default; a permutation per epoch) or
         ``bootstrap`` (rows drawn with replacement).
       validation_fraction: fraction of rows held out (chosen by ``random_state``) to
@@ -338,7 +339,7 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             p["validation_fraction"] = 0.1
         return p
 
-    def _spec_cfg(self, p, n_in, n_out, n_train, *, early=True):
+    def _spec_cfg(self, p, n_in, n_out, n_train, *, early=True, n_real=None):
         spec = MLPSpec(
             (n_in, *p["hidden"], n_out),
             activation=p["activation"],
@@ -351,6 +352,10 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             sampling, batch = "full", None
         else:
             size = _AUTO_BATCH if p["batch_size"] == "auto" else p["batch_size"]
+            if p["sampling"] == "shuffle" and n_real is not None and size >= n_real:
+                # One batch an epoch holds every row, the padding too (zero weight): the
+                # same step for any row count of the bucket, so folds share an executable.
+                size = n_train
             sampling, batch = p["sampling"], min(size, n_train)
         # scikit-learn's rule: stop after n_iter_no_change epochs without an improvement
         # of tol, on the validation loss with early stopping, else on the training loss
@@ -596,7 +601,9 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
         k = 1 if placement is None else placement.data
         # Data-parallel: buckets are multiples of the data axis, so the runner adds no rows.
         n_pad = _round_up(bucket_rows(len(tr_idx)), k)
-        spec, cfg = self._spec_cfg(p, X.shape[1], y2.shape[1], n_pad, early=not incremental)
+        spec, cfg = self._spec_cfg(
+            p, X.shape[1], y2.shape[1], n_pad, early=not incremental, n_real=len(tr_idx)
+        )
         if continuing:
             spec = self._spec
         hp = Hparams(learning_rate=p["learning_rate"], l2=p["l2"])
